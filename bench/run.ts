@@ -1,0 +1,16 @@
+/**
+ * Runs every benchmark and writes its section of docs/BENCHMARKS.md: `npm run bench`.
+ * Pass `--quick` for smaller counts (a smoke run, not figures to publish).
+ */
+import { spawnSync } from 'node:child_process';
+
+const quick = process.argv.includes('--quick');
+const benches: [string, string[]][] = [
+  ['bench/validation.bench.ts', quick ? ['--iterations', '20000'] : []],
+  ['bench/dispatch.bench.ts', quick ? ['--tasks', '300'] : []],
+];
+for (const [file, args] of benches) {
+  process.stdout.write(`\n▶ ${file}\n`);
+  const r = spawnSync(process.execPath, [file, ...args, ...(quick ? [] : ['--write'])], { stdio: 'inherit' });
+  if (r.status !== 0) process.exit(r.status ?? 1);
+}

@@ -1,0 +1,59 @@
+/**
+ * @module interpolate — binds task inputs into recipe steps by plain string substitution of
+ * `${input.NAME}`. Nothing is evaluated: an unknown name is an error, a value is inserted verbatim.
+ */
+import { PalisadeError } from './errors.ts';
+import type { Recipe, RecipeInput } from './recipe.ts';
+import type { Step } from './steps.ts';
+
+const PLACEHOLDER = /\$\{input\.([A-Za-z_][A-Za-z0-9_]{0,63})\}/g;
+
+/** Replaces every `${input.NAME}` in `text`; throws `PAL_ERR_VALIDATION` for a name not in `values`. */
+export function interpolate(text: string, values: Readonly<Record<string, string>>): string {
+  return text.replace(PLACEHOLDER, (_m, name: string) => {
+    const v = values[name];
+    if (v === undefined) throw new PalisadeError('PAL_ERR_VALIDATION', `unknown input "${name}"`, { errors: [{ path: `/input/${name}`, message: 'not provided' }] });
+    return v;
+  });
+}
+
+/** Interpolates every string inside a JSON value (steps are plain data). */
+export function interpolateDeep<T>(value: T, values: Readonly<Record<string, string>>): T {
+  if (typeof value === 'string') return interpolate(value, values) as T;
+  if (Array.isArray(value)) return value.map((v) => interpolateDeep(v, values)) as T;
+  if (value !== null && typeof value === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) out[k] = interpolateDeep(v, values);
+    return out as T;
+  }
+  return value;
+}
+
+/**
+ * Checks `input` against the recipe's declared inputs (unknown names refused, required present,
+ * `maxLength`/`pattern` held, defaults applied) and returns the complete set of values.
+ */
+export function resolveInputs(recipe: Pick<Recipe, 'inputs'>, input: Readonly<Record<string, string>> = {}): Record<string, string> {
+  const issues: { path: string; message: string }[] = [];
+  for (const name of Object.keys(input)) {
+    if (!Object.hasOwn(recipe.inputs, name)) issues.push({ path: `/input/${name}`, message: 'unknown input for this recipe' });
+  }
+  const values: Record<string, string> = {};
+  for (const [name, spec] of Object.entries(recipe.inputs) as [string, RecipeInput][]) {
+    const v = input[name] ?? spec.default;
+    if (v === undefined) {
+      if (spec.required !== false) issues.push({ path: `/input/${name}`, message: 'required' });
+      continue;
+    }
+    if (spec.maxLength !== undefined && v.length > spec.maxLength) issues.push({ path: `/input/${name}`, message: `longer than ${spec.maxLength}` });
+    if (spec.pattern !== undefined && !new RegExp(spec.pattern, 'u').test(v)) issues.push({ path: `/input/${name}`, message: `does not match ${spec.pattern}` });
+    values[name] = v;
+  }
+  if (issues.length > 0) throw new PalisadeError('PAL_ERR_VALIDATION', `invalid input: ${issues[0]!.path} ${issues[0]!.message}`, { errors: issues });
+  return values;
+}
+
+/** Steps with `${input.*}` bound. */
+export function bindSteps(steps: readonly Step[], values: Readonly<Record<string, string>>): Step[] {
+  return steps.map((s) => interpolateDeep(s, values));
+}

@@ -1,0 +1,217 @@
+/**
+ * @module api/routes — the REST API under `/api/v1`. Every route passes `authenticate` (bearer
+ * token → principal), then names the scope it needs; bodies are validated by the services.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { Type } from '@sinclair/typebox';
+import { PalisadeError, parse, type TaskEvent } from '@palisade/protocol';
+import { bearer, requireScope, type Principal, type TokenVerifier } from '../auth/tokens.ts';
+import { newApiClient, CLIENT_SCOPES } from '../auth/clients.ts';
+import type { DurableStore } from '../store/types.ts';
+import type { SecurityEvents } from '../siem/events.ts';
+import type { TaskService } from '../tasks/service.ts';
+import type { RecipeRegistry } from '../tasks/recipes.ts';
+import type { AgentRegistry } from '../gateway/registry.ts';
+import { compiled } from '../edge/validators.ts';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    principal?: Principal;
+  }
+}
+
+export interface ApiOptions {
+  verifier: TokenVerifier;
+  store: DurableStore;
+  tasks: TaskService;
+  recipes: RecipeRegistry;
+  agents: AgentRegistry;
+  events: SecurityEvents;
+  /** Interval of SSE keep-alive comments, ms. Default 15000. */
+  sseKeepAliveMs?: number;
+}
+
+const CreateClient = compiled(Type.Object(
+  {
+    name: Type.String({ minLength: 1, maxLength: 128 }),
+    scopes: Type.Optional(Type.Array(Type.Union(CLIENT_SCOPES.map((s) => Type.Literal(s))), { minItems: 1, maxItems: 8, uniqueItems: true })),
+  },
+  { additionalProperties: false },
+));
+
+function principal(req: FastifyRequest): Principal {
+  if (!req.principal) throw new PalisadeError('PAL_ERR_UNAUTHENTICATED');
+  return req.principal;
+}
+
+/** Registers the API routes. */
+export async function apiRoutes(app: FastifyInstance, o: ApiOptions): Promise<void> {
+  app.addHook('onRequest', async (req) => {
+    try {
+      req.principal = await o.verifier.verify(bearer(req.headers.authorization));
+    } catch (e) {
+      const err = e instanceof PalisadeError ? e : new PalisadeError('PAL_ERR_INTERNAL', undefined, { internal: e });
+      o.events.emit({
+        class: 'authentication', activity: 'api.authenticate', outcome: 'failure', code: err.code, message: err.message,
+        src: { ip: req.ip, origin: req.headers.origin }, data: { method: req.method, route: req.routeOptions.url },
+      });
+      throw err;
+    }
+  });
+
+  app.get('/me', async (req) => {
+    const p = principal(req);
+    return { sub: p.userId, clientId: p.clientId, scopes: [...p.scopes], kind: p.kind };
+  });
+
+  app.post('/tasks', async (req, reply) => {
+    const p = principal(req);
+    requireScope(p, 'tasks');
+    const header = req.headers['idempotency-key'];
+    const { task, created } = await o.tasks.submit(p, req.body, Array.isArray(header) ? header[0] : header);
+    reply.code(created ? 201 : 200).header('location', `/api/v1/tasks/${task.id}`);
+    const wait = preferWait(String(req.headers.prefer ?? ''));
+    if (wait === undefined || FINAL.has(task.state)) return reply.send(task);
+    reply.header('preference-applied', `wait=${wait}`);
+    return reply.send(await waitForEnd(o.tasks, p, task.id, wait * 1000));
+  });
+
+  app.get<{ Params: { id: string } }>('/tasks/:id', async (req) => {
+    const p = principal(req);
+    requireScope(p, 'tasks');
+    return o.tasks.get(p, req.params.id);
+  });
+
+  app.post<{ Params: { id: string } }>('/tasks/:id/cancel', async (req) => {
+    const p = principal(req);
+    requireScope(p, 'tasks');
+    return o.tasks.cancel(p, req.params.id);
+  });
+
+  app.get<{ Params: { id: string } }>('/tasks/:id/events', async (req, reply) => streamEvents(req, reply, o));
+
+  app.get('/recipes', async (req) => {
+    requireScope(principal(req), 'tasks');
+    return { recipes: o.recipes.list() };
+  });
+
+  app.get<{ Params: { name: string } }>('/recipes/:name', async (req) => {
+    requireScope(principal(req), 'tasks');
+    return o.recipes.get(req.params.name);
+  });
+
+  app.get('/agents', async (req) => {
+    const p = principal(req);
+    requireScope(p, 'tasks');
+    const stored = await o.store.agents.listByUser(p.userId);
+    return {
+      agents: stored.map((a) => {
+        const live = o.agents.get(a.id);
+        return { id: a.id, name: a.name, version: a.version, connected: !!live, grants: live ? [...live.grants] : a.grants, lastSeenAt: a.lastSeenAt };
+      }),
+    };
+  });
+
+  app.post('/clients', async (req, reply) => {
+    const p = requireAdmin(req);
+    const body = parse(CreateClient, req.body, 'client');
+    const { record, secret } = newApiClient(p.userId, body.name, body.scopes ?? ['tasks']);
+    await o.store.clients.create(record);
+    o.events.emit({
+      class: 'account_change', activity: 'client.create', outcome: 'success', message: `API client ${record.clientId} created`,
+      actor: { userId: p.userId, clientId: p.clientId }, data: { newClientId: record.clientId },
+    });
+    return reply.code(201).send({ clientId: record.clientId, clientSecret: secret, name: record.name, scopes: record.scopes, createdAt: record.createdAt });
+  });
+
+  app.get('/clients', async (req) => {
+    const p = requireAdmin(req);
+    const list = await o.store.clients.listByOwner(p.userId);
+    return { clients: list.map((c) => ({ clientId: c.clientId, name: c.name, scopes: c.scopes, createdAt: c.createdAt })) };
+  });
+
+  app.delete<{ Params: { id: string } }>('/clients/:id', async (req, reply) => {
+    const p = requireAdmin(req);
+    const c = await o.store.clients.byId(req.params.id);
+    if (!c || c.ownerUserId !== p.userId || !(await o.store.clients.revoke(c.clientId, new Date().toISOString()))) {
+      throw new PalisadeError('PAL_ERR_NOT_FOUND', `no client ${req.params.id}`);
+    }
+    o.events.emit({ class: 'account_change', activity: 'client.revoke', outcome: 'success', message: `API client ${c.clientId} revoked`, actor: { userId: p.userId } });
+    return reply.code(204).send();
+  });
+}
+
+const FINAL = new Set(['succeeded', 'failed', 'cancelled', 'expired']);
+/** Longest `Prefer: wait=N` honoured, seconds. */
+export const MAX_PREFER_WAIT_S = 60;
+
+/** Reads `Prefer: wait=N` (RFC 7240), capped at `MAX_PREFER_WAIT_S`. */
+function preferWait(header: string | undefined): number | undefined {
+  const m = header ? /(?:^|[,;\s])wait=(\d{1,6})(?:$|[,;\s])/.exec(header) : null;
+  return m ? Math.min(Number(m[1]), MAX_PREFER_WAIT_S) : undefined;
+}
+
+/** The task's view once it ends, or its current view after `ms`. */
+async function waitForEnd(tasks: TaskService, p: Principal, id: string, ms: number) {
+  let done!: (v: unknown) => void;
+  const ended = new Promise((r) => (done = r));
+  const { task, unsubscribe } = await tasks.watch(p, id, (e) => {
+    if (e.type === 'end') done(e.task);
+  });
+  if (FINAL.has(task.state)) {
+    unsubscribe();
+    return task;
+  }
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise((r) => (timer = setTimeout(r, ms)));
+  const result = await Promise.race([ended, timeout]);
+  clearTimeout(timer);
+  unsubscribe();
+  return result ?? (await tasks.get(p, id));
+}
+
+function requireAdmin(req: FastifyRequest): Principal {
+  const p = principal(req);
+  requireScope(p, 'admin');
+  if (p.role !== 'admin') throw new PalisadeError('PAL_ERR_FORBIDDEN', 'only an admin may manage API clients');
+  return p;
+}
+
+/** `GET /tasks/:id/events` as Server-Sent Events; ends after the `end` event. */
+async function streamEvents(req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply, o: ApiOptions): Promise<void> {
+  const p = principal(req);
+  requireScope(p, 'tasks');
+  const queue: TaskEvent[] = [];
+  let write: ((e: TaskEvent) => void) | undefined;
+  const { task, unsubscribe } = await o.tasks.watch(p, req.params.id, (e) => (write ? write(e) : queue.push(e)));
+  reply.hijack();
+  const res = reply.raw;
+  res.writeHead(200, {
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-store',
+    'x-content-type-options': 'nosniff',
+    connection: 'keep-alive',
+  });
+  let ended = false;
+  const keepAlive = setInterval(() => res.write(': ping\n\n'), o.sseKeepAliveMs ?? 15_000);
+  keepAlive.unref();
+  const end = () => {
+    if (ended) return;
+    ended = true;
+    clearInterval(keepAlive);
+    unsubscribe();
+    res.end();
+  };
+  write = (e: TaskEvent) => {
+    if (ended) return;
+    res.write(`event: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`);
+    if (e.type === 'end') end();
+  };
+  req.raw.on('close', end);
+  write({ type: 'state', taskId: task.id, state: task.state, at: task.updatedAt });
+  if (['succeeded', 'failed', 'cancelled', 'expired'].includes(task.state)) {
+    write({ type: 'end', task });
+    return;
+  }
+  for (const e of queue.splice(0)) write(e);
+}

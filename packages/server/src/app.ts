@@ -1,0 +1,179 @@
+/**
+ * @module app — assembles one Palisade server node: store, secrets, TLS, the OAuth 2.1
+ * authorization server, the REST API, the agent gateway and the task service, on one port.
+ */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { AddressInfo } from 'node:net';
+import type { Server as HttpServer } from 'node:http';
+import Fastify, { LogController, type FastifyInstance } from 'fastify';
+import formbody from '@fastify/formbody';
+import { pino, type Logger } from 'pino';
+import type Provider from 'oidc-provider';
+import { resolveConfig, type ServerConfig } from './config.ts';
+import { openSqliteStore } from './store/sqlite.ts';
+import { openPostgresStore } from './store/postgres.ts';
+import type { DurableStore } from './store/types.ts';
+import { loadOrCreateSecrets, publicJwk } from './auth/secrets.ts';
+import { createProvider } from './auth/provider.ts';
+import { createTokenVerifier, type TokenVerifier } from './auth/tokens.ts';
+import { createSetupToken, interactionRoutes } from './auth/interactions.ts';
+import { createSecurityEvents, type SecurityEvents } from './siem/events.ts';
+import { toPalisadeError } from './edge/problem.ts';
+import { ensureDevTls, loadTlsFiles, type TlsMaterial } from './tls/devca.ts';
+import { AgentRegistry } from './gateway/registry.ts';
+import { attachAgentGateway } from './gateway/agents.ts';
+import { loadRecipes, type RecipeRegistry } from './tasks/recipes.ts';
+import { TaskService } from './tasks/service.ts';
+import { apiRoutes } from './api/routes.ts';
+
+/** A running (or ready to run) server node. */
+export interface Palisade {
+  readonly config: ServerConfig;
+  readonly app: FastifyInstance;
+  readonly store: DurableStore;
+  readonly provider: Provider;
+  readonly events: SecurityEvents;
+  readonly verifier: TokenVerifier;
+  readonly tasks: TaskService;
+  readonly agents: AgentRegistry;
+  readonly recipes: RecipeRegistry;
+  readonly log: Logger;
+  readonly tls: (TlsMaterial & { generated?: boolean }) | undefined;
+  /** Base URL, known after `listen()`. */
+  url: string;
+  /** OAuth issuer (`${url}/oauth2`). */
+  issuer: string;
+  /** The one-time admin setup link, when the server has no user yet. */
+  setupUrl: string | undefined;
+  listen(): Promise<string>;
+  close(): Promise<void>;
+}
+
+export interface CreateOptions extends Partial<ServerConfig> {
+  /** Use this logger instead of a new pino logger. */
+  logger?: Logger;
+}
+
+/**
+ * Creates a server node on the embedded defaults (SQLite in `dataDir`, in-process hot state,
+ * generated development TLS) unless told otherwise. Call `listen()` to start it.
+ */
+export async function createPalisade(options: CreateOptions = {}): Promise<Palisade> {
+  const { logger, ...partial } = options;
+  const config = resolveConfig(partial);
+  const log = logger ?? pino({ level: config.logLevel, base: { svc: 'palisade' } });
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+
+  const tls = config.insecureHttp
+    ? undefined
+    : config.tlsKeyFile && config.tlsCertFile
+      ? loadTlsFiles(config.tlsKeyFile, config.tlsCertFile)
+      : ensureDevTls(join(config.dataDir, 'tls'), config.tlsNames);
+
+  const store = config.databaseUrl ? await openPostgresStore({ connectionString: config.databaseUrl, schema: config.databaseSchema }) : openSqliteStore(join(config.dataDir, 'palisade.db'));
+  const secrets = await loadOrCreateSecrets(config.dataDir);
+  const events = createSecurityEvents(log);
+  const recipes = loadRecipes(config.recipeDirs);
+  const agents = new AgentRegistry();
+  const tasks = new TaskService({ config, store, recipes, agents, events, log });
+
+  const app = Fastify({
+    loggerInstance: log.child({ mod: 'http' }),
+    logController: new LogController({ disableRequestLogging: config.logLevel !== 'debug' && config.logLevel !== 'trace' }),
+    bodyLimit: config.maxBodyBytes,
+    ...(tls ? { https: { key: tls.key, cert: tls.cert, minVersion: 'TLSv1.3' as const } } : {}),
+    return503OnClosing: true,
+  }) as unknown as FastifyInstance;
+
+  // The issuer depends on the port, which is known after listen(); the provider is created lazily once.
+  const self: Palisade = {
+    config, app, store, events, tasks, agents, recipes, log, tls,
+    url: '', issuer: '', setupUrl: undefined,
+    provider: undefined as unknown as Provider,
+    verifier: undefined as unknown as TokenVerifier,
+    async listen() {
+      await app.listen({ host: config.host, port: config.port });
+      const port = (app.server.address() as AddressInfo).port;
+      const host = config.host.includes(':') ? `[${config.host}]` : config.host === '0.0.0.0' ? '127.0.0.1' : config.host;
+      self.url = config.publicUrl ?? `${tls ? 'https' : 'http'}://${host}:${port}`;
+      self.issuer = `${self.url}/oauth2`;
+      wire();
+      await tasks.start();
+      const token = await createSetupToken(store);
+      self.setupUrl = token ? `${self.url}/setup?token=${token}` : undefined;
+      return self.url;
+    },
+    async close() {
+      tasks.stop();
+      await gatewayClose?.();
+      await app.close();
+      await store.close();
+    },
+  };
+
+  let gatewayClose: (() => Promise<void>) | undefined;
+  let ready!: () => void;
+  const wired = new Promise<void>((r) => (ready = r));
+
+  function wire(): void {
+    const provider = createProvider({ config, issuer: self.issuer, store, secrets, events });
+    const verifier = createTokenVerifier({ issuer: self.issuer, audience: config.audience, publicKeys: [publicJwk(secrets.signingKey)], store });
+    Object.assign(self, { provider, verifier });
+    gatewayClose = attachAgentGateway(app.server as unknown as HttpServer, { config, verifier, store, tasks, agents, events, log: log.child({ mod: 'gateway' }) }).close;
+    ready();
+  }
+
+  app.setErrorHandler((err, req, reply) => {
+    const e = toPalisadeError(err);
+    if (e.code === 'PAL_ERR_INTERNAL') req.log.error({ err: e.internal ?? err }, 'unhandled error');
+    if (e.code === 'PAL_ERR_VALIDATION' || e.code === 'PAL_ERR_FORBIDDEN') {
+      events.emit({ class: 'api_activity', activity: 'api.request', outcome: 'failure', code: e.code, message: e.message, src: { ip: req.ip }, actor: { userId: req.principal?.userId, clientId: req.principal?.clientId } });
+    }
+    void reply.code(e.status).type('application/problem+json').header('cache-control', 'no-store').send(e.toProblem());
+  });
+  app.setNotFoundHandler((req, reply) => {
+    void reply.code(404).type('application/problem+json').send(toPalisadeError({ statusCode: 404 }).toProblem());
+    void req;
+  });
+
+  // Until listen() has wired the provider, requests wait for it (the server is not reachable before anyway).
+  app.addHook('onRequest', async () => wired);
+
+  await app.register(async (oauth) => {
+    oauth.removeAllContentTypeParsers();
+    oauth.addContentTypeParser('*', (_req, _payload, done) => done(null));
+    const handle = async (req: import('fastify').FastifyRequest, reply: import('fastify').FastifyReply) => {
+      reply.hijack();
+      const raw = req.raw as typeof req.raw & { originalUrl?: string };
+      raw.originalUrl = raw.url;
+      raw.url = (raw.url ?? '/').slice('/oauth2'.length) || '/';
+      self.provider.callback()(raw, reply.raw);
+    };
+    oauth.all('/', handle);
+    oauth.all('/*', handle);
+  }, { prefix: '/oauth2' });
+
+  await app.register(async (pages) => {
+    await pages.register(formbody, { bodyLimit: 16 * 1024 });
+    await pages.register(async (s) => interactionRoutes(s, { provider: lazy(() => self.provider), store, events }));
+  });
+
+  await app.register(async (api) => apiRoutes(api, { verifier: lazy(() => self.verifier), store, tasks, recipes, agents, events }), { prefix: '/api/v1' });
+
+  app.get('/healthz', async () => ({ status: 'ok' }));
+  app.get('/', async (_req, reply) => reply.type('application/json').send({ name: 'Palisade', issuer: self.issuer, api: `${self.url}/api/v1`, agents: `${self.url.replace(/^http/, 'ws')}/ws/agent` }));
+
+  return self;
+}
+
+/** A stand-in that forwards every property access to the value `get()` returns at that time. */
+function lazy<T extends object>(get: () => T): T {
+  return new Proxy({} as T, {
+    get: (_t, prop) => {
+      const target = get();
+      const v = Reflect.get(target, prop, target) as unknown;
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+}

@@ -1,0 +1,140 @@
+/**
+ * @module auth/provider — the OAuth 2.1 authorization server, built on oidc-provider and mounted at
+ * `/oauth2`. Client credentials for API clients, the device authorization grant (RFC 8628) for the
+ * extension and the CLI, refresh tokens that rotate on every use, JWT access tokens (RFC 9068,
+ * ES256) for one audience.
+ */
+import Provider, { errors as oidcErrors, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import type { ServerConfig } from '../config.ts';
+import type { DurableStore } from '../store/types.ts';
+import type { SecurityEvents } from '../siem/events.ts';
+import type { ServerSecrets } from './secrets.ts';
+import { createOidcAdapter } from './adapter.ts';
+import { installHashedSecrets } from './clients.ts';
+import { esc, page } from './pages.ts';
+
+/** The extension's public client. */
+export const EXTENSION_CLIENT_ID = 'palisade-extension';
+/** The CLI's public client. */
+export const CLI_CLIENT_ID = 'palisade-cli';
+/** First-party public clients, and the scopes each may receive. */
+export const FIRST_PARTY_CLIENTS: Record<string, { name: string; scope: string }> = {
+  [EXTENSION_CLIENT_ID]: { name: 'Palisade browser extension', scope: 'openid offline_access agent' },
+  [CLI_CLIENT_ID]: { name: 'Palisade CLI', scope: 'openid offline_access tasks admin' },
+};
+/** Scopes that live on the API resource server. */
+export const API_SCOPES = 'tasks agent admin';
+
+export interface ProviderOptions {
+  config: ServerConfig;
+  issuer: string;
+  store: DurableStore;
+  secrets: ServerSecrets;
+  events: SecurityEvents;
+}
+
+/** Creates the provider. */
+export function createProvider({ config, issuer, store, secrets, events }: ProviderOptions): Provider {
+  const configuration: Configuration = {
+    adapter: createOidcAdapter(store),
+    clients: Object.entries(FIRST_PARTY_CLIENTS).map(([clientId, c]) => ({
+      client_id: clientId,
+      client_name: c.name,
+      token_endpoint_auth_method: 'none',
+      grant_types: ['urn:ietf:params:oauth:grant-type:device_code', 'refresh_token'],
+      response_types: [],
+      redirect_uris: [],
+      scope: c.scope,
+    })),
+    clientDefaults: { id_token_signed_response_alg: 'ES256', grant_types: [], response_types: [] },
+    jwks: { keys: [secrets.signingKey] },
+    cookies: { keys: secrets.cookieKeys, long: { signed: true, httpOnly: true, sameSite: 'lax' }, short: { signed: true, httpOnly: true, sameSite: 'lax' } },
+    scopes: ['openid', 'offline_access', 'tasks', 'agent', 'admin'],
+    claims: { openid: ['sub'] },
+    findAccount: async (_ctx, sub) => {
+      const user = await store.users.byId(sub);
+      if (!user) return undefined;
+      return { accountId: user.id, claims: async () => ({ sub: user.id, preferred_username: user.username }) };
+    },
+    interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
+    features: {
+      devInteractions: { enabled: false },
+      clientCredentials: { enabled: true },
+      introspection: { enabled: true },
+      revocation: { enabled: true },
+      deviceFlow: {
+        enabled: true,
+        charset: 'base-20',
+        mask: '****-****',
+        userCodeInputSource: async (ctx, form, _out, err) => {
+          const msg = err ? '<p class="error" role="alert">That code is not valid or has expired. Try again.</p>' : '<p>Enter the code your device shows.</p>';
+          ctx.body = page('Connect a device', `${msg}${form}<button type="submit" form="op.deviceInputForm">Continue</button>`);
+        },
+        userCodeConfirmSource: async (ctx, form, client, _info, userCode) => {
+          ctx.body = page('Confirm the device', `<p><strong>${esc(client.clientName ?? client.clientId)}</strong> wants to connect.</p>
+<p>Check that your device shows this code:</p><p class="code" id="user-code">${esc(userCode)}</p>${form}
+<button type="submit" form="op.deviceConfirmForm" id="confirm">Continue</button>
+<button type="submit" form="op.deviceConfirmForm" value="yes" name="abort" class="secondary">Cancel</button>`);
+        },
+        successSource: async (ctx) => {
+          ctx.body = page('Device connected', '<p id="device-success">You can close this page and return to your device.</p>');
+        },
+      },
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: async () => config.audience,
+        useGrantedResource: async () => true,
+        getResourceServerInfo: async (_ctx, resource) => {
+          if (resource !== config.audience) throw new oidcErrors.InvalidTarget();
+          return {
+            scope: API_SCOPES,
+            audience: config.audience,
+            accessTokenTTL: config.accessTokenTtl,
+            accessTokenFormat: 'jwt',
+            jwt: { sign: { alg: 'ES256' } },
+          };
+        },
+      },
+    },
+    clientBasedCORS: (_ctx, origin, client) => client.clientId === EXTENSION_CLIENT_ID && /^chrome-extension:\/\/[a-p]{32}$/.test(origin),
+    rotateRefreshToken: true,
+    ttl: {
+      AccessToken: config.accessTokenTtl,
+      ClientCredentials: config.accessTokenTtl,
+      DeviceCode: 600,
+      Grant: 30 * 24 * 3600,
+      Interaction: 600,
+      Session: 24 * 3600,
+      IdToken: 3600,
+      RefreshToken: 30 * 24 * 3600,
+    },
+    enabledJWA: { authorizationSigningAlgValues: ['ES256'], idTokenSigningAlgValues: ['ES256'] },
+    renderError: async (ctx, out) => {
+      ctx.type = 'html';
+      ctx.body = page('Something went wrong', `<p class="error" role="alert">${esc(out.error_description ?? out.error)}</p>`);
+    },
+  };
+
+  const provider = new Provider(issuer, configuration);
+  installHashedSecrets(provider.Client);
+
+  // Every token decision is a security event.
+  const ip = (ctx: KoaContextWithOIDC) => ctx.ip;
+  provider.on('grant.success', (ctx: KoaContextWithOIDC) => {
+    events.emit({
+      class: 'authentication', activity: 'oauth.token', outcome: 'success', message: `token issued (${String(ctx.oidc.params?.grant_type ?? '')})`,
+      actor: { clientId: ctx.oidc.client?.clientId, userId: ctx.oidc.account?.accountId }, src: { ip: ip(ctx) },
+    });
+  });
+  provider.on('grant.error', (ctx: KoaContextWithOIDC, err: Error & { error?: string }) => {
+    if (err.error === 'authorization_pending' || err.error === 'slow_down') return;
+    events.emit({
+      class: 'authentication', activity: 'oauth.token', outcome: 'failure', code: err.error ?? 'error', message: err.message,
+      actor: { clientId: ctx.oidc?.client?.clientId }, src: { ip: ip(ctx) },
+    });
+  });
+  provider.on('grant.revoked', (_ctx: KoaContextWithOIDC, grantId: string) => {
+    events.emit({ class: 'authorization', activity: 'oauth.grant.revoked', outcome: 'success', message: 'grant revoked', data: { grantId } });
+  });
+  return provider;
+}

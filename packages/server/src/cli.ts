@@ -1,0 +1,102 @@
+#!/usr/bin/env node
+/**
+ * @module cli — `palisade-server start`: runs one server node on its embedded defaults.
+ *
+ *   npm start                         # https://127.0.0.1:8443, data in ./.palisade
+ *   npm start -- --port 9443 --data-dir /var/lib/palisade
+ *   npm start -- --insecure-http      # plain HTTP (development only; prints a warning)
+ */
+import { parseArgs } from 'node:util';
+import { createPalisade } from './app.ts';
+import { DEFAULTS } from './config.ts';
+
+const HELP = `Usage: palisade-server start [options]
+
+Options (environment variable in brackets):
+  --data-dir DIR       data folder: SQLite database, keys, generated TLS  [PALISADE_DATA_DIR] (default ${DEFAULTS.dataDir})
+  --database URL       PostgreSQL connection string (default: SQLite in the data folder) [PALISADE_DATABASE_URL]
+  --host HOST          interface to listen on                             [PALISADE_HOST] (default ${DEFAULTS.host})
+  --port PORT          port                                               [PALISADE_PORT] (default ${DEFAULTS.port})
+  --public-url URL     URL callers use to reach this server               [PALISADE_PUBLIC_URL]
+  --tls-key FILE       TLS private key (PEM); default: generated dev CA   [PALISADE_TLS_KEY]
+  --tls-cert FILE      TLS certificate chain (PEM)                        [PALISADE_TLS_CERT]
+  --tls-name NAME      extra DNS name or IP for the generated certificate (repeatable)
+  --recipes DIR        recipe folder (repeatable; default: built-in recipes/)
+  --ws-origin ORIGIN   Origin allowed to open agent WebSockets (repeatable; default chrome-extension://*)
+  --insecure-http      serve plain HTTP instead of TLS (development only)
+  --log-level LEVEL    trace|debug|info|warn|error                        [PALISADE_LOG_LEVEL] (default info)
+  -h, --help           show this help
+`;
+
+async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      'data-dir': { type: 'string' }, database: { type: 'string' }, host: { type: 'string' }, port: { type: 'string' }, 'public-url': { type: 'string' },
+      'tls-key': { type: 'string' }, 'tls-cert': { type: 'string' }, 'tls-name': { type: 'string', multiple: true },
+      recipes: { type: 'string', multiple: true }, 'ws-origin': { type: 'string', multiple: true },
+      'insecure-http': { type: 'boolean' }, 'log-level': { type: 'string' }, help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  const command = positionals[0] ?? 'start';
+  if (command !== 'start') {
+    process.stderr.write(`unknown command "${command}"\n\n${HELP}`);
+    return 2;
+  }
+  const env = process.env;
+  const portText = values.port ?? env.PALISADE_PORT;
+  const port = portText === undefined ? undefined : Number(portText);
+  if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) {
+    process.stderr.write(`--port must be a number from 0 to 65535, not "${portText}"\n`);
+    return 2;
+  }
+  const insecureHttp = values['insecure-http'] ?? env.PALISADE_INSECURE_HTTP === '1';
+  const server = await createPalisade({
+    dataDir: values['data-dir'] ?? env.PALISADE_DATA_DIR,
+    databaseUrl: values.database ?? env.PALISADE_DATABASE_URL,
+    host: values.host ?? env.PALISADE_HOST,
+    port,
+    publicUrl: values['public-url'] ?? env.PALISADE_PUBLIC_URL,
+    tlsKeyFile: values['tls-key'] ?? env.PALISADE_TLS_KEY,
+    tlsCertFile: values['tls-cert'] ?? env.PALISADE_TLS_CERT,
+    tlsNames: values['tls-name'],
+    recipeDirs: values.recipes,
+    wsOrigins: values['ws-origin'],
+    insecureHttp,
+    logLevel: values['log-level'] ?? env.PALISADE_LOG_LEVEL,
+  });
+  const url = await server.listen();
+  const out = process.stderr;
+  out.write(`\nPalisade is running at ${url}\n`);
+  out.write(`  OAuth issuer   ${server.issuer}\n  API            ${url}/api/v1\n  Agents         ${url.replace(/^http/, 'ws')}/ws/agent\n`);
+  out.write(`  Data           ${server.store.kind === 'postgres' ? 'PostgreSQL' : `${server.config.dataDir} (SQLite)`}, ${server.recipes.list().length} recipe(s)\n`);
+  if (server.tls?.caFile) {
+    out.write(`  TLS            development CA at ${server.tls.caFile}${server.tls.generated ? ' (generated now)' : ''}\n`);
+    out.write(`                 trust it in the CLI/SDK with --ca ${server.tls.caFile} (or PALISADE_CA_FILE)\n`);
+  }
+  if (insecureHttp) out.write('\n  WARNING: plain HTTP. Tokens and task data cross the network unencrypted. Use only on this machine, for development.\n');
+  if (server.setupUrl) out.write(`\n  No admin account yet. Open this one-time link to create it:\n\n    ${server.setupUrl}\n\n`);
+  const stop = async (signal: string) => {
+    out.write(`\n${signal}: shutting down…\n`);
+    await server.close();
+    process.exit(0);
+  };
+  process.once('SIGINT', () => void stop('SIGINT'));
+  process.once('SIGTERM', () => void stop('SIGTERM'));
+  return -1;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exit(code);
+  },
+  (err: unknown) => {
+    process.stderr.write(`palisade-server: ${(err as Error).message}\n`);
+    process.exit(1);
+  },
+);

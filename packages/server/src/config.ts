@@ -1,0 +1,86 @@
+/**
+ * @module config — every setting of the server, its default, and where it comes from
+ * (command-line flag, then `PALISADE_*` environment variable, then the default).
+ */
+
+export interface ServerConfig {
+  /** Folder for the SQLite database, keys, secrets and generated TLS material. Default `.palisade`. */
+  dataDir: string;
+  /** PostgreSQL connection string; unset = the embedded SQLite store in `dataDir`. */
+  databaseUrl?: string | undefined;
+  /** PostgreSQL schema holding Palisade's tables. Default `palisade`. */
+  databaseSchema?: string | undefined;
+  /** Interface to listen on. Default `127.0.0.1`. */
+  host: string;
+  /** Port. Default `8443` (`0` picks a free one). */
+  port: number;
+  /** URL callers use to reach the server; the OAuth issuer is `${publicUrl}/oauth2`. Default from host and port. */
+  publicUrl?: string | undefined;
+  /** Serve plain HTTP instead of TLS. Only with an explicit flag; a warning is printed. Default false. */
+  insecureHttp: boolean;
+  /** TLS key and certificate files; default: a development CA + certificate generated in `dataDir/tls`. */
+  tlsKeyFile?: string | undefined;
+  tlsCertFile?: string | undefined;
+  /** Extra DNS names / IPs for the generated development certificate. */
+  tlsNames: string[];
+  /** Folders of recipe JSON files. Default: the built-in `recipes/`. */
+  recipeDirs: string[];
+  /** `Origin`s allowed to open agent/client WebSockets; `chrome-extension://*` allows any extension. Default that. */
+  wsOrigins: string[];
+  /** API audience (`aud`) of access tokens. Default `urn:palisade:api`. */
+  audience: string;
+  /** Access-token lifetime, seconds. Default 900. */
+  accessTokenTtl: number;
+  /** Largest WebSocket frame, bytes. Default 1 MiB. */
+  maxFrameBytes: number;
+  /** Largest HTTP body, bytes. Default 1 MiB. */
+  maxBodyBytes: number;
+  /** Time an agent has to authenticate and say hello, ms. Default 5000. */
+  authTimeoutMs: number;
+  /** WebSocket ping interval, ms; a peer that misses one pong is dropped. Default 30000. */
+  heartbeatMs: number;
+  /** Time an agent has to accept a dispatched task before it is offered again, ms. Default 10000. */
+  acceptTimeoutMs: number;
+  /** Default task deadline, ms. Default 120000. */
+  defaultTaskTimeoutMs: number;
+  /** Attempts a task gets when its agent disconnects (1 original + re-dispatches). Default 2. */
+  maxAttempts: number;
+  /** Log level. Default `info`. */
+  logLevel: string;
+}
+
+export const DEFAULTS: ServerConfig = {
+  dataDir: '.palisade',
+  host: '127.0.0.1',
+  port: 8443,
+  insecureHttp: false,
+  tlsNames: [],
+  recipeDirs: [new URL('../../../recipes/', import.meta.url).pathname],
+  wsOrigins: ['chrome-extension://*'],
+  audience: 'urn:palisade:api',
+  accessTokenTtl: 900,
+  maxFrameBytes: 1024 * 1024,
+  maxBodyBytes: 1024 * 1024,
+  authTimeoutMs: 5000,
+  heartbeatMs: 30_000,
+  acceptTimeoutMs: 10_000,
+  defaultTaskTimeoutMs: 120_000,
+  maxAttempts: 2,
+  logLevel: 'info',
+};
+
+/** Fills in defaults. */
+export function resolveConfig(partial: Partial<ServerConfig> = {}): ServerConfig {
+  const cfg: ServerConfig = { ...DEFAULTS };
+  for (const [k, v] of Object.entries(partial)) if (v !== undefined) (cfg as unknown as Record<string, unknown>)[k] = v;
+  return cfg;
+}
+
+/** Whether `origin` is allowed by a list that may hold `scheme://*` wildcards for a whole scheme. */
+export function originAllowed(origin: string, allowed: readonly string[]): boolean {
+  for (const a of allowed) {
+    if (a === origin) return true;
+    if (a.endsWith('://*') && origin.startsWith(a.slice(0, -1)) && origin.length > a.length - 1) return true;
+  }
+  return false;
+}

@@ -1,0 +1,340 @@
+/**
+ * @module gateway/agents — the agent WebSocket endpoint (`/ws/agent`).
+ *
+ * Upgrade pipeline, in order (each a named step below):
+ *   checkPath → checkOrigin → checkSubprotocol → authenticate (bearer subprotocol, verified before the
+ *   upgrade) → authorize (scope `agent`) → upgrade (`maxPayload` bounded)
+ * then on the socket: auth frame if no bearer was offered (within `authTimeoutMs`) → `hello` (within
+ * `authTimeoutMs`) → frames, each parsed and validated → heartbeat → closed when the token expires.
+ */
+import type { IncomingMessage, Server as HttpServer } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { randomBytes } from 'node:crypto';
+import { WebSocketServer, type WebSocket, type RawData } from 'ws';
+import type { Logger } from 'pino';
+import {
+  ERROR_CODES, PalisadeError, PROTOCOL_VERSION, WS_BEARER_PREFIX, WS_SUBPROTOCOL, parse, parseOrigin,
+  type AgentFrame, type ErrorCode, type ServerFrame,
+} from '@palisade/protocol';
+import type { ServerConfig } from '../config.ts';
+import { originAllowed } from '../config.ts';
+import type { Principal, TokenVerifier } from '../auth/tokens.ts';
+import type { DurableStore } from '../store/types.ts';
+import type { SecurityEvents } from '../siem/events.ts';
+import type { TaskService } from '../tasks/service.ts';
+import { agentFrame } from '../edge/validators.ts';
+import type { AgentHandle, AgentRegistry } from './registry.ts';
+
+export const AGENT_PATH = '/ws/agent';
+
+export interface GatewayOptions {
+  config: ServerConfig;
+  verifier: TokenVerifier;
+  store: DurableStore;
+  tasks: TaskService;
+  agents: AgentRegistry;
+  events: SecurityEvents;
+  log: Logger;
+}
+
+interface UpgradeContext {
+  req: IncomingMessage;
+  ip: string;
+  origin?: string | undefined;
+  token?: string | undefined;
+  principal?: Principal;
+}
+
+type UpgradeStep = (ctx: UpgradeContext, o: GatewayOptions) => void | Promise<void>;
+
+function clientIp(req: IncomingMessage): string {
+  return req.socket.remoteAddress ?? 'unknown';
+}
+
+// ── upgrade pipeline steps ─────────────────────────────────────────────────────────────────
+const checkPath: UpgradeStep = ({ req }) => {
+  const path = (req.url ?? '').split('?')[0];
+  if (path !== AGENT_PATH) throw new PalisadeError('PAL_ERR_NOT_FOUND', 'no WebSocket endpoint here');
+  if ((req.url ?? '').includes('?')) throw new PalisadeError('PAL_ERR_VALIDATION', 'the WebSocket URL takes no query string; present the token in Sec-WebSocket-Protocol');
+};
+
+const checkOrigin: UpgradeStep = (ctx, { config }) => {
+  const origin = ctx.req.headers.origin;
+  ctx.origin = origin;
+  // Non-browser agents send no Origin; a browser always does, and it must be on the allow-list.
+  if (origin !== undefined && !originAllowed(origin, config.wsOrigins)) {
+    throw new PalisadeError('PAL_ERR_ORIGIN_REFUSED', `Origin ${origin} may not open agent connections`);
+  }
+};
+
+const checkSubprotocol: UpgradeStep = (ctx) => {
+  const offered = (ctx.req.headers['sec-websocket-protocol'] ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  if (!offered.includes(WS_SUBPROTOCOL)) throw new PalisadeError('PAL_ERR_PROTOCOL_VERSION', `offer the "${WS_SUBPROTOCOL}" subprotocol`);
+  const bearer = offered.find((p) => p.startsWith(WS_BEARER_PREFIX));
+  if (bearer) ctx.token = bearer.slice(WS_BEARER_PREFIX.length);
+};
+
+const authenticate: UpgradeStep = async (ctx, { verifier }) => {
+  if (ctx.token !== undefined) ctx.principal = await verifier.verify(ctx.token);
+};
+
+const authorize: UpgradeStep = (ctx) => {
+  if (ctx.principal && !ctx.principal.scopes.has('agent')) throw new PalisadeError('PAL_ERR_FORBIDDEN', 'agent connections need the "agent" scope');
+};
+
+/** The visible pipeline every agent upgrade passes. */
+export const UPGRADE_PIPELINE: readonly [string, UpgradeStep][] = [
+  ['checkPath', checkPath],
+  ['checkOrigin', checkOrigin],
+  ['checkSubprotocol', checkSubprotocol],
+  ['authenticate', authenticate],
+  ['authorize', authorize],
+];
+
+/** Attaches the agent endpoint to `server`. Returns a function that closes every connection. */
+export function attachAgentGateway(server: HttpServer, o: GatewayOptions): { close(): Promise<void>; wss: WebSocketServer } {
+  const wss = new WebSocketServer({
+    noServer: true,
+    maxPayload: o.config.maxFrameBytes,
+    perMessageDeflate: false,
+    handleProtocols: (protocols) => (protocols.has(WS_SUBPROTOCOL) ? WS_SUBPROTOCOL : false),
+  });
+
+  const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const ctx: UpgradeContext = { req, ip: clientIp(req) };
+    void (async () => {
+      for (const [name, step] of UPGRADE_PIPELINE) {
+        try {
+          await step(ctx, o);
+        } catch (e) {
+          const err = e instanceof PalisadeError ? e : new PalisadeError('PAL_ERR_INTERNAL', 'internal error', { internal: e });
+          if (name !== 'checkPath') {
+            o.events.emit({
+              class: name === 'authenticate' || name === 'authorize' ? 'authentication' : 'network_activity',
+              activity: `ws.upgrade.${name}`, outcome: 'failure', code: err.code, message: err.message,
+              src: { ip: ctx.ip, origin: ctx.origin }, actor: { userId: ctx.principal?.userId, clientId: ctx.principal?.clientId },
+            });
+          }
+          refuseUpgrade(socket, err);
+          return;
+        }
+      }
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        new AgentConnection(ws, ctx, o).start();
+      });
+    })();
+  };
+  server.on('upgrade', onUpgrade);
+
+  return {
+    wss,
+    async close() {
+      server.off('upgrade', onUpgrade);
+      for (const ws of wss.clients) ws.close(1001, 'server shutting down');
+      await new Promise<void>((resolve) => wss.close(() => resolve()));
+    },
+  };
+}
+
+/** Answers a refused upgrade with an HTTP status and a problem body, then closes the socket. */
+function refuseUpgrade(socket: Duplex, err: PalisadeError): void {
+  const body = JSON.stringify(err.toProblem());
+  const reason = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found' }[err.status as 400] ?? 'Error';
+  if (socket.writable) {
+    socket.write(`HTTP/1.1 ${err.status} ${reason}\r\nConnection: close\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+  }
+  socket.destroy();
+}
+
+/** One agent connection, from upgrade to close. */
+class AgentConnection {
+  readonly #ws: WebSocket;
+  readonly #ctx: UpgradeContext;
+  readonly #o: GatewayOptions;
+  #principal: Principal | undefined;
+  #handle: AgentHandle | undefined;
+  #timers: NodeJS.Timeout[] = [];
+  #alive = true;
+  #closed = false;
+
+  constructor(ws: WebSocket, ctx: UpgradeContext, o: GatewayOptions) {
+    this.#ws = ws;
+    this.#ctx = ctx;
+    this.#o = o;
+    this.#principal = ctx.principal;
+  }
+
+  start(): void {
+    const ws = this.#ws;
+    ws.on('message', (data, isBinary) => void this.#onMessage(data, isBinary));
+    ws.on('pong', () => (this.#alive = true));
+    ws.on('error', (err: Error & { code?: string }) => {
+      if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') {
+        this.#event('ws.frame', 'failure', 'PAL_ERR_FRAME_TOO_LARGE', 'frame larger than the limit; connection closed');
+      } else {
+        this.#o.log.warn({ err: err.message, code: err.code }, 'agent socket error');
+      }
+    });
+    ws.on('close', () => this.#onClose());
+    // Authenticate and say hello within the limit, or be dropped.
+    this.#timer(this.#o.config.authTimeoutMs, () => {
+      if (!this.#handle) this.#fail('PAL_ERR_UNAUTHENTICATED', this.#principal ? 'no hello in time' : 'no authentication in time');
+    });
+    const hb = setInterval(() => {
+      if (!this.#alive) {
+        ws.terminate();
+        return;
+      }
+      this.#alive = false;
+      ws.ping();
+    }, this.#o.config.heartbeatMs);
+    hb.unref();
+    this.#timers.push(hb);
+    if (this.#principal) this.#onAuthenticated();
+  }
+
+  #onAuthenticated(): void {
+    const p = this.#principal!;
+    this.#event('ws.authenticate', 'success', undefined, 'agent connection authenticated');
+    // The connection lives no longer than its token; the agent reconnects with a fresh one.
+    this.#timer(Math.max(0, p.exp * 1000 - Date.now()), () => this.#fail('PAL_ERR_TOKEN_INVALID', 'the access token expired; reconnect with a fresh token'));
+  }
+
+  async #onMessage(data: RawData, isBinary: boolean): Promise<void> {
+    if (this.#closed) return;
+    let frame: AgentFrame;
+    try {
+      if (isBinary) throw new PalisadeError('PAL_ERR_VALIDATION', 'binary frames are not accepted');
+      let json: unknown;
+      try {
+        json = JSON.parse(data.toString());
+      } catch {
+        throw new PalisadeError('PAL_ERR_VALIDATION', 'the frame is not valid JSON');
+      }
+      frame = parse(agentFrame, json, 'frame');
+      await this.#handle_(frame);
+    } catch (e) {
+      const err = e instanceof PalisadeError ? e : new PalisadeError('PAL_ERR_INTERNAL', 'internal error', { internal: e });
+      if (err.code === 'PAL_ERR_INTERNAL') this.#o.log.error({ err: e }, 'agent frame handling failed');
+      this.#event('ws.frame', 'failure', err.code, err.message);
+      if (err.code === 'PAL_ERR_TOKEN_INVALID' || err.code === 'PAL_ERR_UNAUTHENTICATED' || err.code === 'PAL_ERR_FORBIDDEN' || err.code === 'PAL_ERR_PROTOCOL_VERSION') {
+        this.#fail(err.code, err.message);
+      } else {
+        this.#send({ type: 'error', code: err.code, message: err.message });
+      }
+    }
+  }
+
+  async #handle_(frame: AgentFrame): Promise<void> {
+    if (!this.#principal) {
+      if (frame.type !== 'auth') throw new PalisadeError('PAL_ERR_UNAUTHENTICATED', 'authenticate first');
+      const p = await this.#o.verifier.verify(frame.token);
+      if (!p.scopes.has('agent')) throw new PalisadeError('PAL_ERR_FORBIDDEN', 'agent connections need the "agent" scope');
+      this.#principal = p;
+      this.#onAuthenticated();
+      return;
+    }
+    if (frame.type === 'auth') throw new PalisadeError('PAL_ERR_VALIDATION', 'already authenticated');
+    if (frame.type === 'ping') {
+      this.#send({ type: 'pong', t: frame.t });
+      return;
+    }
+    if (!this.#handle) {
+      if (frame.type !== 'hello') throw new PalisadeError('PAL_ERR_VALIDATION', 'say hello first');
+      await this.#hello(frame);
+      return;
+    }
+    switch (frame.type) {
+      case 'hello':
+        throw new PalisadeError('PAL_ERR_VALIDATION', 'hello was already said');
+      case 'grants':
+        this.#handle.grants = normaliseGrants(frame.grants);
+        await this.#o.store.agents.touch(this.#handle.id, new Date().toISOString(), [...this.#handle.grants]);
+        await this.#o.tasks.agentReady(this.#handle);
+        return;
+      case 'task.accept':
+        return this.#o.tasks.accepted(this.#handle, frame.taskId);
+      case 'task.progress':
+        return this.#o.tasks.progress(this.#handle, frame);
+      case 'task.result':
+        return this.#o.tasks.resulted(this.#handle, frame);
+    }
+  }
+
+  async #hello(frame: Extract<AgentFrame, { type: 'hello' }>): Promise<void> {
+    if (frame.v !== PROTOCOL_VERSION) throw new PalisadeError('PAL_ERR_PROTOCOL_VERSION', `protocol version ${frame.v} is not supported; this server speaks ${PROTOCOL_VERSION}`);
+    const p = this.#principal!;
+    const at = new Date().toISOString();
+    const grants = normaliseGrants(frame.grants);
+    const record = await this.#o.store.agents.upsert({
+      id: `ag_${randomBytes(12).toString('base64url')}`, userId: p.userId, instanceId: frame.agent.instanceId, name: frame.agent.name,
+      version: frame.agent.version, grants: [...grants], createdAt: at, lastSeenAt: at,
+    });
+    const ws = this.#ws;
+    const handle: AgentHandle = {
+      id: record.id, userId: p.userId, name: record.name, grants, inFlight: new Set(),
+      send: (f: ServerFrame) => {
+        if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(f));
+      },
+    };
+    this.#handle = handle;
+    const previous = this.#o.agents.add(handle);
+    if (previous) {
+      // The same agent reconnected: the old connection's tasks are handled as lost.
+      await this.#o.tasks.agentGone(previous);
+    }
+    this.#send({ type: 'welcome', v: PROTOCOL_VERSION, agentId: record.id, heartbeatMs: this.#o.config.heartbeatMs });
+    this.#event('ws.hello', 'success', undefined, `agent ${record.id} connected with ${grants.size} granted site(s)`);
+    await this.#o.tasks.agentReady(handle);
+  }
+
+  #onClose(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const t of this.#timers) clearTimeout(t);
+    this.#timers = [];
+    const h = this.#handle;
+    if (h && this.#o.agents.remove(h)) {
+      void this.#o.store.agents.touch(h.id, new Date().toISOString()).catch(() => undefined);
+      void this.#o.tasks.agentGone(h).catch((e: unknown) => this.#o.log.error({ err: e }, 'agentGone failed'));
+    }
+  }
+
+  #send(frame: ServerFrame): void {
+    if (this.#ws.readyState === this.#ws.OPEN) this.#ws.send(JSON.stringify(frame));
+  }
+
+  /** Sends an error frame and closes with the code's WebSocket close number. */
+  #fail(code: ErrorCode, message: string): void {
+    this.#event('ws.close', 'failure', code, message);
+    this.#send({ type: 'error', code, message });
+    this.#ws.close(ERROR_CODES[code].close, message.slice(0, 120));
+  }
+
+  #timer(ms: number, fn: () => void): void {
+    const t = setTimeout(fn, Math.min(ms, 2 ** 31 - 1));
+    t.unref();
+    this.#timers.push(t);
+  }
+
+  #event(activity: string, outcome: 'success' | 'failure', code: string | undefined, message: string): void {
+    this.#o.events.emit({
+      class: activity === 'ws.authenticate' ? 'authentication' : 'network_activity', activity, outcome, code, message,
+      actor: { userId: this.#principal?.userId, clientId: this.#principal?.clientId, agentId: this.#handle?.id },
+      src: { ip: this.#ctx.ip, origin: this.#ctx.origin },
+    });
+  }
+}
+
+/** Keeps only well-formed http(s) origins from an agent's grant list. */
+function normaliseGrants(grants: readonly string[]): Set<string> {
+  const out = new Set<string>();
+  for (const g of grants) {
+    try {
+      out.add(parseOrigin(g));
+    } catch {
+      // A malformed grant is ignored; it can only narrow what the agent receives.
+    }
+  }
+  return out;
+}

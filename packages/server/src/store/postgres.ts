@@ -1,0 +1,203 @@
+/**
+ * @module store/postgres — the distributed durable store on PostgreSQL (`pg`), for many server
+ * nodes. Same repositories and contract as the SQLite store; migrations are numbered, applied in a
+ * transaction under an advisory lock (so nodes starting together migrate once), and recorded in
+ * `palisade_migrations`. Tables live in the configured schema (default `palisade`).
+ */
+import pg from 'pg';
+import type {
+  AgentRecord, ApiClientRecord, DurableStore, OidcRecord, TaskRecord, UserRecord,
+} from './types.ts';
+
+const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE users (
+     id TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL,
+     role TEXT NOT NULL, created_at TEXT NOT NULL);
+   CREATE TABLE api_clients (
+     client_id TEXT PRIMARY KEY, owner_user_id TEXT NOT NULL REFERENCES users(id), name TEXT NOT NULL,
+     secret_hash TEXT NOT NULL, scopes JSONB NOT NULL, created_at TEXT NOT NULL, revoked_at TEXT);
+   CREATE INDEX api_clients_owner ON api_clients(owner_user_id);
+   CREATE TABLE agents (
+     id TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id), instance_id TEXT NOT NULL,
+     name TEXT NOT NULL, version TEXT NOT NULL, grants JSONB NOT NULL, created_at TEXT NOT NULL,
+     last_seen_at TEXT NOT NULL, UNIQUE (user_id, instance_id));
+   CREATE TABLE tasks (
+     id TEXT PRIMARY KEY, owner_user_id TEXT NOT NULL, client_id TEXT NOT NULL, recipe TEXT, site TEXT NOT NULL,
+     steps JSONB NOT NULL, state TEXT NOT NULL, agent_id TEXT, pinned_agent_id TEXT, attempts INTEGER NOT NULL,
+     idempotency_key TEXT, request_hash TEXT NOT NULL, wait_for_agent BOOLEAN NOT NULL,
+     created_at TEXT NOT NULL, updated_at TEXT NOT NULL, deadline TEXT NOT NULL, result JSONB, error JSONB,
+     UNIQUE (owner_user_id, idempotency_key));
+   CREATE INDEX tasks_unfinished ON tasks(state) WHERE state IN ('queued', 'dispatched', 'running');
+   CREATE TABLE oidc (
+     model TEXT NOT NULL, id TEXT NOT NULL, payload JSONB NOT NULL, expires_at BIGINT, grant_id TEXT,
+     user_code TEXT, uid TEXT, PRIMARY KEY (model, id));
+   CREATE INDEX oidc_grant ON oidc(grant_id);
+   CREATE INDEX oidc_user_code ON oidc(model, user_code);
+   CREATE INDEX oidc_uid ON oidc(model, uid);
+   CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);`,
+];
+
+type Row = Record<string, unknown>;
+const opt = (v: unknown): string | undefined => (v === null || v === undefined ? undefined : String(v));
+
+function toUser(r: Row): UserRecord {
+  return { id: String(r.id), username: String(r.username), passwordHash: String(r.password_hash), role: r.role === 'admin' ? 'admin' : 'user', createdAt: String(r.created_at) };
+}
+function toClient(r: Row): ApiClientRecord {
+  return {
+    clientId: String(r.client_id), ownerUserId: String(r.owner_user_id), name: String(r.name), secretHash: String(r.secret_hash),
+    scopes: r.scopes as string[], createdAt: String(r.created_at), revokedAt: opt(r.revoked_at),
+  };
+}
+function toAgent(r: Row): AgentRecord {
+  return {
+    id: String(r.id), userId: String(r.user_id), instanceId: String(r.instance_id), name: String(r.name), version: String(r.version),
+    grants: r.grants as string[], createdAt: String(r.created_at), lastSeenAt: String(r.last_seen_at),
+  };
+}
+function toTask(r: Row): TaskRecord {
+  return {
+    id: String(r.id), ownerUserId: String(r.owner_user_id), clientId: String(r.client_id), recipe: opt(r.recipe), site: String(r.site),
+    steps: r.steps as TaskRecord['steps'], state: String(r.state) as TaskRecord['state'], agentId: opt(r.agent_id), pinnedAgentId: opt(r.pinned_agent_id),
+    attempts: Number(r.attempts), idempotencyKey: opt(r.idempotency_key), requestHash: String(r.request_hash), waitForAgent: r.wait_for_agent === true,
+    createdAt: String(r.created_at), updatedAt: String(r.updated_at), deadline: String(r.deadline),
+    result: (r.result ?? undefined) as TaskRecord['result'], error: (r.error ?? undefined) as TaskRecord['error'],
+  };
+}
+function toOidc(r: Row): OidcRecord {
+  return { payload: r.payload as Record<string, unknown>, expiresAt: r.expires_at == null ? undefined : Number(r.expires_at), grantId: opt(r.grant_id), userCode: opt(r.user_code), uid: opt(r.uid) };
+}
+
+const TASK_COLUMNS: Record<string, string> = {
+  clientId: 'client_id', recipe: 'recipe', site: 'site', steps: 'steps', state: 'state', agentId: 'agent_id', pinnedAgentId: 'pinned_agent_id',
+  attempts: 'attempts', idempotencyKey: 'idempotency_key', requestHash: 'request_hash', waitForAgent: 'wait_for_agent',
+  createdAt: 'created_at', updatedAt: 'updated_at', deadline: 'deadline', result: 'result', error: 'error',
+};
+const JSON_COLUMNS = new Set(['steps', 'result', 'error']);
+const jsonOrNull = (v: unknown) => (v === undefined || v === null ? null : JSON.stringify(v));
+
+export interface PostgresStoreOptions {
+  /** Connection string, e.g. `postgres://postgres@127.0.0.1:5432/test`. */
+  connectionString: string;
+  /** Schema holding Palisade's tables. Default `palisade`. */
+  schema?: string;
+  /** Most pooled connections. Default 10. */
+  maxConnections?: number;
+}
+
+/** Connects, migrates, and returns the store. */
+export async function openPostgresStore(o: PostgresStoreOptions): Promise<DurableStore> {
+  const schema = o.schema ?? 'palisade';
+  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) throw new Error(`invalid schema name "${schema}"`);
+  const pool = new pg.Pool({ connectionString: o.connectionString, max: o.maxConnections ?? 10, options: `-c search_path=${schema}` });
+  await migrate(pool, schema);
+  const q = async (sql: string, params: unknown[] = []): Promise<Row[]> => (await pool.query(sql, params)).rows as Row[];
+  const one = async (sql: string, params: unknown[] = []): Promise<Row | undefined> => (await q(sql, params))[0];
+
+  return {
+    kind: 'postgres',
+    users: {
+      async create(u) {
+        await q('INSERT INTO users (id, username, password_hash, role, created_at) VALUES ($1, $2, $3, $4, $5)', [u.id, u.username, u.passwordHash, u.role, u.createdAt]);
+      },
+      async byId(id) { const r = await one('SELECT * FROM users WHERE id = $1', [id]); return r && toUser(r); },
+      async byUsername(n) { const r = await one('SELECT * FROM users WHERE username = $1', [n]); return r && toUser(r); },
+      async count() { return Number((await one('SELECT count(*)::int AS n FROM users'))?.n ?? 0); },
+    },
+    clients: {
+      async create(c) {
+        await q('INSERT INTO api_clients (client_id, owner_user_id, name, secret_hash, scopes, created_at) VALUES ($1, $2, $3, $4, $5, $6)',
+          [c.clientId, c.ownerUserId, c.name, c.secretHash, JSON.stringify(c.scopes), c.createdAt]);
+      },
+      async byId(id) { const r = await one('SELECT * FROM api_clients WHERE client_id = $1', [id]); return r && toClient(r); },
+      async listByOwner(owner) { return (await q('SELECT * FROM api_clients WHERE owner_user_id = $1 AND revoked_at IS NULL ORDER BY created_at', [owner])).map(toClient); },
+      async revoke(id, at) { return (await pool.query('UPDATE api_clients SET revoked_at = $1 WHERE client_id = $2 AND revoked_at IS NULL', [at, id])).rowCount! > 0; },
+    },
+    agents: {
+      async upsert(a) {
+        const r = await one(`INSERT INTO agents (id, user_id, instance_id, name, version, grants, created_at, last_seen_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (user_id, instance_id) DO UPDATE SET name = excluded.name, version = excluded.version, grants = excluded.grants, last_seen_at = excluded.last_seen_at
+             RETURNING *`, [a.id, a.userId, a.instanceId, a.name, a.version, JSON.stringify(a.grants), a.createdAt, a.lastSeenAt]);
+        return toAgent(r!);
+      },
+      async byId(id) { const r = await one('SELECT * FROM agents WHERE id = $1', [id]); return r && toAgent(r); },
+      async listByUser(userId) { return (await q('SELECT * FROM agents WHERE user_id = $1 ORDER BY created_at', [userId])).map(toAgent); },
+      async touch(id, at, grants) {
+        if (grants) await q('UPDATE agents SET last_seen_at = $1, grants = $2 WHERE id = $3', [at, JSON.stringify(grants), id]);
+        else await q('UPDATE agents SET last_seen_at = $1 WHERE id = $2', [at, id]);
+      },
+    },
+    tasks: {
+      async insert(t) {
+        const r = await one(`INSERT INTO tasks (id, owner_user_id, client_id, recipe, site, steps, state, agent_id, pinned_agent_id, attempts, idempotency_key,
+               request_hash, wait_for_agent, created_at, updated_at, deadline, result, error)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+             ON CONFLICT (owner_user_id, idempotency_key) DO NOTHING RETURNING id`,
+          [t.id, t.ownerUserId, t.clientId, t.recipe ?? null, t.site, JSON.stringify(t.steps), t.state, t.agentId ?? null, t.pinnedAgentId ?? null,
+            t.attempts, t.idempotencyKey ?? null, t.requestHash, t.waitForAgent, t.createdAt, t.updatedAt, t.deadline, jsonOrNull(t.result), jsonOrNull(t.error)]);
+        if (r) return { task: t, created: true };
+        const existing = await one('SELECT * FROM tasks WHERE owner_user_id = $1 AND idempotency_key = $2', [t.ownerUserId, t.idempotencyKey]);
+        return { task: toTask(existing!), created: false };
+      },
+      async byId(id) { const r = await one('SELECT * FROM tasks WHERE id = $1', [id]); return r && toTask(r); },
+      async byIdempotencyKey(owner, key) { const r = await one('SELECT * FROM tasks WHERE owner_user_id = $1 AND idempotency_key = $2', [owner, key]); return r && toTask(r); },
+      async update(id, expected, patch) {
+        const keys = Object.keys(patch).filter((k) => Object.hasOwn(TASK_COLUMNS, k));
+        if (keys.length === 0) return this.byId(id);
+        const values = keys.map((k) => {
+          const v = (patch as Record<string, unknown>)[k];
+          return JSON_COLUMNS.has(k) ? jsonOrNull(v) : (v ?? null);
+        });
+        const sets = keys.map((k, i) => `${TASK_COLUMNS[k]} = $${i + 1}`).join(', ');
+        const r = await one(`UPDATE tasks SET ${sets} WHERE id = $${keys.length + 1} AND state = $${keys.length + 2} RETURNING *`, [...values, id, expected]);
+        return r && toTask(r);
+      },
+      async listUnfinished() { return (await q("SELECT * FROM tasks WHERE state IN ('queued', 'dispatched', 'running') ORDER BY created_at")).map(toTask); },
+    },
+    oidc: {
+      async upsert(model, id, r) {
+        await q(`INSERT INTO oidc (model, id, payload, expires_at, grant_id, user_code, uid) VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (model, id) DO UPDATE SET payload = excluded.payload, expires_at = excluded.expires_at, grant_id = excluded.grant_id,
+               user_code = excluded.user_code, uid = excluded.uid`,
+          [model, id, JSON.stringify(r.payload), r.expiresAt ?? null, r.grantId ?? null, r.userCode ?? null, r.uid ?? null]);
+      },
+      async find(model, id) { const r = await one('SELECT * FROM oidc WHERE model = $1 AND id = $2', [model, id]); return r && toOidc(r); },
+      async findByUserCode(model, code) { const r = await one('SELECT * FROM oidc WHERE model = $1 AND user_code = $2', [model, code]); return r && toOidc(r); },
+      async findByUid(model, uid) { const r = await one('SELECT * FROM oidc WHERE model = $1 AND uid = $2', [model, uid]); return r && toOidc(r); },
+      async consume(model, id) {
+        await q("UPDATE oidc SET payload = jsonb_set(payload, '{consumed}', to_jsonb($1::bigint)) WHERE model = $2 AND id = $3", [Math.floor(Date.now() / 1000), model, id]);
+      },
+      async destroy(model, id) { await q('DELETE FROM oidc WHERE model = $1 AND id = $2', [model, id]); },
+      async revokeByGrantId(grantId) { await q('DELETE FROM oidc WHERE grant_id = $1', [grantId]); },
+      async sweep(now) { return (await pool.query('DELETE FROM oidc WHERE expires_at IS NOT NULL AND expires_at <= $1', [now])).rowCount ?? 0; },
+    },
+    meta: {
+      async get(key) { return opt((await one('SELECT value FROM meta WHERE key = $1', [key]))?.value); },
+      async set(key, value) { await q('INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value', [key, value]); },
+      async delete(key) { await q('DELETE FROM meta WHERE key = $1', [key]); },
+    },
+    async close() { await pool.end(); },
+  };
+}
+
+async function migrate(pool: pg.Pool, schema: string): Promise<void> {
+  const c = await pool.connect();
+  try {
+    await c.query('BEGIN');
+    await c.query("SELECT pg_advisory_xact_lock(hashtext('palisade.migrations'))");
+    await c.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
+    await c.query(`CREATE TABLE IF NOT EXISTS ${schema}.palisade_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())`);
+    const done = Number((await c.query(`SELECT coalesce(max(version), 0) AS v FROM ${schema}.palisade_migrations`)).rows[0].v);
+    for (let v = done; v < MIGRATIONS.length; v++) {
+      await c.query(`SET LOCAL search_path = ${schema}`);
+      await c.query(MIGRATIONS[v]!);
+      await c.query(`INSERT INTO ${schema}.palisade_migrations (version) VALUES ($1)`, [v + 1]);
+    }
+    await c.query('COMMIT');
+  } catch (e) {
+    await c.query('ROLLBACK');
+    throw e;
+  } finally {
+    c.release();
+  }
+}

@@ -1,0 +1,202 @@
+/**
+ * @module store/sqlite — the embedded durable store on `node:sqlite` (WAL, one file).
+ * Migrations are numbered and applied in order, recorded in `PRAGMA user_version`.
+ */
+import { DatabaseSync, type StatementSync } from 'node:sqlite';
+import type {
+  AgentRecord, ApiClientRecord, DurableStore, OidcRecord, TaskRecord, UserRecord,
+} from './types.ts';
+
+/** Schema migrations; index + 1 is the version each one brings the database to. */
+const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE users (
+     id TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL,
+     role TEXT NOT NULL, created_at TEXT NOT NULL);
+   CREATE TABLE api_clients (
+     client_id TEXT PRIMARY KEY, owner_user_id TEXT NOT NULL REFERENCES users(id), name TEXT NOT NULL,
+     secret_hash TEXT NOT NULL, scopes TEXT NOT NULL, created_at TEXT NOT NULL, revoked_at TEXT);
+   CREATE INDEX api_clients_owner ON api_clients(owner_user_id);
+   CREATE TABLE agents (
+     id TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id), instance_id TEXT NOT NULL,
+     name TEXT NOT NULL, version TEXT NOT NULL, grants TEXT NOT NULL, created_at TEXT NOT NULL,
+     last_seen_at TEXT NOT NULL, UNIQUE (user_id, instance_id));
+   CREATE TABLE tasks (
+     id TEXT PRIMARY KEY, owner_user_id TEXT NOT NULL, client_id TEXT NOT NULL, recipe TEXT, site TEXT NOT NULL,
+     steps TEXT NOT NULL, state TEXT NOT NULL, agent_id TEXT, pinned_agent_id TEXT, attempts INTEGER NOT NULL,
+     idempotency_key TEXT, request_hash TEXT NOT NULL, wait_for_agent INTEGER NOT NULL,
+     created_at TEXT NOT NULL, updated_at TEXT NOT NULL, deadline TEXT NOT NULL, result TEXT, error TEXT,
+     UNIQUE (owner_user_id, idempotency_key));
+   CREATE INDEX tasks_unfinished ON tasks(state) WHERE state IN ('queued', 'dispatched', 'running');
+   CREATE TABLE oidc (
+     model TEXT NOT NULL, id TEXT NOT NULL, payload TEXT NOT NULL, expires_at INTEGER, grant_id TEXT,
+     user_code TEXT, uid TEXT, PRIMARY KEY (model, id));
+   CREATE INDEX oidc_grant ON oidc(grant_id);
+   CREATE INDEX oidc_user_code ON oidc(model, user_code);
+   CREATE INDEX oidc_uid ON oidc(model, uid);
+   CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);`,
+];
+
+type Row = Record<string, unknown>;
+const json = <T>(v: unknown): T => JSON.parse(String(v)) as T;
+const opt = (v: unknown): string | undefined => (v === null || v === undefined ? undefined : String(v));
+
+function toUser(r: Row): UserRecord {
+  return { id: String(r.id), username: String(r.username), passwordHash: String(r.password_hash), role: r.role === 'admin' ? 'admin' : 'user', createdAt: String(r.created_at) };
+}
+function toClient(r: Row): ApiClientRecord {
+  return {
+    clientId: String(r.client_id), ownerUserId: String(r.owner_user_id), name: String(r.name), secretHash: String(r.secret_hash),
+    scopes: json<string[]>(r.scopes), createdAt: String(r.created_at), revokedAt: opt(r.revoked_at),
+  };
+}
+function toAgent(r: Row): AgentRecord {
+  return {
+    id: String(r.id), userId: String(r.user_id), instanceId: String(r.instance_id), name: String(r.name), version: String(r.version),
+    grants: json<string[]>(r.grants), createdAt: String(r.created_at), lastSeenAt: String(r.last_seen_at),
+  };
+}
+function toTask(r: Row): TaskRecord {
+  return {
+    id: String(r.id), ownerUserId: String(r.owner_user_id), clientId: String(r.client_id), recipe: opt(r.recipe), site: String(r.site),
+    steps: json(r.steps), state: String(r.state) as TaskRecord['state'], agentId: opt(r.agent_id), pinnedAgentId: opt(r.pinned_agent_id),
+    attempts: Number(r.attempts), idempotencyKey: opt(r.idempotency_key), requestHash: String(r.request_hash), waitForAgent: r.wait_for_agent === 1,
+    createdAt: String(r.created_at), updatedAt: String(r.updated_at), deadline: String(r.deadline),
+    result: r.result == null ? undefined : json(r.result), error: r.error == null ? undefined : json(r.error),
+  };
+}
+function toOidc(r: Row): OidcRecord {
+  return { payload: json(r.payload), expiresAt: r.expires_at == null ? undefined : Number(r.expires_at), grantId: opt(r.grant_id), userCode: opt(r.user_code), uid: opt(r.uid) };
+}
+
+const TASK_COLUMNS: Record<string, string> = {
+  clientId: 'client_id', recipe: 'recipe', site: 'site', steps: 'steps', state: 'state', agentId: 'agent_id', pinnedAgentId: 'pinned_agent_id',
+  attempts: 'attempts', idempotencyKey: 'idempotency_key', requestHash: 'request_hash', waitForAgent: 'wait_for_agent',
+  createdAt: 'created_at', updatedAt: 'updated_at', deadline: 'deadline', result: 'result', error: 'error',
+};
+function taskValue(key: string, v: unknown): string | number | null {
+  if (v === undefined || v === null) return null;
+  if (key === 'steps' || key === 'result' || key === 'error') return JSON.stringify(v);
+  if (key === 'waitForAgent') return v ? 1 : 0;
+  return v as string | number;
+}
+
+/**
+ * Opens (creating if needed) the SQLite store at `path` (`:memory:` for tests).
+ * @example const store = openSqliteStore('.palisade/palisade.db')
+ */
+export function openSqliteStore(path: string): DurableStore {
+  const db = new DatabaseSync(path);
+  db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;');
+  migrate(db);
+  const cache = new Map<string, StatementSync>();
+  const q = (sql: string): StatementSync => {
+    let s = cache.get(sql);
+    if (!s) cache.set(sql, (s = db.prepare(sql)));
+    return s;
+  };
+  const one = (sql: string, ...args: (string | number | null)[]) => q(sql).get(...args) as Row | undefined;
+  const all = (sql: string, ...args: (string | number | null)[]) => q(sql).all(...args) as Row[];
+  const run = (sql: string, ...args: (string | number | null)[]) => q(sql).run(...args);
+
+  return {
+    kind: 'sqlite',
+    users: {
+      async create(u) {
+        run('INSERT INTO users (id, username, password_hash, role, created_at) VALUES (?, ?, ?, ?, ?)', u.id, u.username, u.passwordHash, u.role, u.createdAt);
+      },
+      async byId(id) { const r = one('SELECT * FROM users WHERE id = ?', id); return r && toUser(r); },
+      async byUsername(name) { const r = one('SELECT * FROM users WHERE username = ?', name); return r && toUser(r); },
+      async count() { return Number(one('SELECT count(*) AS n FROM users')?.n ?? 0); },
+    },
+    clients: {
+      async create(c) {
+        run('INSERT INTO api_clients (client_id, owner_user_id, name, secret_hash, scopes, created_at) VALUES (?, ?, ?, ?, ?, ?)',
+          c.clientId, c.ownerUserId, c.name, c.secretHash, JSON.stringify(c.scopes), c.createdAt);
+      },
+      async byId(id) { const r = one('SELECT * FROM api_clients WHERE client_id = ?', id); return r && toClient(r); },
+      async listByOwner(owner) { return all('SELECT * FROM api_clients WHERE owner_user_id = ? AND revoked_at IS NULL ORDER BY created_at', owner).map(toClient); },
+      async revoke(id, at) { return Number(run('UPDATE api_clients SET revoked_at = ? WHERE client_id = ? AND revoked_at IS NULL', at, id).changes) > 0; },
+    },
+    agents: {
+      async upsert(a) {
+        run(`INSERT INTO agents (id, user_id, instance_id, name, version, grants, created_at, last_seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (user_id, instance_id) DO UPDATE SET name = excluded.name, version = excluded.version, grants = excluded.grants, last_seen_at = excluded.last_seen_at`,
+          a.id, a.userId, a.instanceId, a.name, a.version, JSON.stringify(a.grants), a.createdAt, a.lastSeenAt);
+        return toAgent(one('SELECT * FROM agents WHERE user_id = ? AND instance_id = ?', a.userId, a.instanceId)!);
+      },
+      async byId(id) { const r = one('SELECT * FROM agents WHERE id = ?', id); return r && toAgent(r); },
+      async listByUser(userId) { return all('SELECT * FROM agents WHERE user_id = ? ORDER BY created_at', userId).map(toAgent); },
+      async touch(id, at, grants) {
+        if (grants) run('UPDATE agents SET last_seen_at = ?, grants = ? WHERE id = ?', at, JSON.stringify(grants), id);
+        else run('UPDATE agents SET last_seen_at = ? WHERE id = ?', at, id);
+      },
+    },
+    tasks: {
+      async insert(t) {
+        if (t.idempotencyKey !== undefined) {
+          const r = one('SELECT * FROM tasks WHERE owner_user_id = ? AND idempotency_key = ?', t.ownerUserId, t.idempotencyKey);
+          if (r) return { task: toTask(r), created: false };
+        }
+        run(`INSERT INTO tasks (id, owner_user_id, client_id, recipe, site, steps, state, agent_id, pinned_agent_id, attempts, idempotency_key,
+               request_hash, wait_for_agent, created_at, updated_at, deadline, result, error)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          t.id, t.ownerUserId, t.clientId, t.recipe ?? null, t.site, JSON.stringify(t.steps), t.state, t.agentId ?? null, t.pinnedAgentId ?? null,
+          t.attempts, t.idempotencyKey ?? null, t.requestHash, t.waitForAgent ? 1 : 0, t.createdAt, t.updatedAt, t.deadline,
+          taskValue('result', t.result), taskValue('error', t.error));
+        return { task: t, created: true };
+      },
+      async byId(id) { const r = one('SELECT * FROM tasks WHERE id = ?', id); return r && toTask(r); },
+      async byIdempotencyKey(owner, key) {
+        const r = one('SELECT * FROM tasks WHERE owner_user_id = ? AND idempotency_key = ?', owner, key);
+        return r && toTask(r);
+      },
+      async update(id, expected, patch) {
+        const keys = Object.keys(patch).filter((k) => Object.hasOwn(TASK_COLUMNS, k));
+        if (keys.length === 0) return this.byId(id);
+        const sets = keys.map((k) => `${TASK_COLUMNS[k]} = ?`).join(', ');
+        const values = keys.map((k) => taskValue(k, (patch as Record<string, unknown>)[k]));
+        const r = one(`UPDATE tasks SET ${sets} WHERE id = ? AND state = ? RETURNING *`, ...values, id, expected);
+        return r && toTask(r);
+      },
+      async listUnfinished() { return all("SELECT * FROM tasks WHERE state IN ('queued', 'dispatched', 'running') ORDER BY created_at").map(toTask); },
+    },
+    oidc: {
+      async upsert(model, id, r) {
+        run(`INSERT INTO oidc (model, id, payload, expires_at, grant_id, user_code, uid) VALUES (?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (model, id) DO UPDATE SET payload = excluded.payload, expires_at = excluded.expires_at, grant_id = excluded.grant_id,
+               user_code = excluded.user_code, uid = excluded.uid`,
+          model, id, JSON.stringify(r.payload), r.expiresAt ?? null, r.grantId ?? null, r.userCode ?? null, r.uid ?? null);
+      },
+      async find(model, id) { const r = one('SELECT * FROM oidc WHERE model = ? AND id = ?', model, id); return r && toOidc(r); },
+      async findByUserCode(model, code) { const r = one('SELECT * FROM oidc WHERE model = ? AND user_code = ?', model, code); return r && toOidc(r); },
+      async findByUid(model, uid) { const r = one('SELECT * FROM oidc WHERE model = ? AND uid = ?', model, uid); return r && toOidc(r); },
+      async consume(model, id) {
+        run("UPDATE oidc SET payload = json_set(payload, '$.consumed', ?) WHERE model = ? AND id = ?", Math.floor(Date.now() / 1000), model, id);
+      },
+      async destroy(model, id) { run('DELETE FROM oidc WHERE model = ? AND id = ?', model, id); },
+      async revokeByGrantId(grantId) { run('DELETE FROM oidc WHERE grant_id = ?', grantId); },
+      async sweep(now) { return Number(run('DELETE FROM oidc WHERE expires_at IS NOT NULL AND expires_at <= ?', now).changes); },
+    },
+    meta: {
+      async get(key) { return opt(one('SELECT value FROM meta WHERE key = ?', key)?.value); },
+      async set(key, value) { run('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value', key, value); },
+      async delete(key) { run('DELETE FROM meta WHERE key = ?', key); },
+    },
+    async close() { db.close(); },
+  };
+}
+
+function migrate(db: DatabaseSync): void {
+  const current = Number((db.prepare('PRAGMA user_version').get() as Row).user_version);
+  for (let v = current; v < MIGRATIONS.length; v++) {
+    db.exec('BEGIN');
+    try {
+      db.exec(MIGRATIONS[v]!);
+      db.exec(`PRAGMA user_version = ${v + 1}`);
+      db.exec('COMMIT');
+    } catch (e) {
+      db.exec('ROLLBACK');
+      throw e;
+    }
+  }
+}

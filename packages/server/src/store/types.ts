@@ -1,0 +1,130 @@
+/**
+ * @module store/types — the durable-store port. Every adapter (SQLite now, PostgreSQL next)
+ * implements these repositories and passes the same contract suite (`test/store/contract.ts`).
+ * All methods are async so a networked adapter fits the same shape.
+ */
+import type { ErrorBody, TaskResult, TaskState, Step } from '@palisade/protocol';
+
+export interface UserRecord {
+  id: string;
+  username: string;
+  passwordHash: string;
+  role: 'admin' | 'user';
+  createdAt: string;
+}
+
+export interface ApiClientRecord {
+  clientId: string;
+  ownerUserId: string;
+  name: string;
+  /** `sha256:<base64url>` of the secret; the secret itself is never stored. */
+  secretHash: string;
+  scopes: string[];
+  createdAt: string;
+  revokedAt?: string | undefined;
+}
+
+export interface AgentRecord {
+  id: string;
+  userId: string;
+  instanceId: string;
+  name: string;
+  version: string;
+  grants: string[];
+  createdAt: string;
+  lastSeenAt: string;
+}
+
+export interface TaskRecord {
+  id: string;
+  ownerUserId: string;
+  clientId: string;
+  recipe?: string | undefined;
+  site: string;
+  steps: Step[];
+  state: TaskState;
+  agentId?: string | undefined;
+  pinnedAgentId?: string | undefined;
+  attempts: number;
+  idempotencyKey?: string | undefined;
+  /** Hash of the submission, so a reused idempotency key with another body is detected. */
+  requestHash: string;
+  waitForAgent: boolean;
+  createdAt: string;
+  updatedAt: string;
+  deadline: string;
+  result?: TaskResult | undefined;
+  error?: ErrorBody | undefined;
+}
+
+/** One record of oidc-provider's adapter contract (sessions, grants, device codes, …). */
+export interface OidcRecord {
+  payload: Record<string, unknown>;
+  expiresAt?: number | undefined;
+  grantId?: string | undefined;
+  userCode?: string | undefined;
+  uid?: string | undefined;
+  consumed?: boolean | undefined;
+}
+
+export interface UserRepo {
+  create(user: UserRecord): Promise<void>;
+  byId(id: string): Promise<UserRecord | undefined>;
+  byUsername(username: string): Promise<UserRecord | undefined>;
+  count(): Promise<number>;
+}
+
+export interface ClientRepo {
+  create(client: ApiClientRecord): Promise<void>;
+  byId(clientId: string): Promise<ApiClientRecord | undefined>;
+  listByOwner(ownerUserId: string): Promise<ApiClientRecord[]>;
+  revoke(clientId: string, at: string): Promise<boolean>;
+}
+
+export interface AgentRepo {
+  /** Inserts or updates the agent identified by (userId, instanceId); returns the stored record. */
+  upsert(agent: Omit<AgentRecord, 'id' | 'createdAt'> & { id: string; createdAt: string }): Promise<AgentRecord>;
+  byId(id: string): Promise<AgentRecord | undefined>;
+  listByUser(userId: string): Promise<AgentRecord[]>;
+  touch(id: string, lastSeenAt: string, grants?: string[]): Promise<void>;
+}
+
+export interface TaskRepo {
+  /** Inserts a task; returns the existing one instead if (owner, idempotencyKey) is taken. */
+  insert(task: TaskRecord): Promise<{ task: TaskRecord; created: boolean }>;
+  byId(id: string): Promise<TaskRecord | undefined>;
+  byIdempotencyKey(ownerUserId: string, key: string): Promise<TaskRecord | undefined>;
+  /** Compare-and-set update: applies only if the stored state is `expected`; returns the new record or undefined. */
+  update(id: string, expected: TaskState, patch: Partial<Omit<TaskRecord, 'id' | 'ownerUserId'>>): Promise<TaskRecord | undefined>;
+  listUnfinished(): Promise<TaskRecord[]>;
+}
+
+export interface OidcRepo {
+  upsert(model: string, id: string, record: OidcRecord): Promise<void>;
+  find(model: string, id: string): Promise<OidcRecord | undefined>;
+  findByUserCode(model: string, userCode: string): Promise<OidcRecord | undefined>;
+  findByUid(model: string, uid: string): Promise<OidcRecord | undefined>;
+  consume(model: string, id: string): Promise<void>;
+  destroy(model: string, id: string): Promise<void>;
+  revokeByGrantId(grantId: string): Promise<void>;
+  /** Deletes expired records; returns how many. */
+  sweep(now: number): Promise<number>;
+}
+
+export interface MetaRepo {
+  get(key: string): Promise<string | undefined>;
+  set(key: string, value: string): Promise<void>;
+  delete(key: string): Promise<void>;
+}
+
+/** The durable store: every repository plus lifecycle. */
+export interface DurableStore {
+  readonly kind: string;
+  readonly users: UserRepo;
+  readonly clients: ClientRepo;
+  readonly agents: AgentRepo;
+  readonly tasks: TaskRepo;
+  readonly oidc: OidcRepo;
+  readonly meta: MetaRepo;
+  close(): Promise<void>;
+}

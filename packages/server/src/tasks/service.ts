@@ -1,0 +1,353 @@
+/**
+ * @module tasks/service — accepting, routing and tracking tasks.
+ *
+ * A submission passes, in order: code-step refusal → schema → recipe lookup → input binding →
+ * site and URL policy → idempotency → routing pre-check; only then is it stored (`queued`) and
+ * dispatched to one of the owner's connected agents granted its site. Every state change is a
+ * compare-and-set in the durable store, so a restart loses nothing that was acknowledged.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import {
+  PalisadeError, FINAL_STATES, bindSteps, checkStepUrls, interpolate, parse, parseOrigin, refuseCodeSteps, resolveInputs,
+  type ErrorBody, type ErrorCode, type TaskEvent, type TaskResult, type TaskState, type TaskView, type Step,
+} from '@palisade/protocol';
+import type { ServerConfig } from '../config.ts';
+import type { Principal } from '../auth/tokens.ts';
+import type { DurableStore, TaskRecord } from '../store/types.ts';
+import type { SecurityEvents } from '../siem/events.ts';
+import type { AgentHandle, AgentRegistry } from '../gateway/registry.ts';
+import { taskSubmission } from '../edge/validators.ts';
+import type { RecipeRegistry } from './recipes.ts';
+import { canMove } from './machine.ts';
+
+export type TaskListener = (event: TaskEvent) => void;
+
+export interface TaskServiceOptions {
+  config: ServerConfig;
+  store: DurableStore;
+  recipes: RecipeRegistry;
+  agents: AgentRegistry;
+  events: SecurityEvents;
+  log: Logger;
+}
+
+const now = () => new Date().toISOString();
+const newTaskId = () => `t_${randomBytes(12).toString('base64url')}`;
+
+/** The API view of a stored task. */
+export function toView(t: TaskRecord): TaskView {
+  const v: TaskView = {
+    id: t.id, state: t.state, site: t.site, attempts: t.attempts, createdAt: t.createdAt, updatedAt: t.updatedAt, deadline: t.deadline,
+  };
+  if (t.recipe !== undefined) v.recipe = t.recipe;
+  if (t.agentId !== undefined) v.agentId = t.agentId;
+  if (t.result !== undefined) v.result = t.result;
+  if (t.error !== undefined) v.error = t.error;
+  return v;
+}
+
+export class TaskService {
+  readonly #o: TaskServiceOptions;
+  readonly #listeners = new Map<string, Set<TaskListener>>();
+  readonly #acceptTimers = new Map<string, NodeJS.Timeout>();
+  readonly #deadlineTimers = new Map<string, NodeJS.Timeout>();
+  /** Unfinished tasks this node has stored or moved: spares a store read for every agent frame. */
+  readonly #live = new Map<string, TaskRecord>();
+  #stopped = false;
+
+  constructor(options: TaskServiceOptions) {
+    this.#o = options;
+  }
+
+  // ── caller side ────────────────────────────────────────────────────────────────────────────
+
+  /** Validates and accepts a task. Returns the task and whether it was created (false on an idempotent replay). */
+  async submit(p: Principal, body: unknown, idempotencyHeader?: string): Promise<{ task: TaskView; created: boolean }> {
+    if (body !== null && typeof body === 'object') refuseCodeSteps((body as { steps?: unknown }).steps);
+    const sub = parse(taskSubmission, body, 'task');
+    if (idempotencyHeader !== undefined && sub.idempotencyKey !== undefined && idempotencyHeader !== sub.idempotencyKey) {
+      throw new PalisadeError('PAL_ERR_VALIDATION', 'the Idempotency-Key header and the idempotencyKey field differ');
+    }
+    const key = sub.idempotencyKey ?? idempotencyHeader;
+    if (key !== undefined && (key.length === 0 || key.length > 128)) throw new PalisadeError('PAL_ERR_VALIDATION', 'the idempotency key must have 1 to 128 characters');
+
+    const { site, steps, recipe, timeoutMs } = this.#plan(sub);
+    checkStepUrls(steps, site);
+
+    const requestHash = createHash('sha256').update(JSON.stringify([sub.recipe, sub.site, sub.steps, sub.input, sub.agentId, sub.timeoutMs])).digest('base64url');
+    if (key !== undefined) {
+      const existing = await this.#o.store.tasks.byIdempotencyKey(p.userId, key);
+      if (existing) {
+        if (existing.requestHash !== requestHash) throw new PalisadeError('PAL_ERR_IDEMPOTENCY_CONFLICT', 'this idempotency key was used for a different task');
+        return { task: toView(existing), created: false };
+      }
+    }
+
+    const waitForAgent = sub.waitForAgent ?? false;
+    if (!waitForAgent) this.#precheckRouting(p.userId, site, sub.agentId);
+
+    const at = now();
+    const record: TaskRecord = {
+      id: newTaskId(), ownerUserId: p.userId, clientId: p.clientId, recipe, site, steps, state: 'queued', pinnedAgentId: sub.agentId,
+      attempts: 0, idempotencyKey: key, requestHash, waitForAgent, createdAt: at, updatedAt: at,
+      deadline: new Date(Date.now() + timeoutMs).toISOString(),
+    };
+    const { task, created } = await this.#o.store.tasks.insert(record);
+    if (!created) return { task: toView(task), created: false };
+    this.#live.set(task.id, task);
+    this.#o.events.emit({
+      class: 'api_activity', activity: 'task.submit', outcome: 'success', message: `task ${task.id} accepted for ${site}`,
+      actor: { userId: p.userId, clientId: p.clientId }, data: { taskId: task.id, recipe, site },
+    });
+    this.#armDeadline(task);
+    await this.#tryDispatch(task);
+    return { task: toView(this.#live.get(task.id) ?? (await this.#o.store.tasks.byId(task.id)) ?? task), created: true };
+  }
+
+  async get(p: Principal, id: string): Promise<TaskView> {
+    return toView(await this.#owned(p, id));
+  }
+
+  async cancel(p: Principal, id: string): Promise<TaskView> {
+    const t = await this.#owned(p, id);
+    if (FINAL_STATES.has(t.state)) throw new PalisadeError('PAL_ERR_TASK_FINISHED', `task ${id} has already ${t.state}`);
+    const done = await this.#finish(t, 'cancelled', undefined, { code: 'PAL_ERR_TASK_CANCELLED', message: 'cancelled by the caller' });
+    return toView(done ?? (await this.#owned(p, id)));
+  }
+
+  /** Checks that `id` is the principal's task, for the event stream; returns its current view. */
+  async watch(p: Principal, id: string, listener: TaskListener): Promise<{ task: TaskView; unsubscribe: () => void }> {
+    const t = await this.#owned(p, id);
+    let set = this.#listeners.get(id);
+    if (!set) this.#listeners.set(id, (set = new Set()));
+    set.add(listener);
+    // Re-read after subscribing so no transition between the read and the subscription is missed.
+    const fresh = (await this.#o.store.tasks.byId(id)) ?? t;
+    return {
+      task: toView(fresh),
+      unsubscribe: () => {
+        set.delete(listener);
+        if (set.size === 0) this.#listeners.delete(id);
+      },
+    };
+  }
+
+  // ── agent side ─────────────────────────────────────────────────────────────────────────────
+
+  /** An agent connected or changed its grants: offer it the owner's queued tasks. */
+  async agentReady(agent: AgentHandle): Promise<void> {
+    const queued = (await this.#o.store.tasks.listUnfinished()).filter((t) => t.ownerUserId === agent.userId && t.state === 'queued');
+    for (const t of queued) await this.#tryDispatch(t);
+  }
+
+  /** An agent disconnected: its tasks are re-dispatched once, or failed with `PAL_ERR_AGENT_LOST`. */
+  async agentGone(agent: AgentHandle): Promise<void> {
+    for (const taskId of [...agent.inFlight]) {
+      agent.inFlight.delete(taskId);
+      const t = await this.#o.store.tasks.byId(taskId);
+      if (t && t.agentId === agent.id && (t.state === 'dispatched' || t.state === 'running')) await this.#requeueOrFail(t, 'the agent disconnected');
+    }
+  }
+
+  async accepted(agent: AgentHandle, taskId: string): Promise<void> {
+    const t = await this.#agentTask(agent, taskId);
+    if (!t || t.state !== 'dispatched') return;
+    this.#clearAccept(taskId);
+    const moved = await this.#move(t, 'running', {});
+    if (moved) this.#publish({ type: 'state', taskId, state: 'running', at: moved.updatedAt });
+  }
+
+  async progress(agent: AgentHandle, frame: { taskId: string; step: number; stepType: string; status: 'started' | 'done'; elapsedMs: number }): Promise<void> {
+    const t = await this.#agentTask(agent, frame.taskId);
+    if (!t || (t.state !== 'running' && t.state !== 'dispatched')) return;
+    this.#publish({ type: 'progress', taskId: frame.taskId, step: frame.step, stepType: frame.stepType, status: frame.status, elapsedMs: frame.elapsedMs });
+  }
+
+  async resulted(agent: AgentHandle, frame: { taskId: string; outcome: 'succeeded' | 'failed'; result: TaskResult; error?: ErrorBody | undefined }): Promise<void> {
+    const t = await this.#agentTask(agent, frame.taskId);
+    agent.inFlight.delete(frame.taskId);
+    if (!t || (t.state !== 'running' && t.state !== 'dispatched')) return;
+    const error = frame.outcome === 'failed' ? (frame.error ?? { code: 'PAL_ERR_STEP_FAILED', message: 'the agent reported a failure' }) : undefined;
+    await this.#finish(t, frame.outcome, frame.result, error);
+  }
+
+  // ── lifecycle ──────────────────────────────────────────────────────────────────────────────
+
+  /** Recovers tasks left unfinished by a previous run: requeued (agents reconnect) or expired. */
+  async start(): Promise<void> {
+    for (const t of await this.#o.store.tasks.listUnfinished()) {
+      if (Date.parse(t.deadline) <= Date.now()) {
+        await this.#finish(t, 'expired', undefined, { code: 'PAL_ERR_TASK_EXPIRED', message: 'the deadline passed while the server was down' });
+        continue;
+      }
+      if (t.state !== 'queued') await this.#requeueOrFail(t, 'the server restarted while the task ran');
+      const fresh = await this.#o.store.tasks.byId(t.id);
+      if (fresh && !FINAL_STATES.has(fresh.state)) this.#armDeadline(fresh);
+    }
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    for (const t of this.#acceptTimers.values()) clearTimeout(t);
+    for (const t of this.#deadlineTimers.values()) clearTimeout(t);
+    this.#acceptTimers.clear();
+    this.#deadlineTimers.clear();
+    this.#listeners.clear();
+    this.#live.clear();
+  }
+
+  /** Open timers and listeners, for leak checks. */
+  get openHandles(): { accept: number; deadline: number; listeners: number; live: number } {
+    return { accept: this.#acceptTimers.size, deadline: this.#deadlineTimers.size, listeners: this.#listeners.size, live: this.#live.size };
+  }
+
+  // ── internals ──────────────────────────────────────────────────────────────────────────────
+
+  #plan(sub: ReturnType<typeof parse<typeof taskSubmission.schema>>): { site: string; steps: Step[]; recipe?: string; timeoutMs: number } {
+    const { config, recipes } = this.#o;
+    if ((sub.recipe === undefined) === (sub.steps === undefined)) {
+      throw new PalisadeError('PAL_ERR_VALIDATION', 'give either "recipe" or "steps", not both or neither', { errors: [{ path: '/recipe', message: 'recipe or steps required' }] });
+    }
+    if (sub.recipe !== undefined) {
+      if (sub.site !== undefined) throw new PalisadeError('PAL_ERR_VALIDATION', '"site" comes from the recipe; remove it', { errors: [{ path: '/site', message: 'not allowed with a recipe' }] });
+      const r = recipes.get(sub.recipe);
+      const values = resolveInputs(r, sub.input);
+      const site = parseOrigin(interpolate(r.site, values));
+      return { site, steps: bindSteps(r.steps, values), recipe: r.name, timeoutMs: sub.timeoutMs ?? r.timeoutMs ?? config.defaultTaskTimeoutMs };
+    }
+    if (sub.site === undefined) throw new PalisadeError('PAL_ERR_VALIDATION', 'inline steps need a "site"', { errors: [{ path: '/site', message: 'required with steps' }] });
+    const site = parseOrigin(sub.site);
+    return { site, steps: bindSteps(sub.steps!, sub.input ?? {}), timeoutMs: sub.timeoutMs ?? config.defaultTaskTimeoutMs };
+  }
+
+  #eligible(userId: string, site: string, pinned?: string): AgentHandle[] {
+    return this.#o.agents.forUser(userId).filter((a) => (pinned === undefined || a.id === pinned) && a.grants.has(site));
+  }
+
+  #precheckRouting(userId: string, site: string, pinned?: string): void {
+    const connected = this.#o.agents.forUser(userId).filter((a) => pinned === undefined || a.id === pinned);
+    if (connected.length === 0) {
+      throw new PalisadeError('PAL_ERR_NO_AGENT', pinned ? `agent ${pinned} is not connected` : 'none of your agents is connected; open the extension and sign in, or submit with "waitForAgent": true');
+    }
+    if (this.#eligible(userId, site, pinned).length === 0) {
+      throw new PalisadeError('PAL_ERR_SITE_NOT_GRANTED', `no connected agent has been granted ${site}; grant it in the extension's popup`);
+    }
+  }
+
+  async #tryDispatch(t: TaskRecord): Promise<void> {
+    if (this.#stopped || t.state !== 'queued') return;
+    const candidates = this.#eligible(t.ownerUserId, t.site, t.pinnedAgentId);
+    if (candidates.length === 0) return;
+    const agent = candidates.reduce((a, b) => (b.inFlight.size < a.inFlight.size ? b : a));
+    const moved = await this.#move(t, 'dispatched', { agentId: agent.id, attempts: t.attempts + 1 });
+    if (!moved) return;
+    agent.inFlight.add(t.id);
+    agent.send({ type: 'task.dispatch', taskId: t.id, site: t.site, steps: t.steps, deadline: Date.parse(t.deadline) });
+    this.#publish({ type: 'state', taskId: t.id, state: 'dispatched', at: moved.updatedAt });
+    this.#clearAccept(t.id);
+    const timer = setTimeout(() => {
+      this.#acceptTimers.delete(t.id);
+      void this.#acceptTimedOut(t.id, agent);
+    }, this.#o.config.acceptTimeoutMs);
+    timer.unref();
+    this.#acceptTimers.set(t.id, timer);
+  }
+
+  async #acceptTimedOut(taskId: string, agent: AgentHandle): Promise<void> {
+    const t = await this.#o.store.tasks.byId(taskId);
+    agent.inFlight.delete(taskId);
+    if (t && t.state === 'dispatched' && t.agentId === agent.id) await this.#requeueOrFail(t, 'the agent did not accept the task in time');
+  }
+
+  async #requeueOrFail(t: TaskRecord, reason: string): Promise<void> {
+    this.#clearAccept(t.id);
+    if (t.attempts >= this.#o.config.maxAttempts) {
+      await this.#finish(t, 'failed', undefined, { code: 'PAL_ERR_AGENT_LOST', message: `${reason}; gave up after ${t.attempts} attempts` });
+      return;
+    }
+    const moved = await this.#move(t, 'queued', { agentId: undefined });
+    if (!moved) return;
+    this.#o.log.warn({ taskId: t.id, reason }, 'task requeued');
+    this.#publish({ type: 'state', taskId: t.id, state: 'queued', at: moved.updatedAt });
+    await this.#tryDispatch(moved);
+  }
+
+  async #finish(t: TaskRecord, state: TaskState, result?: TaskResult, error?: { code: ErrorCode | string; message: string; step?: number }): Promise<TaskRecord | undefined> {
+    const moved = await this.#move(t, state, { result, error });
+    if (!moved) return undefined;
+    this.#clearAccept(t.id);
+    const dl = this.#deadlineTimers.get(t.id);
+    if (dl) clearTimeout(dl);
+    this.#deadlineTimers.delete(t.id);
+    if (t.agentId !== undefined && (state === 'cancelled' || state === 'expired')) {
+      const agent = this.#o.agents.get(t.agentId);
+      agent?.inFlight.delete(t.id);
+      agent?.send({ type: 'task.cancel', taskId: t.id, reason: state });
+    }
+    this.#publish({ type: 'end', task: toView(moved) });
+    this.#listeners.delete(t.id);
+    return moved;
+  }
+
+  async #move(t: TaskRecord, to: TaskState, patch: Partial<TaskRecord>): Promise<TaskRecord | undefined> {
+    if (!canMove(t.state, to)) return undefined;
+    const moved = await this.#o.store.tasks.update(t.id, t.state, { ...patch, state: to, updatedAt: now() });
+    if (moved && FINAL_STATES.has(moved.state)) this.#live.delete(t.id);
+    else if (moved) this.#live.set(t.id, moved);
+    return moved;
+  }
+
+  #armDeadline(t: TaskRecord): void {
+    const ms = Math.max(0, Date.parse(t.deadline) - Date.now());
+    const timer = setTimeout(() => {
+      this.#deadlineTimers.delete(t.id);
+      void (async () => {
+        const fresh = await this.#o.store.tasks.byId(t.id);
+        if (fresh && !FINAL_STATES.has(fresh.state)) {
+          await this.#finish(fresh, 'expired', undefined, { code: 'PAL_ERR_TASK_EXPIRED', message: 'the task did not finish before its deadline' });
+        }
+      })().catch((e: unknown) => this.#o.log.error({ err: e, taskId: t.id }, 'expiring a task failed'));
+    }, ms);
+    timer.unref();
+    this.#deadlineTimers.set(t.id, timer);
+  }
+
+  #clearAccept(taskId: string): void {
+    const timer = this.#acceptTimers.get(taskId);
+    if (timer) clearTimeout(timer);
+    this.#acceptTimers.delete(taskId);
+  }
+
+  async #owned(p: Principal, id: string): Promise<TaskRecord> {
+    const t = await this.#o.store.tasks.byId(id);
+    // Another user's task is reported as missing, so ids cannot be probed.
+    if (!t || t.ownerUserId !== p.userId) throw new PalisadeError('PAL_ERR_NOT_FOUND', `no task ${id}`);
+    return t;
+  }
+
+  async #agentTask(agent: AgentHandle, taskId: string): Promise<TaskRecord | undefined> {
+    const t = this.#live.get(taskId) ?? (await this.#o.store.tasks.byId(taskId));
+    if (!t || t.agentId !== agent.id) {
+      this.#o.events.emit({
+        class: 'authorization', activity: 'agent.task.frame', outcome: 'failure', code: 'PAL_ERR_FORBIDDEN',
+        message: `agent ${agent.id} reported on task ${taskId} it does not hold`, actor: { userId: agent.userId, agentId: agent.id },
+      });
+      return undefined;
+    }
+    return t;
+  }
+
+  #publish(event: TaskEvent): void {
+    const id = event.type === 'end' ? event.task.id : event.taskId;
+    const set = this.#listeners.get(id);
+    if (!set) return;
+    for (const l of [...set]) {
+      try {
+        l(event);
+      } catch (e) {
+        this.#o.log.error({ err: e }, 'task listener failed');
+      }
+    }
+  }
+}

@@ -1,0 +1,84 @@
+/**
+ * The skeleton's path through the real server: admin setup → device-grant sign-in for an agent →
+ * API client → task submitted → dispatched to the synthetic agent → progress and result back over
+ * REST and SSE.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { SyntheticAgent } from '../support/agent.ts';
+import { apiClient, createAdmin, deviceLogin, startTestServer, type TestServer } from '../support/harness.ts';
+
+const SITE = 'http://127.0.0.1:9';
+const steps = [
+  { type: 'navigate', url: `${SITE}/search?q=\${input.q}` },
+  { type: 'extract', name: 'titles', selectors: ['li a'], all: true },
+];
+
+describe('task flow over TLS', () => {
+  let t: TestServer;
+  let agent: SyntheticAgent;
+  let token: string;
+
+  before(async () => {
+    t = await startTestServer();
+    await createAdmin(t);
+    const agentTokens = await deviceLogin(t, 'palisade-extension', 'openid offline_access agent');
+    assert.ok(agentTokens.refresh_token, 'the device grant issues a refresh token');
+    agent = await SyntheticAgent.connect({
+      url: t.url, token: agentTokens.access_token, ca: t.server.tls?.ca, grants: [SITE],
+      onTask: (f) => ({ outcome: 'succeeded', result: { outputs: { titles: [`result for ${f.steps[0]?.type === 'navigate' ? f.steps[0].url : ''}`] } } }),
+    });
+    ({ token } = await apiClient(t));
+  });
+  after(async () => {
+    agent?.close();
+    await t?.close();
+  });
+
+  it('runs a task on the agent and returns its result', async () => {
+    const res = await t.fetch('/api/v1/tasks', {
+      method: 'POST', token, headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ site: SITE, steps, input: { q: 'palisade' } }),
+    });
+    assert.equal(res.status, 201);
+    const task = (await res.json()) as { id: string; state: string };
+    const events = await t.fetch(`/api/v1/tasks/${task.id}/events`, { token });
+    assert.equal(events.headers.get('content-type'), 'text/event-stream; charset=utf-8');
+    const text = await events.text();
+    const end = /event: end\ndata: (.*)\n/.exec(text);
+    assert.ok(end, `the stream ends with an end event: ${text}`);
+    const final = JSON.parse(end[1]!).task;
+    assert.equal(final.state, 'succeeded');
+    assert.deepEqual(final.result.outputs.titles, [`result for ${SITE}/search?q=palisade`]);
+    assert.equal(final.agentId, agent.agentId);
+    const got = await (await t.fetch(`/api/v1/tasks/${task.id}`, { token })).json();
+    assert.equal((got as { state: string }).state, 'succeeded');
+  });
+});
+
+describe('Prefer: wait', () => {
+  it('answers with the finished task in one request, and with the current state when the wait runs out', async () => {
+    const t = await startTestServer();
+    try {
+      await createAdmin(t);
+      const agentTokens = await deviceLogin(t, 'palisade-extension', 'openid offline_access agent');
+      let hold = false;
+      const agent = await SyntheticAgent.connect({ url: t.url, token: agentTokens.access_token, ca: t.server.tls?.ca, grants: [SITE], onTask: () => (hold ? 'ignore' : { outcome: 'succeeded' }) });
+      const { token } = await apiClient(t);
+      const submit = () => t.fetch('/api/v1/tasks', { method: 'POST', token, headers: { 'content-type': 'application/json', prefer: 'wait=1' }, body: JSON.stringify({ site: SITE, steps, input: { q: 'x' } }) });
+      const res = await submit();
+      assert.equal(res.status, 201);
+      assert.equal(res.headers.get('preference-applied'), 'wait=1');
+      assert.equal(((await res.json()) as { state: string }).state, 'succeeded');
+      hold = true;
+      const started = Date.now();
+      const slow = await submit();
+      assert.equal(((await slow.json()) as { state: string }).state, 'running');
+      assert.ok(Date.now() - started >= 900, 'waited about a second');
+      assert.deepEqual(t.server.tasks.openHandles.listeners, 0, 'the waiter unsubscribed');
+      agent.close();
+    } finally {
+      await t.close();
+    }
+  });
+});

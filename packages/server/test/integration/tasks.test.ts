@@ -1,0 +1,191 @@
+/**
+ * Task routing and the state machine against the real server: idempotency, no eligible agent,
+ * waiting for an agent, an agent lost mid-task (re-dispatched once, then failed with a reason),
+ * an agent that never accepts, deadlines, cancellation, and a result from the wrong agent.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import type { TaskView } from '@palisade/protocol';
+import { SyntheticAgent } from '../support/agent.ts';
+import { apiClient, createAdmin, deviceLogin, startTestServer, type TestServer } from '../support/harness.ts';
+
+const SITE = 'http://127.0.0.1:9';
+const STEPS = [{ type: 'navigate', url: `${SITE}/` }];
+
+describe('task routing', () => {
+  let t: TestServer;
+  let token: string;
+  let agentToken: string;
+  const agents: SyntheticAgent[] = [];
+
+  const submit = async (extra: Record<string, unknown> = {}, headers: Record<string, string> = {}) => {
+    const res = await t.fetch('/api/v1/tasks', { method: 'POST', token, headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify({ site: SITE, steps: STEPS, ...extra }) });
+    return { status: res.status, body: (await res.json()) as TaskView & { code?: string } };
+  };
+  const get = async (id: string) => (await (await t.fetch(`/api/v1/tasks/${id}`, { token })).json()) as TaskView;
+  const until = async (id: string, state: string, ms = 5000) => {
+    const end = Date.now() + ms;
+    for (;;) {
+      const v = await get(id);
+      if (v.state === state) return v;
+      if (Date.now() > end) throw new Error(`task ${id} is ${v.state}, expected ${state}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  const connect = async (onTask?: Parameters<typeof SyntheticAgent.connect>[0]['onTask'], grants = [SITE]) => {
+    const a = await SyntheticAgent.connect({ url: t.url, token: agentToken, ca: t.server.tls?.ca, grants, ...(onTask ? { onTask } : {}) });
+    agents.push(a);
+    return a;
+  };
+  const closeAll = async () => {
+    for (const a of agents.splice(0)) {
+      const c = a.closed();
+      a.close();
+      await c;
+    }
+    await new Promise((r) => setTimeout(r, 30));
+  };
+
+  before(async () => {
+    t = await startTestServer({ acceptTimeoutMs: 300 });
+    await createAdmin(t);
+    agentToken = (await deviceLogin(t, 'palisade-extension', 'openid offline_access agent')).access_token;
+    ({ token } = await apiClient(t));
+  });
+  after(async () => {
+    await closeAll();
+    await t?.close();
+  });
+
+  it('no connected agent: PAL_ERR_NO_AGENT, nothing stored', async () => {
+    const r = await submit();
+    assert.equal(r.status, 409);
+    assert.equal(r.body.code, 'PAL_ERR_NO_AGENT');
+    assert.equal((await t.server.store.tasks.listUnfinished()).length, 0);
+  });
+
+  it('waitForAgent: queued until an agent with the grant connects, then run', async () => {
+    const r = await submit({ waitForAgent: true });
+    assert.equal(r.status, 201);
+    assert.equal(r.body.state, 'queued');
+    await connect(undefined, ['http://127.0.0.1:1']);
+    assert.equal((await get(r.body.id)).state, 'queued', 'an agent without the grant does not receive it');
+    await connect();
+    const done = await until(r.body.id, 'succeeded');
+    assert.equal(done.attempts, 1);
+    await closeAll();
+  });
+
+  it('idempotency: same key and body → same task; same key, other body → conflict', async () => {
+    await connect();
+    const a = await submit({ idempotencyKey: 'order-42' });
+    const b = await submit({ idempotencyKey: 'order-42' });
+    assert.equal(a.status, 201);
+    assert.equal(b.status, 200);
+    assert.equal(b.body.id, a.body.id);
+    const viaHeader = await submit({}, { 'idempotency-key': 'order-42' });
+    assert.equal(viaHeader.body.id, a.body.id, 'the Idempotency-Key header is the same key');
+    const c = await submit({ idempotencyKey: 'order-42', steps: [{ type: 'navigate', url: `${SITE}/other` }] });
+    assert.equal(c.status, 409);
+    assert.equal(c.body.code, 'PAL_ERR_IDEMPOTENCY_CONFLICT');
+    await closeAll();
+  });
+
+  it('agent lost mid-task: re-dispatched once to another agent', async () => {
+    const first = await connect(() => 'ignore');
+    const r = await submit();
+    await until(r.body.id, 'running');
+    const second = await connect();
+    first.close();
+    const done = await until(r.body.id, 'succeeded');
+    assert.equal(done.attempts, 2);
+    assert.equal(done.agentId, second.agentId);
+    await closeAll();
+  });
+
+  it('agent lost twice: failed with PAL_ERR_AGENT_LOST and a reason', async () => {
+    const a1 = await connect(() => 'ignore');
+    const r = await submit();
+    await until(r.body.id, 'running');
+    const a2 = await connect(() => 'ignore');
+    a1.close();
+    await until(r.body.id, 'running');
+    await new Promise((res) => setTimeout(res, 50));
+    a2.close();
+    const failed = await until(r.body.id, 'failed');
+    assert.equal(failed.error?.code, 'PAL_ERR_AGENT_LOST');
+    assert.match(failed.error!.message, /disconnected.*2 attempts/);
+    await closeAll();
+  });
+
+  it('an agent that never accepts: offered again, then failed', async () => {
+    await connect(() => 'no-accept');
+    const r = await submit();
+    const failed = await until(r.body.id, 'failed');
+    assert.equal(failed.error?.code, 'PAL_ERR_AGENT_LOST');
+    assert.match(failed.error!.message, /did not accept/);
+    await closeAll();
+  });
+
+  it('deadline: an unfinished task expires and its agent is told to cancel', async () => {
+    const a = await connect(() => 'ignore');
+    const r = await submit({ timeoutMs: 1000 });
+    const expired = await until(r.body.id, 'expired', 4000);
+    assert.equal(expired.error?.code, 'PAL_ERR_TASK_EXPIRED');
+    const cancel = await a.next((f) => f.type === 'task.cancel');
+    assert.equal(cancel.type === 'task.cancel' && cancel.taskId, r.body.id);
+    await closeAll();
+  });
+
+  it('cancel: the caller cancels, the agent is told, a second cancel is refused', async () => {
+    const a = await connect(() => 'ignore');
+    const r = await submit();
+    await until(r.body.id, 'running');
+    const res = await t.fetch(`/api/v1/tasks/${r.body.id}/cancel`, { method: 'POST', token });
+    assert.equal(((await res.json()) as TaskView).state, 'cancelled');
+    const cancel = await a.next((f) => f.type === 'task.cancel');
+    assert.equal(cancel.type === 'task.cancel' && cancel.taskId, r.body.id);
+    const again = await t.fetch(`/api/v1/tasks/${r.body.id}/cancel`, { method: 'POST', token });
+    assert.equal(again.status, 409);
+    assert.equal(((await again.json()) as { code: string }).code, 'PAL_ERR_TASK_FINISHED');
+    await closeAll();
+  });
+
+  it('a failed outcome carries the agent\'s error', async () => {
+    await connect(() => ({ outcome: 'failed', error: { code: 'PAL_ERR_STEP_FAILED', message: 'no element matched #q', step: 0 } }));
+    const r = await submit();
+    const failed = await until(r.body.id, 'failed');
+    assert.deepEqual(failed.error, { code: 'PAL_ERR_STEP_FAILED', message: 'no element matched #q', step: 0 });
+    await closeAll();
+  });
+
+  it('a result from an agent that does not hold the task is ignored and logged', async () => {
+    const holder = await connect(() => 'ignore');
+    const r = await submit();
+    await until(r.body.id, 'running');
+    const intruder = await connect(() => 'ignore');
+    intruder.send({ type: 'task.result', taskId: r.body.id, outcome: 'succeeded', result: { outputs: { stolen: true }, artifacts: [], timings: { totalMs: 1, steps: [] } } });
+    await new Promise((res) => setTimeout(res, 100));
+    assert.equal((await get(r.body.id)).state, 'running');
+    assert.ok(t.securityEvents.some((e) => e.activity_name === 'agent.task.frame' && e.actor.agent_uid === intruder.agentId));
+    void holder;
+    await closeAll();
+  });
+
+  it('scopes and unknown task ids', async () => {
+    await connect();
+    const r = await submit();
+    const other = await t.fetch(`/api/v1/tasks/${r.body.id}`, { token: agentToken });
+    assert.equal(other.status, 403, 'an agent token lacks the tasks scope');
+    const missing = await t.fetch('/api/v1/tasks/t_doesnotexist', { token });
+    assert.equal(missing.status, 404);
+    await closeAll();
+  });
+
+  it('timers and listeners are released when tasks end', async () => {
+    await closeAll();
+    const h = t.server.tasks.openHandles;
+    assert.deepEqual(h, { accept: 0, deadline: 0, listeners: 0, live: 0 });
+    assert.equal(t.server.agents.size, 0);
+  });
+});

@@ -1,0 +1,105 @@
+/**
+ * The durable-store contract: every adapter (SQLite now; PostgreSQL with issue 3) runs exactly
+ * these tests. Call `storeContract(name, open)` from the adapter's test file.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import type { DurableStore, TaskRecord } from '../../src/store/types.ts';
+
+const iso = () => new Date().toISOString();
+
+export function storeContract(name: string, open: () => Promise<DurableStore>): void {
+  describe(`durable store contract: ${name}`, () => {
+    let s: DurableStore;
+    const userId = `u_${randomUUID()}`;
+    before(async () => {
+      s = await open();
+      await s.users.create({ id: userId, username: `user-${userId}`, passwordHash: 'h', role: 'admin', createdAt: iso() });
+    });
+    after(async () => s?.close());
+
+    it('users: create, find by id and name, unique names', async () => {
+      assert.equal((await s.users.byId(userId))?.role, 'admin');
+      assert.equal((await s.users.byUsername(`user-${userId}`))?.id, userId);
+      assert.equal(await s.users.byId('missing'), undefined);
+      await assert.rejects(s.users.create({ id: `u_${randomUUID()}`, username: `user-${userId}`, passwordHash: 'h', role: 'user', createdAt: iso() }));
+      assert.ok((await s.users.count()) >= 1);
+    });
+
+    it('clients: create, list by owner, revoke once', async () => {
+      const clientId = `pal_${randomUUID()}`;
+      await s.clients.create({ clientId, ownerUserId: userId, name: 'c', secretHash: 'sha256:x', scopes: ['tasks'], createdAt: iso() });
+      assert.deepEqual((await s.clients.byId(clientId))?.scopes, ['tasks']);
+      assert.ok((await s.clients.listByOwner(userId)).some((c) => c.clientId === clientId));
+      assert.equal(await s.clients.revoke(clientId, iso()), true);
+      assert.equal(await s.clients.revoke(clientId, iso()), false);
+      assert.ok((await s.clients.byId(clientId))?.revokedAt);
+      assert.ok(!(await s.clients.listByOwner(userId)).some((c) => c.clientId === clientId));
+    });
+
+    it('agents: upsert keeps one record per (user, instance)', async () => {
+      const instanceId = randomUUID();
+      const a = await s.agents.upsert({ id: 'ag_1', userId, instanceId, name: 'n1', version: '1', grants: ['https://a.example'], createdAt: iso(), lastSeenAt: iso() });
+      const b = await s.agents.upsert({ id: 'ag_2', userId, instanceId, name: 'n2', version: '2', grants: [], createdAt: iso(), lastSeenAt: iso() });
+      assert.equal(b.id, a.id, 'the first id stays');
+      assert.equal(b.name, 'n2');
+      await s.agents.touch(a.id, iso(), ['https://b.example']);
+      assert.deepEqual((await s.agents.byId(a.id))?.grants, ['https://b.example']);
+      assert.equal((await s.agents.listByUser(userId)).filter((x) => x.instanceId === instanceId).length, 1);
+    });
+
+    const task = (over: Partial<TaskRecord> = {}): TaskRecord => ({
+      id: `t_${randomUUID()}`, ownerUserId: userId, clientId: 'c', site: 'https://a.example', steps: [{ type: 'navigate', url: 'https://a.example/' }],
+      state: 'queued', attempts: 0, requestHash: 'h', waitForAgent: false, createdAt: iso(), updatedAt: iso(), deadline: iso(), ...over,
+    });
+
+    it('tasks: insert, idempotency key unique per owner, compare-and-set updates', async () => {
+      const t1 = task({ idempotencyKey: 'k1' });
+      assert.equal((await s.tasks.insert(t1)).created, true);
+      const dup = await s.tasks.insert(task({ idempotencyKey: 'k1' }));
+      assert.equal(dup.created, false);
+      assert.equal(dup.task.id, t1.id);
+      assert.equal((await s.tasks.byIdempotencyKey(userId, 'k1'))?.id, t1.id);
+      const moved = await s.tasks.update(t1.id, 'queued', { state: 'dispatched', agentId: 'ag_1', attempts: 1 });
+      assert.equal(moved?.state, 'dispatched');
+      assert.equal(await s.tasks.update(t1.id, 'queued', { state: 'running' }), undefined, 'a stale expected state changes nothing');
+      const done = await s.tasks.update(t1.id, 'dispatched', {
+        state: 'succeeded', result: { outputs: { a: [1, 'x'] }, artifacts: [], timings: { totalMs: 3, steps: [] } }, agentId: undefined,
+      });
+      assert.deepEqual(done?.result?.outputs, { a: [1, 'x'] });
+      assert.equal(done?.agentId, undefined);
+      assert.ok(!(await s.tasks.listUnfinished()).some((x) => x.id === t1.id));
+      const t2 = task();
+      await s.tasks.insert(t2);
+      assert.ok((await s.tasks.listUnfinished()).some((x) => x.id === t2.id));
+      assert.deepEqual((await s.tasks.byId(t2.id))?.steps, t2.steps);
+    });
+
+    it('oidc records: upsert, lookups, consume, expiry, revoke by grant', async () => {
+      const now = Math.floor(Date.now() / 1000);
+      await s.oidc.upsert('DeviceCode', 'd1', { payload: { a: 1, userCode: 'UC1' }, expiresAt: now + 60, userCode: 'UC1', grantId: 'g1' });
+      await s.oidc.upsert('Interaction', 'i1', { payload: { b: 2 }, expiresAt: now + 60, uid: 'uid1' });
+      await s.oidc.upsert('RefreshToken', 'r1', { payload: { c: 3 }, expiresAt: now - 1, grantId: 'g1' });
+      assert.deepEqual((await s.oidc.find('DeviceCode', 'd1'))?.payload, { a: 1, userCode: 'UC1' });
+      assert.equal((await s.oidc.findByUserCode('DeviceCode', 'UC1'))?.payload.a, 1);
+      assert.equal((await s.oidc.findByUid('Interaction', 'uid1'))?.payload.b, 2);
+      await s.oidc.consume('DeviceCode', 'd1');
+      assert.ok((await s.oidc.find('DeviceCode', 'd1'))?.payload.consumed);
+      assert.ok((await s.oidc.sweep(now)) >= 1, 'expired records are swept');
+      assert.equal(await s.oidc.find('RefreshToken', 'r1'), undefined);
+      await s.oidc.revokeByGrantId('g1');
+      assert.equal(await s.oidc.find('DeviceCode', 'd1'), undefined);
+      await s.oidc.destroy('Interaction', 'i1');
+      assert.equal(await s.oidc.find('Interaction', 'i1'), undefined);
+    });
+
+    it('meta: set, overwrite, delete', async () => {
+      await s.meta.set('k', 'v1');
+      await s.meta.set('k', 'v2');
+      assert.equal(await s.meta.get('k'), 'v2');
+      await s.meta.delete('k');
+      assert.equal(await s.meta.get('k'), undefined);
+    });
+  });
+}
