@@ -3,6 +3,7 @@
  * `${input.NAME}`. Nothing is evaluated: an unknown name is an error, a value is inserted verbatim.
  */
 import { PalisadeError } from './errors.ts';
+import { parseOrigin } from './url.ts';
 import type { Recipe, RecipeInput } from './recipe.ts';
 import type { Step } from './steps.ts';
 
@@ -47,6 +48,16 @@ export function resolveInputs(recipe: Pick<Recipe, 'inputs'>, input: Readonly<Re
     }
     if (spec.maxLength !== undefined && v.length > spec.maxLength) issues.push({ path: `/input/${name}`, message: `longer than ${spec.maxLength}` });
     if (spec.pattern !== undefined && !new RegExp(spec.pattern, 'u').test(v)) issues.push({ path: `/input/${name}`, message: `does not match ${spec.pattern}` });
+    if (spec.format === 'origin') {
+      try {
+        values[name] = parseOrigin(v);
+      } catch (e) {
+        if (!(e instanceof PalisadeError)) throw e;
+        if (e.code === 'PAL_ERR_URL_REFUSED') throw new PalisadeError('PAL_ERR_URL_REFUSED', `input "${name}": ${e.message}`, { errors: [{ path: `/input/${name}`, message: e.message }] });
+        issues.push({ path: `/input/${name}`, message: 'must be an origin (scheme://host[:port])' });
+      }
+      continue;
+    }
     values[name] = v;
   }
   if (issues.length > 0) throw new PalisadeError('PAL_ERR_VALIDATION', `invalid input: ${issues[0]!.path} ${issues[0]!.message}`, { errors: issues });

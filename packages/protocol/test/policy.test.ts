@@ -118,3 +118,12 @@ describe('schemas', () => {
     assert.equal(v.check({ site: 'https://a.example', steps: [{ type: 'navigate', url: 'x'.repeat(2049) }] }), false);
   });
 });
+
+describe('origin inputs', () => {
+  it('are normalised, and a javascript: origin is refused as a URL', () => {
+    const recipe = { inputs: { site: { format: 'origin' as const } } };
+    assert.deepEqual(resolveInputs(recipe, { site: 'HTTPS://A.example:443' }), { site: 'https://a.example' });
+    assert.equal(code(() => resolveInputs(recipe, { site: 'javascript:alert(1)' })), 'PAL_ERR_URL_REFUSED');
+    assert.equal(code(() => resolveInputs(recipe, { site: 'https://a.example/path' })), 'PAL_ERR_VALIDATION');
+  });
+});
