@@ -177,13 +177,17 @@ function requireAdmin(req: FastifyRequest): Principal {
   return p;
 }
 
-/** `GET /tasks/:id/events` as Server-Sent Events; ends after the `end` event. */
+/**
+ * `GET /tasks/:id/events` as Server-Sent Events; ends after the `end` event. Events carry ids, and
+ * `Last-Event-ID` resumes after the last one seen; kept events are replayed to a late subscriber.
+ */
 async function streamEvents(req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply, o: ApiOptions): Promise<void> {
   const p = principal(req);
   requireScope(p, 'tasks');
-  const queue: TaskEvent[] = [];
-  let write: ((e: TaskEvent) => void) | undefined;
-  const { task, unsubscribe } = await o.tasks.watch(p, req.params.id, (e) => (write ? write(e) : queue.push(e)));
+  const lastId = Number(String(req.headers['last-event-id'] ?? '-1'));
+  const queue: [TaskEvent, number][] = [];
+  let write: ((e: TaskEvent, seq?: number) => void) | undefined;
+  const { task, backlog, unsubscribe } = await o.tasks.watch(p, req.params.id, (e, seq) => (write ? write(e, seq) : queue.push([e, seq])), Number.isInteger(lastId) ? lastId : -1);
   reply.hijack();
   const res = reply.raw;
   res.writeHead(200, {
@@ -193,6 +197,7 @@ async function streamEvents(req: FastifyRequest<{ Params: { id: string } }>, rep
     connection: 'keep-alive',
   });
   let ended = false;
+  let sent = -1;
   const keepAlive = setInterval(() => res.write(': ping\n\n'), o.sseKeepAliveMs ?? 15_000);
   keepAlive.unref();
   const end = () => {
@@ -202,16 +207,15 @@ async function streamEvents(req: FastifyRequest<{ Params: { id: string } }>, rep
     unsubscribe();
     res.end();
   };
-  write = (e: TaskEvent) => {
-    if (ended) return;
-    res.write(`event: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`);
+  write = (e: TaskEvent, seq?: number) => {
+    if (ended || (seq !== undefined && seq <= sent)) return;
+    if (seq !== undefined) sent = seq;
+    res.write(`${seq !== undefined ? `id: ${seq}\n` : ''}event: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`);
     if (e.type === 'end') end();
   };
   req.raw.on('close', end);
-  write({ type: 'state', taskId: task.id, state: task.state, at: task.updatedAt });
-  if (['succeeded', 'failed', 'cancelled', 'expired'].includes(task.state)) {
-    write({ type: 'end', task });
-    return;
-  }
-  for (const e of queue.splice(0)) write(e);
+  if (backlog.length === 0) write({ type: 'state', taskId: task.id, state: task.state, at: task.updatedAt });
+  for (const { seq, event } of backlog) write(event, seq);
+  if (FINAL.has(task.state)) write({ type: 'end', task });
+  for (const [e, seq] of queue.splice(0)) write(e, seq);
 }

@@ -26,6 +26,8 @@ import { agentFrame } from '../edge/validators.ts';
 import type { AgentHandle, AgentRegistry } from './registry.ts';
 
 export const AGENT_PATH = '/ws/agent';
+/** Frames of one connection waiting to be handled; past this the agent is flooding and is closed. */
+export const MAX_PENDING_FRAMES = 256;
 
 export interface GatewayOptions {
   config: ServerConfig;
@@ -156,6 +158,9 @@ class AgentConnection {
   #timers: NodeJS.Timeout[] = [];
   #alive = true;
   #closed = false;
+  /** Frames are handled one at a time, in order, so a task's accept, progress and result never race. */
+  #chain: Promise<void> = Promise.resolve();
+  #pending = 0;
 
   constructor(ws: WebSocket, ctx: UpgradeContext, o: GatewayOptions) {
     this.#ws = ws;
@@ -166,7 +171,13 @@ class AgentConnection {
 
   start(): void {
     const ws = this.#ws;
-    ws.on('message', (data, isBinary) => void this.#onMessage(data, isBinary));
+    ws.on('message', (data, isBinary) => {
+      if (++this.#pending > MAX_PENDING_FRAMES) {
+        this.#fail('PAL_ERR_RATE_LIMITED', `more than ${MAX_PENDING_FRAMES} frames waiting; slow down`);
+        return;
+      }
+      this.#chain = this.#chain.then(() => this.#onMessage(data, isBinary)).finally(() => void this.#pending--);
+    });
     ws.on('pong', () => (this.#alive = true));
     ws.on('error', (err: Error & { code?: string }) => {
       if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') {

@@ -21,7 +21,20 @@ import { taskSubmission } from '../edge/validators.ts';
 import type { RecipeRegistry } from './recipes.ts';
 import { canMove } from './machine.ts';
 
-export type TaskListener = (event: TaskEvent) => void;
+export type TaskListener = (event: TaskEvent, seq: number) => void;
+
+/** Events kept per task for late subscribers (replayed on subscribe, `Last-Event-ID` honoured). */
+export const HISTORY_EVENTS_PER_TASK = 256;
+/** Tasks whose events are kept at once; the oldest are dropped first. */
+export const HISTORY_TASKS = 10_000;
+/** How long a finished task's events stay available, ms. */
+export const HISTORY_RETENTION_MS = 60_000;
+
+interface History {
+  events: { seq: number; event: TaskEvent }[];
+  next: number;
+  endedAt?: number;
+}
 
 export interface TaskServiceOptions {
   config: ServerConfig;
@@ -52,6 +65,7 @@ export class TaskService {
   readonly #listeners = new Map<string, Set<TaskListener>>();
   readonly #acceptTimers = new Map<string, NodeJS.Timeout>();
   readonly #deadlineTimers = new Map<string, NodeJS.Timeout>();
+  readonly #history = new Map<string, History>();
   /** Unfinished tasks this node has stored or moved: spares a store read for every agent frame. */
   readonly #live = new Map<string, TaskRecord>();
   #stopped = false;
@@ -116,16 +130,21 @@ export class TaskService {
     return toView(done ?? (await this.#owned(p, id)));
   }
 
-  /** Checks that `id` is the principal's task, for the event stream; returns its current view. */
-  async watch(p: Principal, id: string, listener: TaskListener): Promise<{ task: TaskView; unsubscribe: () => void }> {
+  /**
+   * Subscribes to a task's events. Returns its current view and the events already published after
+   * `afterSeq` (all kept ones by default), so a late subscriber misses nothing that is still kept.
+   */
+  async watch(p: Principal, id: string, listener: TaskListener, afterSeq = -1): Promise<{ task: TaskView; backlog: { seq: number; event: TaskEvent }[]; unsubscribe: () => void }> {
     const t = await this.#owned(p, id);
     let set = this.#listeners.get(id);
     if (!set) this.#listeners.set(id, (set = new Set()));
     set.add(listener);
-    // Re-read after subscribing so no transition between the read and the subscription is missed.
-    const fresh = (await this.#o.store.tasks.byId(id)) ?? t;
+    // Read after subscribing so no transition between the read and the subscription is missed.
+    const fresh = this.#live.get(id) ?? (await this.#o.store.tasks.byId(id)) ?? t;
+    const backlog = (this.#history.get(id)?.events ?? []).filter((e) => e.seq > afterSeq);
     return {
       task: toView(fresh),
+      backlog,
       unsubscribe: () => {
         set.delete(listener);
         if (set.size === 0) this.#listeners.delete(id);
@@ -195,6 +214,7 @@ export class TaskService {
     this.#deadlineTimers.clear();
     this.#listeners.clear();
     this.#live.clear();
+    this.#history.clear();
   }
 
   /** Open timers and listeners, for leak checks. */
@@ -340,14 +360,33 @@ export class TaskService {
 
   #publish(event: TaskEvent): void {
     const id = event.type === 'end' ? event.task.id : event.taskId;
+    const seq = this.#remember(id, event);
     const set = this.#listeners.get(id);
     if (!set) return;
     for (const l of [...set]) {
       try {
-        l(event);
+        l(event, seq);
       } catch (e) {
         this.#o.log.error({ err: e }, 'task listener failed');
       }
     }
+  }
+
+  /** Appends to the task's bounded event history; drops expired and excess histories. */
+  #remember(id: string, event: TaskEvent): number {
+    const at = Date.now();
+    let h = this.#history.get(id);
+    if (!h) {
+      for (const [k, v] of this.#history) {
+        if (this.#history.size < HISTORY_TASKS && (v.endedAt === undefined || at - v.endedAt < HISTORY_RETENTION_MS)) break;
+        this.#history.delete(k);
+      }
+      this.#history.set(id, (h = { events: [], next: 0 }));
+    }
+    const seq = h.next++;
+    h.events.push({ seq, event });
+    if (h.events.length > HISTORY_EVENTS_PER_TASK) h.events.splice(h.events.findIndex((e) => e.event.type === 'progress'), 1);
+    if (event.type === 'end') h.endedAt = at;
+    return seq;
   }
 }

@@ -54,6 +54,22 @@ describe('task flow over TLS', () => {
     const got = await (await t.fetch(`/api/v1/tasks/${task.id}`, { token })).json();
     assert.equal((got as { state: string }).state, 'succeeded');
   });
+
+  it('replays kept events to a late subscriber, and resumes after Last-Event-ID', async () => {
+    const res = await t.fetch('/api/v1/tasks', {
+      method: 'POST', token, headers: { 'content-type': 'application/json', prefer: 'wait=5' },
+      body: JSON.stringify({ site: SITE, steps, input: { q: 'late' } }),
+    });
+    const task = (await res.json()) as { id: string; state: string };
+    assert.equal(task.state, 'succeeded', 'the task finished before anyone subscribed');
+    const all = await (await t.fetch(`/api/v1/tasks/${task.id}/events`, { token })).text();
+    const ids = [...all.matchAll(/^id: (\d+)$/gm)].map((m) => Number(m[1]));
+    const types = [...all.matchAll(/^event: (\w+)$/gm)].map((m) => m[1]);
+    assert.deepEqual(types, ['state', 'state', 'progress', 'progress', 'end'], all);
+    assert.deepEqual(ids, [0, 1, 2, 3, 4]);
+    const rest = await (await t.fetch(`/api/v1/tasks/${task.id}/events`, { token, headers: { 'last-event-id': '2' } })).text();
+    assert.deepEqual([...rest.matchAll(/^event: (\w+)$/gm)].map((m) => m[1]), ['progress', 'end']);
+  });
 });
 
 describe('Prefer: wait', () => {

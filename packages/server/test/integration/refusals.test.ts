@@ -222,6 +222,16 @@ describe('refusals', () => {
     assert.ok(t.securityEvents.some((e) => e.status_code === 'PAL_ERR_FRAME_TOO_LARGE'));
   });
 
+  it('a flood of frames past the pending limit closes the connection', async () => {
+    const { MAX_PENDING_FRAMES } = await import('../../src/gateway/agents.ts');
+    const a = await SyntheticAgent.connect({ url: t.url, token: agentToken, ca: t.server.tls?.ca, grants: [SITE] });
+    const closed = a.closed();
+    const burst = Array.from({ length: MAX_PENDING_FRAMES * 8 }, (_, i) => JSON.stringify({ type: 'grants', grants: [`http://127.0.0.1:${1000 + (i % 50)}`] }));
+    for (const f of burst) a.ws.send(f);
+    assert.equal((await closed).code, 1008);
+    assert.ok(t.securityEvents.some((e) => e.status_code === 'PAL_ERR_RATE_LIMITED'));
+  });
+
   it('malformed and unknown frames get an error frame and change nothing', async () => {
     const a = await SyntheticAgent.connect({ url: t.url, token: agentToken, ca: t.server.tls?.ca, grants: [SITE] });
     a.send('not json');
