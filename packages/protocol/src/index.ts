@@ -9,3 +9,4 @@ export * from './validate.ts';
 export * from './url.ts';
 export * from './interpolate.ts';
 export * from './policy.ts';
+export * from './checks.ts';

@@ -16,11 +16,15 @@ export interface Validator<S extends TSchema> {
 /** At most this many issues are reported for one value. */
 export const MAX_ISSUES = 20;
 
-/** An interpreting validator: no `eval`, no `new Function`. */
-export function validator<S extends TSchema>(schema: S): Validator<S> {
+/**
+ * A validator for `schema`. With `check` (a function compiled ahead of time, see `checks.ts`) the
+ * fast path is that function; otherwise TypeBox interprets the schema. Either way no code is
+ * generated at run time; error details always come from the interpreter (the slow path only).
+ */
+export function validator<S extends TSchema>(schema: S, check?: (value: unknown) => boolean): Validator<S> {
   return {
     schema,
-    check: (value: unknown): value is Static<S> => Value.Check(schema, value),
+    check: check ? (value: unknown): value is Static<S> => check(value) : (value: unknown): value is Static<S> => Value.Check(schema, value),
     issues: (value: unknown) => collectIssues(Value.Errors(schema, value)),
   };
 }

@@ -4,7 +4,7 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from '@sinclair/typebox';
-import { PalisadeError, parse, type TaskEvent } from '@palisade/protocol';
+import { PalisadeError, parse, validator, type TaskEvent } from '@palisade/protocol';
 import { bearer, requireScope, type Principal, type TokenVerifier } from '../auth/tokens.ts';
 import { newApiClient, CLIENT_SCOPES } from '../auth/clients.ts';
 import type { DurableStore } from '../store/types.ts';
@@ -12,7 +12,6 @@ import type { SecurityEvents } from '../siem/events.ts';
 import type { TaskService } from '../tasks/service.ts';
 import type { RecipeRegistry } from '../tasks/recipes.ts';
 import type { AgentRegistry } from '../gateway/registry.ts';
-import { compiled } from '../edge/validators.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -31,7 +30,7 @@ export interface ApiOptions {
   sseKeepAliveMs?: number;
 }
 
-const CreateClient = compiled(Type.Object(
+const CreateClient = validator(Type.Object(
   {
     name: Type.String({ minLength: 1, maxLength: 128 }),
     scopes: Type.Optional(Type.Array(Type.Union(CLIENT_SCOPES.map((s) => Type.Literal(s))), { minItems: 1, maxItems: 8, uniqueItems: true })),

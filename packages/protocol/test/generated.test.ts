@@ -1,0 +1,27 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { Value } from '@sinclair/typebox/value';
+import { render, COMPILED } from '../scripts/generate-checks.ts';
+import * as compiled from '../src/generated/checks.js';
+
+describe('ahead-of-time compiled checks', () => {
+  it('are up to date with the schemas (regenerate with node packages/protocol/scripts/generate-checks.ts)', () => {
+    const { js, dts } = render();
+    assert.equal(readFileSync(new URL('../src/generated/checks.js', import.meta.url), 'utf8'), js);
+    assert.equal(readFileSync(new URL('../src/generated/checks.d.ts', import.meta.url), 'utf8'), dts);
+  });
+
+  it('agree with the interpreter on valid and invalid samples', () => {
+    const samples: Record<string, unknown[]> = {
+      Step: [{ type: 'close' }, { type: 'close', x: 1 }, { type: 'navigate', url: 'https://a.example/' }, { type: 'navigate' }, { type: 'waitForExpression', expression: '1' }, null, 'x'],
+      AgentFrame: [{ type: 'ping', t: 1 }, { type: 'ping', t: '1' }, { type: 'task.accept', taskId: 'abc' }, { type: 'task.accept', taskId: 'a b' }],
+      ServerFrame: [{ type: 'pong', t: 1 }, { type: 'task.cancel', taskId: 'x', reason: 'r' }, { type: 'task.cancel', taskId: 'x' }],
+      TaskSubmission: [{ recipe: 'a' }, { recipe: 'A!' }, { site: 'https://a.example', steps: [{ type: 'close' }] }, { steps: [] }],
+    };
+    for (const [name, values] of Object.entries(samples)) {
+      const check = (compiled as Record<string, (v: unknown) => boolean>)[`check${name}`]!;
+      for (const v of values) assert.equal(check(v), Value.Check(COMPILED[name]!, v), `${name} ${JSON.stringify(v)}`);
+    }
+  });
+});
