@@ -1,0 +1,198 @@
+/**
+ * The real service worker in real headless Chromium, driven through its real agent protocol by a
+ * fake Palisade server: Recorder flows, extraction, assertions, refusals, downloads.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { FakePalisade, launch, serveFixtures, signInWithFakeToken, tabUrls, type Browser, type Received } from '../support/harness.ts';
+
+let browser: Browser;
+let fixtures: Awaited<ReturnType<typeof serveFixtures>>;
+let server: FakePalisade;
+let O = '';
+let LOCALHOST = '';
+let n = 0;
+const id = () => `task-${++n}`;
+
+before(async () => {
+  fixtures = await serveFixtures();
+  O = fixtures.origin;
+  LOCALHOST = `http://localhost:${fixtures.port}`;
+  server = await new FakePalisade().listen();
+  browser = await launch();
+  // localhost is in the stored list too (as if stale), but Chrome holds no permission for it.
+  await signInWithFakeToken(browser.worker, server.origin, [O, LOCALHOST]);
+  await server.waitFor((f) => f.type === 'hello');
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.close();
+  await fixtures?.close();
+});
+
+const errorOf = (r: Received) => r.error as { code: string; message: string; step?: number } | undefined;
+const outputsOf = (r: Received) => (r.result as { outputs: Record<string, unknown> }).outputs;
+
+test('the agent connects with the bearer subprotocol and reports only sites Chrome really granted', async () => {
+  const hello = await server.waitFor((f) => f.type === 'hello');
+  assert.equal(hello.v, 1);
+  assert.deepEqual(hello.grants, [O], 'localhost is stored but not granted, so not reported');
+  assert.equal((hello.agent as { name: string }).name, 'Palisade');
+  assert.deepEqual(server.tokens, ['fake-access-token']);
+  assert.deepEqual(server.origins, [`chrome-extension://${browser.extensionId}`]);
+  assert.deepEqual(server.invalid, [], 'every frame the agent sent matches AgentFrame');
+});
+
+test('a Recorder flow runs: navigate, change, Enter, waitForElement, clicks by aria/ xpath/ pierce/ text/, extract', async () => {
+  const flow = {
+    title: 'Search the fixture shop',
+    steps: [
+      { type: 'setViewport', width: 1024, height: 768, deviceScaleFactor: 1, isMobile: false, hasTouch: false, isLandscape: false },
+      { type: 'navigate', url: `${O}/search.html`, assertedEvents: [{ type: 'navigation', url: `${O}/search.html`, title: 'Fixture search' }] },
+      { type: 'click', target: 'main', selectors: [['aria/Search products'], ['#q']], offsetY: 9, offsetX: 40 },
+      { type: 'change', value: 'lamp', selectors: [['aria/Search products'], ['#q']], target: 'main' },
+      { type: 'keyDown', target: 'main', key: 'Enter' },
+      { type: 'keyUp', target: 'main', key: 'Enter' },
+      { type: 'waitForElement', selectors: [['li.result']], count: 3, operator: '==' },
+      { type: 'click', target: 'main', selectors: [['aria/Show details[role="button"]']], offsetX: 5, offsetY: 5 },
+      { type: 'waitForElement', selectors: [['#details']], visible: true },
+      { type: 'click', target: 'main', selectors: [['#no-such-element'], ['xpath///*[@id="danger"]']], offsetX: 5, offsetY: 5 },
+      { type: 'click', target: 'main', selectors: [['pierce/#shadow-btn']] },
+      { type: 'click', target: 'main', selectors: [['#frame', 'text/Frame button']] },
+      { type: 'extract', name: 'rows', selectors: [['li.result']], all: true, fields: { name: { selector: '.name' }, price: { selector: '.price' }, currency: { selector: '.price', attribute: 'data-currency' }, link: { selector: 'a', attribute: 'href' } } },
+      { type: 'extract', name: 'query', selectors: [['#query']] },
+      { type: 'extract', name: 'clicks', selectors: [['#clicks']] },
+      { type: 'extract', name: 'shadow', selectors: [['#widget-host', '#shadow-out']] },
+      { type: 'extract', name: 'frame', selectors: [['#frame', '#frame-out']] },
+      { type: 'extract', name: 'names', selectors: [['.name']], all: true, limit: 2 },
+      { type: 'assert', selectors: [['#query']], text: 'lamp' },
+    ],
+  };
+  const taskId = id();
+  const { result, frames } = await server.run({ taskId, site: O, steps: flow.steps });
+  assert.equal(result.outcome, 'succeeded', JSON.stringify(result.error));
+  const out = outputsOf(result);
+  const link = (name: string) => `${O}/item.html?name=${encodeURIComponent(name)}`;
+  assert.deepEqual(out.rows, [
+    { name: 'lamp basic', price: '10.00', currency: 'EUR', link: link('lamp basic') },
+    { name: 'lamp deluxe', price: '25.50', currency: 'EUR', link: link('lamp deluxe') },
+    { name: 'lamp ultimate', price: '99.99', currency: 'EUR', link: link('lamp ultimate') },
+  ]);
+  assert.equal(out.query, 'You searched for: lamp');
+  assert.equal(out.clicks, '1', 'the xpath/ click reached #danger exactly once');
+  assert.equal(out.shadow, 'shadow clicked', 'the pierce/ click reached the button in the shadow root');
+  assert.equal(out.frame, 'frame clicked', 'the chained text/ click reached the button in the iframe');
+  assert.deepEqual(out.names, ['lamp basic', 'lamp deluxe']);
+  // The wire: accept, then started/done for every step in order, then the result.
+  const expected = ['task.accept', ...flow.steps.flatMap((s, i) => [`started:${i}:${s.type}`, `done:${i}:${s.type}`]), 'task.result'];
+  assert.deepEqual(frames.map((f) => (f.type === 'task.progress' ? `${f.status}:${f.step}:${f.stepType}` : f.type)), expected);
+  const timings = (result.result as { timings: { totalMs: number; steps: { index: number; type: string; ms: number }[] } }).timings;
+  assert.equal(timings.steps.length, flow.steps.length);
+  assert.ok(timings.totalMs > 0);
+  assert.deepEqual(server.invalid, []);
+  // The task's tab is closed at the end.
+  assert.ok(!(await tabUrls(browser.worker)).some((u) => u.startsWith(O)), 'no fixture tab left open');
+});
+
+test('a failing assert gives PAL_ERR_ASSERTION_FAILED at that step', async () => {
+  const steps = [
+    { type: 'navigate', url: `${O}/about.html` },
+    { type: 'assert', selectors: [['#about-text']], text: 'small fixture' },
+    { type: 'assert', selectors: [['#about-text']], text: 'this text is not there', timeout: 500 },
+  ];
+  const { result } = await server.run({ taskId: id(), site: O, steps });
+  assert.equal(result.outcome, 'failed');
+  assert.equal(errorOf(result)?.code, 'PAL_ERR_ASSERTION_FAILED');
+  assert.equal(errorOf(result)?.step, 2);
+  assert.match(errorOf(result)?.message ?? '', /#about-text/);
+  const { result: r2 } = await server.run({ taskId: id(), site: O, steps: [steps[0], { type: 'assert', selectors: [['h1']], exists: false, timeout: 300 }] });
+  assert.equal(errorOf(r2)?.code, 'PAL_ERR_ASSERTION_FAILED');
+});
+
+test('a step whose element never appears fails with PAL_ERR_STEP_FAILED naming the selectors; waitForElement with PAL_ERR_TIMEOUT', async () => {
+  const { result } = await server.run({ taskId: id(), site: O, steps: [{ type: 'navigate', url: `${O}/about.html` }, { type: 'click', selectors: [['#missing'], ['aria/Nothing']], timeout: 300 }] });
+  assert.equal(errorOf(result)?.code, 'PAL_ERR_STEP_FAILED');
+  assert.match(errorOf(result)?.message ?? '', /"#missing".*"aria\/Nothing"/);
+  const { result: r2 } = await server.run({ taskId: id(), site: O, steps: [{ type: 'navigate', url: `${O}/about.html` }, { type: 'waitForElement', selectors: [['.never']], timeout: 300 }] });
+  assert.equal(errorOf(r2)?.code, 'PAL_ERR_TIMEOUT');
+});
+
+test('navigate to javascript:, data:, file:, chrome: is refused with PAL_ERR_URL_REFUSED and no tab goes there', async () => {
+  const tabsBefore = await tabUrls(browser.worker);
+  for (const url of ['javascript:alert(document.cookie)', 'data:text/html,<h1>x</h1>', 'file:///etc/passwd', 'chrome://settings', 'chrome-extension://abc/x.html', `${LOCALHOST}/search.html`]) {
+    const taskId = id();
+    const { result, frames } = await server.run({ taskId, site: O, steps: [{ type: 'navigate', url: `${O}/search.html` }, { type: 'navigate', url }] });
+    assert.equal(result.outcome, 'failed', url);
+    assert.equal(errorOf(result)?.code, 'PAL_ERR_URL_REFUSED', url);
+    assert.deepEqual(frames.map((f) => f.type), ['task.result'], `${url}: refused before accepting, no step ran`);
+  }
+  const tabsAfter = await tabUrls(browser.worker);
+  assert.deepEqual(tabsAfter, tabsBefore, 'no tab was opened or navigated');
+});
+
+test('a click that navigates off the site fails with PAL_ERR_URL_REFUSED and the tab is closed', async () => {
+  const { result } = await server.run({ taskId: id(), site: O, steps: [{ type: 'navigate', url: `${O}/search.html` }, { type: 'click', selectors: [['#away']] }, { type: 'extract', name: 'x', selectors: [['body']] }] });
+  assert.equal(errorOf(result)?.code, 'PAL_ERR_URL_REFUSED');
+  assert.equal(errorOf(result)?.step, 1);
+  assert.equal(outputsOf(result).x, undefined, 'nothing was read from the other site');
+  assert.ok(!(await tabUrls(browser.worker)).some((u) => u.includes('localhost')), 'the off-site tab is gone');
+});
+
+test('a task for a site not granted (localhost) is refused with PAL_ERR_SITE_NOT_GRANTED without touching a tab', async () => {
+  const tabsBefore = await tabUrls(browser.worker);
+  const { result, frames } = await server.run({ taskId: id(), site: LOCALHOST, steps: [{ type: 'navigate', url: `${LOCALHOST}/search.html` }] });
+  assert.equal(errorOf(result)?.code, 'PAL_ERR_SITE_NOT_GRANTED');
+  assert.deepEqual(frames.map((f) => f.type), ['task.result']);
+  assert.deepEqual(await tabUrls(browser.worker), tabsBefore);
+});
+
+test('waitForExpression and customStep are refused with PAL_ERR_STEP_REFUSED', async () => {
+  for (const step of [{ type: 'waitForExpression', expression: 'document.title === "x"' }, { type: 'customStep', name: 'run', parameters: { code: 'alert(1)' } }]) {
+    const { result, frames } = await server.run({ taskId: id(), site: O, steps: [{ type: 'navigate', url: `${O}/search.html` }, step] });
+    assert.equal(errorOf(result)?.code, 'PAL_ERR_STEP_REFUSED', step.type);
+    assert.deepEqual(frames.map((f) => f.type), ['task.result']);
+  }
+});
+
+test('download: saved under palisade/ with a sanitised name, reported with its size', async () => {
+  const dir = join(browser.downloadDir, 'palisade');
+  const steps = [
+    { type: 'navigate', url: `${O}/results.html?q=x` },
+    // The link's download attribute is "../../report:final?.txt".
+    { type: 'download', name: 'report', selectors: [['#file']] },
+    { type: 'download', name: 'again', url: `${O}/files/report%20final.txt`, filename: '../../etc/CON.txt' },
+    { type: 'download', name: 'third', url: `${O}/files/report%20final.txt`, filename: '..\\..\\etc\\CON.txt' },
+  ];
+  const { result } = await server.run({ taskId: id(), site: O, steps });
+  assert.equal(result.outcome, 'succeeded', JSON.stringify(result.error));
+  const artifacts = (result.result as { artifacts: { name: string; kind: string; filename: string; bytes: number; mimeType?: string }[] }).artifacts;
+  const content = readFileSync(join(fixtures_dir(), 'files', 'report final.txt'));
+  assert.deepEqual(artifacts.map((a) => [a.name, a.kind, a.filename, a.bytes]), [
+    ['report', 'download', 'report_final_.txt', content.length],
+    ['again', 'download', 'etc_CON.txt', content.length],
+    ['third', 'download', 'etc_CON (1).txt', content.length],
+  ]);
+  assert.equal(artifacts[0]?.mimeType, 'text/plain');
+  assert.deepEqual(readdirSync(dir).sort(), ['etc_CON (1).txt', 'etc_CON.txt', 'report_final_.txt']);
+  assert.deepEqual(readFileSync(join(dir, 'report_final_.txt')), content);
+  assert.ok(!existsSync(join(browser.downloadDir, 'etc')), 'nothing escaped the palisade folder');
+});
+
+test('a download URL off the site is refused before anything is fetched', async () => {
+  const { result } = await server.run({ taskId: id(), site: O, steps: [{ type: 'download', name: 'x', url: `${LOCALHOST}/files/report%20final.txt` }] });
+  assert.equal(errorOf(result)?.code, 'PAL_ERR_URL_REFUSED');
+});
+
+test('screenshot: Chrome refuses it without <all_urls>/activeTab, and the step fails with a clear error', async () => {
+  const { result } = await server.run({ taskId: id(), site: O, steps: [{ type: 'navigate', url: `${O}/about.html` }, { type: 'screenshot', name: 'shot' }] });
+  assert.equal(errorOf(result)?.code, 'PAL_ERR_STEP_FAILED');
+  assert.equal(errorOf(result)?.step, 1);
+  assert.match(errorOf(result)?.message ?? '', /screenshot.*<all_urls>.*activeTab/s);
+});
+
+function fixtures_dir(): string {
+  return join(import.meta.dirname, '..', 'fixtures');
+}
