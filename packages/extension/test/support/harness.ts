@@ -173,8 +173,8 @@ export interface Browser {
   close(): Promise<void>;
 }
 
-/** Launches Chromium with the test build (and any extra extension directories). */
-export async function launch(extraExtensions: string[] = []): Promise<Browser> {
+/** Launches Chromium with the test build (and any extra extension directories and Chromium flags). */
+export async function launch(extraExtensions: string[] = [], extraArgs: string[] = []): Promise<Browser> {
   if (!existsSync(join(EXTENSION_DIR, 'manifest.json'))) {
     throw new Error('dist-test/ is missing: run `node packages/extension/build.ts --test` first');
   }
@@ -198,6 +198,7 @@ export async function launch(extraExtensions: string[] = []): Promise<Browser> {
       '--disable-sync',
       `--disable-extensions-except=${dirs}`,
       `--load-extension=${dirs}`,
+      ...extraArgs,
     ],
   });
   // Playwright routes downloads to its own folder under random names; give them back to Chromium's
