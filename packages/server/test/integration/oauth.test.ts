@@ -1,0 +1,123 @@
+/**
+ * The authorization server as clients see it: JWT access tokens (RFC 9068, ES256, our audience),
+ * CORS only for extension origins, wrong client secrets refused and logged, device codes pending
+ * until approved and denied when the user says no, refresh tokens rotating.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { decodeJwt, decodeProtectedHeader } from 'jose';
+import { Browser, apiClient, createAdmin, deviceLogin, readForm, startTestServer, type TestServer } from '../support/harness.ts';
+
+const EXT_ORIGIN = 'chrome-extension://abcdefghijklmnopabcdefghijklmnop';
+
+describe('OAuth 2.1 authorization server', () => {
+  let t: TestServer;
+  let client: Awaited<ReturnType<typeof apiClient>>;
+
+  before(async () => {
+    t = await startTestServer();
+    await createAdmin(t);
+    client = await apiClient(t);
+  });
+  after(async () => t?.close());
+
+  const form = (body: Record<string, string>, headers: Record<string, string> = {}) => ({ method: 'POST', body: new URLSearchParams(body), headers });
+
+  it('issues ES256 JWT access tokens for our issuer and audience, 15 minutes by default', () => {
+    const header = decodeProtectedHeader(client.token);
+    const claims = decodeJwt(client.token);
+    assert.equal(header.alg, 'ES256');
+    assert.equal(header.typ, 'at+jwt');
+    assert.equal(claims.iss, t.server.issuer);
+    assert.equal(claims.aud, 'urn:palisade:api');
+    assert.equal(claims.client_id, client.clientId);
+    assert.equal(claims.scope, 'tasks');
+    assert.equal(Number(claims.exp) - Number(claims.iat), 900);
+  });
+
+  it('answers CORS for extension origins only', async () => {
+    for (const [path, init] of [
+      ['/oauth2/.well-known/openid-configuration', {}],
+      ['/oauth2/device/auth', form({ client_id: 'palisade-extension', scope: 'openid offline_access agent' })],
+    ] as const) {
+      const ext = await t.fetch(path, { ...init, headers: { origin: EXT_ORIGIN } });
+      assert.equal(ext.headers.get('access-control-allow-origin'), EXT_ORIGIN, path);
+    }
+    const evil = await t.fetch('/oauth2/device/auth', { ...form({ client_id: 'palisade-extension', scope: 'openid offline_access agent' }), headers: { origin: 'https://evil.example' } });
+    assert.notEqual(evil.headers.get('access-control-allow-origin'), 'https://evil.example');
+    assert.notEqual(evil.headers.get('access-control-allow-origin'), '*');
+  });
+
+  it('refuses a wrong client secret and emits a security event', async () => {
+    const basic = Buffer.from(`${client.clientId}:pal_sk_not-the-secret`).toString('base64');
+    const res = await t.fetch('/oauth2/token', form({ grant_type: 'client_credentials', scope: 'tasks' }, { authorization: `Basic ${basic}` }));
+    assert.equal(res.status, 401);
+    assert.equal(((await res.json()) as { error: string }).error, 'invalid_client');
+    assert.ok(t.securityEvents.some((e) => e.activity_name === 'oauth.token' && e.status === 'Failure' && e.status_code === 'invalid_client'));
+  });
+
+  it('an API client cannot ask for scopes it was not given', async () => {
+    const basic = Buffer.from(`${client.clientId}:${client.clientSecret}`).toString('base64');
+    const res = await t.fetch('/oauth2/token', form({ grant_type: 'client_credentials', scope: 'tasks admin' }, { authorization: `Basic ${basic}` }));
+    assert.equal(res.status, 400);
+    assert.equal(((await res.json()) as { error: string }).error, 'invalid_scope');
+  });
+
+  it('a revoked API client can no longer get or use tokens', async () => {
+    const victim = await apiClient(t, 'to revoke');
+    const del = await t.fetch(`/api/v1/clients/${victim.clientId}`, { method: 'DELETE', token: victim.adminToken });
+    assert.equal(del.status, 204);
+    const use = await t.fetch('/api/v1/me', { token: victim.token });
+    assert.equal(use.status, 401);
+    const basic = Buffer.from(`${victim.clientId}:${victim.clientSecret}`).toString('base64');
+    const again = await t.fetch('/oauth2/token', form({ grant_type: 'client_credentials', scope: 'tasks' }, { authorization: `Basic ${basic}` }));
+    assert.equal(again.status, 401);
+  });
+
+  it('device codes are pending until approved, and denied when the user says no', async () => {
+    const start = await t.fetch('/oauth2/device/auth', form({ client_id: 'palisade-extension', scope: 'openid offline_access agent' }));
+    const device = (await start.json()) as { device_code: string; verification_uri_complete: string };
+    const poll = () => t.fetch('/oauth2/token', form({ grant_type: 'urn:ietf:params:oauth:grant-type:device_code', device_code: device.device_code, client_id: 'palisade-extension' }));
+    assert.equal(((await (await poll()).json()) as { error: string }).error, 'authorization_pending');
+    // The user signs in and presses Deny.
+    const b = new Browser(t);
+    let page = await b.request(device.verification_uri_complete);
+    if (page.body.includes('Submitting Callback')) page = await b.request(readForm(page.body).action, { method: 'POST', form: readForm(page.body).fields });
+    const confirm = readForm(page.body, 'op.deviceConfirmForm');
+    page = await b.request(confirm.action, { method: 'POST', form: confirm.fields });
+    page = await b.request(readForm(page.body).action, { method: 'POST', form: { username: 'admin', password: 'correct horse battery staple' } });
+    const deny = /<form method="post" action="([^"]+\/abort)">/.exec(page.body)![1]!;
+    await b.request(deny, { method: 'POST', form: {} });
+    const denied = (await (await poll()).json()) as { error: string };
+    assert.equal(denied.error, 'access_denied');
+  });
+
+  it('a wrong password shows the sign-in form again and is logged, without saying which part was wrong', async () => {
+    const start = await t.fetch('/oauth2/device/auth', form({ client_id: 'palisade-cli', scope: 'openid offline_access tasks admin' }));
+    const device = (await start.json()) as { verification_uri_complete: string };
+    const b = new Browser(t);
+    let page = await b.request(device.verification_uri_complete);
+    if (page.body.includes('Submitting Callback')) page = await b.request(readForm(page.body).action, { method: 'POST', form: readForm(page.body).fields });
+    const confirm = readForm(page.body, 'op.deviceConfirmForm');
+    page = await b.request(confirm.action, { method: 'POST', form: confirm.fields });
+    const login = readForm(page.body);
+    const wrongPassword = await b.request(login.action, { method: 'POST', form: { username: 'admin', password: 'nope-nope-nope' } });
+    const noSuchUser = await b.request(login.action, { method: 'POST', form: { username: 'nobody', password: 'nope-nope-nope' } });
+    assert.equal(wrongPassword.status, 401);
+    assert.equal(noSuchUser.status, 401);
+    assert.equal(wrongPassword.body, noSuchUser.body, 'the same page whether or not the account exists');
+    assert.ok(t.securityEvents.filter((e) => e.activity_name === 'password.login' && e.status === 'Failure').length >= 2);
+  });
+
+  it('refresh tokens rotate; the old one stops working', async () => {
+    const tokens = await deviceLogin(t, 'palisade-extension', 'openid offline_access agent');
+    const refresh = (rt: string) => t.fetch('/oauth2/token', form({ grant_type: 'refresh_token', refresh_token: rt, client_id: 'palisade-extension' }));
+    const first = await refresh(tokens.refresh_token!);
+    const next = (await first.json()) as { refresh_token: string; access_token: string };
+    assert.equal(first.status, 200);
+    assert.notEqual(next.refresh_token, tokens.refresh_token);
+    const replay = await refresh(tokens.refresh_token!);
+    assert.equal(replay.status, 400);
+    assert.equal(((await replay.json()) as { error: string }).error, 'invalid_grant');
+  });
+});
