@@ -77,6 +77,17 @@ export const SetViewportStep = step('setViewport', {
   isLandscape: Type.Optional(Type.Boolean()),
 });
 export const CloseStep = step('close', { ...common, target: Type.Optional(Str(256)) });
+/**
+ * Recorded when DevTools throttles the network. Accepted so such a flow runs unchanged, and skipped:
+ * throttling would need the `debugger` permission, which Palisade does not ask for.
+ */
+export const EmulateNetworkConditionsStep = step('emulateNetworkConditions', {
+  ...common,
+  target: Type.Optional(Str(256)),
+  download: Type.Number(),
+  upload: Type.Number(),
+  latency: Type.Number({ minimum: 0 }),
+});
 
 /** One field of an `extract` step: a CSS selector relative to the matched element (none = the element itself). */
 export const ExtractField = Type.Object(
@@ -125,7 +136,7 @@ export const AssertStep = step('assert', {
 /** Every step Palisade runs. */
 export const Step = Type.Union([
   NavigateStep, ClickStep, DoubleClickStep, HoverStep, ChangeStep, KeyDownStep, KeyUpStep, ScrollStep,
-  WaitForElementStep, SetViewportStep, CloseStep, ExtractStep, ScreenshotStep, DownloadStep, AssertStep,
+  WaitForElementStep, SetViewportStep, CloseStep, EmulateNetworkConditionsStep, ExtractStep, ScreenshotStep, DownloadStep, AssertStep,
 ]);
 export type Step = Static<typeof Step>;
 export type StepType = Step['type'];
@@ -135,7 +146,7 @@ export const REFUSED_STEP_TYPES: readonly string[] = ['waitForExpression', 'cust
 
 export const STEP_TYPES: readonly StepType[] = [
   'navigate', 'click', 'doubleClick', 'hover', 'change', 'keyDown', 'keyUp', 'scroll',
-  'waitForElement', 'setViewport', 'close', 'extract', 'screenshot', 'download', 'assert',
+  'waitForElement', 'setViewport', 'close', 'emulateNetworkConditions', 'extract', 'screenshot', 'download', 'assert',
 ];
 
 /** Steps: at most 500 in one task. */

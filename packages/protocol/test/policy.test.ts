@@ -96,6 +96,7 @@ describe('schemas', () => {
       title: 'x', timeout: 5000, selectorAttribute: 'data-testid',
       steps: [
         { type: 'setViewport', width: 800, height: 600, deviceScaleFactor: 1, isMobile: false, hasTouch: false, isLandscape: false },
+        { type: 'emulateNetworkConditions', download: 50000, upload: 50000, latency: 2000 },
         { type: 'navigate', url: 'https://a.example/', assertedEvents: [{ type: 'navigation', url: 'https://a.example/', title: 'A' }] },
         { type: 'click', target: 'main', selectors: [['aria/Search'], ['#q'], ['xpath///*[@id="q"]'], ['pierce/#q'], ['text/Go']], offsetX: 1, offsetY: 2 },
         { type: 'doubleClick', selectors: [['#q']], offsetX: 1, offsetY: 2, duration: 50, button: 'primary', deviceType: 'mouse' },

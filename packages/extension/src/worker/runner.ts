@@ -227,6 +227,8 @@ export class TaskRunner {
       case 'setViewport':
         await d.setViewport(tabId, step.width, step.height).catch(() => {}); // best effort
         return;
+      case 'emulateNetworkConditions':
+        return; // accepted so recorded flows run unchanged; throttling would need the debugger permission
       case 'close':
         out.closeTab();
         await d.closeTab(tabId);

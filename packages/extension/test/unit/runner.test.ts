@@ -120,3 +120,12 @@ test('a result too large for a frame is replaced by PAL_ERR_FRAME_TOO_LARGE', as
   assert.equal(result()?.error?.code, 'PAL_ERR_FRAME_TOO_LARGE');
   assert.deepEqual(result()?.result.outputs, {});
 });
+
+test('emulateNetworkConditions from a Recorder flow is accepted and skipped: nothing reaches the page', async () => {
+  const { driver, calls } = fakeDriver();
+  const { r, result } = runner(driver);
+  await r.dispatch(dispatch([{ type: 'emulateNetworkConditions', download: 50_000, upload: 50_000, latency: 2000 }, { type: 'navigate', url: `${SITE}/` }]));
+  assert.equal(result()?.outcome, 'succeeded');
+  assert.deepEqual(result()?.result.timings.steps.map((s) => s.type), ['emulateNetworkConditions', 'navigate']);
+  assert.deepEqual(calls, ['openTab', `navigate ${SITE}/`, 'closeTab']);
+});
