@@ -3,6 +3,7 @@
  * Migrations are numbered and applied in order, recorded in `PRAGMA user_version`.
  */
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
+import { startCheckpointer } from './sqlite-checkpointer.ts';
 import type {
   AgentRecord, ApiClientRecord, DurableStore, OidcRecord, TaskRecord, UserRecord,
 } from './types.ts';
@@ -88,6 +89,9 @@ export function openSqliteStore(path: string): DurableStore {
   const db = new DatabaseSync(path);
   db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;');
   migrate(db);
+  // Checkpoints run on a thread of their own (see sqlite-checkpointer.ts), not inside a request.
+  const checkpointer = path === ':memory:' ? undefined : startCheckpointer(path);
+  if (checkpointer) db.exec('PRAGMA wal_autocheckpoint = 0;');
   const cache = new Map<string, StatementSync>();
   const q = (sql: string): StatementSync => {
     let s = cache.get(sql);
@@ -182,7 +186,11 @@ export function openSqliteStore(path: string): DurableStore {
       async set(key, value) { run('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value', key, value); },
       async delete(key) { run('DELETE FROM meta WHERE key = ?', key); },
     },
-    async close() { db.close(); },
+    async close() {
+      await checkpointer?.stop();
+      if (checkpointer) db.exec('PRAGMA wal_checkpoint(TRUNCATE);');
+      db.close();
+    },
   };
 }
 
