@@ -5,9 +5,8 @@
  * `palisade_migrations`. Tables live in the configured schema (default `palisade`).
  */
 import pg from 'pg';
-import type {
-  AgentRecord, ApiClientRecord, DurableStore, OidcRecord, TaskRecord, UserRecord,
-} from './types.ts';
+import type { DurableStore } from './types.ts';
+import { TASK_COLUMNS, TASK_JSON_FIELDS, mappers, opt, type Row } from './rows.ts';
 
 const MIGRATIONS: readonly string[] = [
   `CREATE TABLE users (
@@ -37,43 +36,7 @@ const MIGRATIONS: readonly string[] = [
    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);`,
 ];
 
-type Row = Record<string, unknown>;
-const opt = (v: unknown): string | undefined => (v === null || v === undefined ? undefined : String(v));
-
-function toUser(r: Row): UserRecord {
-  return { id: String(r.id), username: String(r.username), passwordHash: String(r.password_hash), role: r.role === 'admin' ? 'admin' : 'user', createdAt: String(r.created_at) };
-}
-function toClient(r: Row): ApiClientRecord {
-  return {
-    clientId: String(r.client_id), ownerUserId: String(r.owner_user_id), name: String(r.name), secretHash: String(r.secret_hash),
-    scopes: r.scopes as string[], createdAt: String(r.created_at), revokedAt: opt(r.revoked_at),
-  };
-}
-function toAgent(r: Row): AgentRecord {
-  return {
-    id: String(r.id), userId: String(r.user_id), instanceId: String(r.instance_id), name: String(r.name), version: String(r.version),
-    grants: r.grants as string[], createdAt: String(r.created_at), lastSeenAt: String(r.last_seen_at),
-  };
-}
-function toTask(r: Row): TaskRecord {
-  return {
-    id: String(r.id), ownerUserId: String(r.owner_user_id), clientId: String(r.client_id), recipe: opt(r.recipe), site: String(r.site),
-    steps: r.steps as TaskRecord['steps'], state: String(r.state) as TaskRecord['state'], agentId: opt(r.agent_id), pinnedAgentId: opt(r.pinned_agent_id),
-    attempts: Number(r.attempts), idempotencyKey: opt(r.idempotency_key), requestHash: String(r.request_hash), waitForAgent: r.wait_for_agent === true,
-    createdAt: String(r.created_at), updatedAt: String(r.updated_at), deadline: String(r.deadline),
-    result: (r.result ?? undefined) as TaskRecord['result'], error: (r.error ?? undefined) as TaskRecord['error'],
-  };
-}
-function toOidc(r: Row): OidcRecord {
-  return { payload: r.payload as Record<string, unknown>, expiresAt: r.expires_at == null ? undefined : Number(r.expires_at), grantId: opt(r.grant_id), userCode: opt(r.user_code), uid: opt(r.uid) };
-}
-
-const TASK_COLUMNS: Record<string, string> = {
-  clientId: 'client_id', recipe: 'recipe', site: 'site', steps: 'steps', state: 'state', agentId: 'agent_id', pinnedAgentId: 'pinned_agent_id',
-  attempts: 'attempts', idempotencyKey: 'idempotency_key', requestHash: 'request_hash', waitForAgent: 'wait_for_agent',
-  createdAt: 'created_at', updatedAt: 'updated_at', deadline: 'deadline', result: 'result', error: 'error',
-};
-const JSON_COLUMNS = new Set(['steps', 'result', 'error']);
+const { user: toUser, client: toClient, agent: toAgent, task: toTask, oidc: toOidc } = mappers({ json: <T>(v: unknown) => v as T, bool: (v) => v === true });
 const jsonOrNull = (v: unknown) => (v === undefined || v === null ? null : JSON.stringify(v));
 
 export interface PostgresStoreOptions {
@@ -146,7 +109,7 @@ export async function openPostgresStore(o: PostgresStoreOptions): Promise<Durabl
         if (keys.length === 0) return this.byId(id);
         const values = keys.map((k) => {
           const v = (patch as Record<string, unknown>)[k];
-          return JSON_COLUMNS.has(k) ? jsonOrNull(v) : (v ?? null);
+          return TASK_JSON_FIELDS.has(k) ? jsonOrNull(v) : (v ?? null);
         });
         const sets = keys.map((k, i) => `${TASK_COLUMNS[k]} = $${i + 1}`).join(', ');
         const r = await one(`UPDATE tasks SET ${sets} WHERE id = $${keys.length + 1} AND state = $${keys.length + 2} RETURNING *`, [...values, id, expected]);

@@ -4,9 +4,8 @@
  */
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { startCheckpointer } from './sqlite-checkpointer.ts';
-import type {
-  AgentRecord, ApiClientRecord, DurableStore, OidcRecord, TaskRecord, UserRecord,
-} from './types.ts';
+import type { DurableStore } from './types.ts';
+import { TASK_COLUMNS, TASK_JSON_FIELDS, mappers, opt, type Row } from './rows.ts';
 
 /** Schema migrations; index + 1 is the version each one brings the database to. */
 const MIGRATIONS: readonly string[] = [
@@ -37,46 +36,11 @@ const MIGRATIONS: readonly string[] = [
    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);`,
 ];
 
-type Row = Record<string, unknown>;
-const json = <T>(v: unknown): T => JSON.parse(String(v)) as T;
-const opt = (v: unknown): string | undefined => (v === null || v === undefined ? undefined : String(v));
+const { user: toUser, client: toClient, agent: toAgent, task: toTask, oidc: toOidc } = mappers({ json: <T>(v: unknown) => JSON.parse(String(v)) as T, bool: (v) => v === 1 });
 
-function toUser(r: Row): UserRecord {
-  return { id: String(r.id), username: String(r.username), passwordHash: String(r.password_hash), role: r.role === 'admin' ? 'admin' : 'user', createdAt: String(r.created_at) };
-}
-function toClient(r: Row): ApiClientRecord {
-  return {
-    clientId: String(r.client_id), ownerUserId: String(r.owner_user_id), name: String(r.name), secretHash: String(r.secret_hash),
-    scopes: json<string[]>(r.scopes), createdAt: String(r.created_at), revokedAt: opt(r.revoked_at),
-  };
-}
-function toAgent(r: Row): AgentRecord {
-  return {
-    id: String(r.id), userId: String(r.user_id), instanceId: String(r.instance_id), name: String(r.name), version: String(r.version),
-    grants: json<string[]>(r.grants), createdAt: String(r.created_at), lastSeenAt: String(r.last_seen_at),
-  };
-}
-function toTask(r: Row): TaskRecord {
-  return {
-    id: String(r.id), ownerUserId: String(r.owner_user_id), clientId: String(r.client_id), recipe: opt(r.recipe), site: String(r.site),
-    steps: json(r.steps), state: String(r.state) as TaskRecord['state'], agentId: opt(r.agent_id), pinnedAgentId: opt(r.pinned_agent_id),
-    attempts: Number(r.attempts), idempotencyKey: opt(r.idempotency_key), requestHash: String(r.request_hash), waitForAgent: r.wait_for_agent === 1,
-    createdAt: String(r.created_at), updatedAt: String(r.updated_at), deadline: String(r.deadline),
-    result: r.result == null ? undefined : json(r.result), error: r.error == null ? undefined : json(r.error),
-  };
-}
-function toOidc(r: Row): OidcRecord {
-  return { payload: json(r.payload), expiresAt: r.expires_at == null ? undefined : Number(r.expires_at), grantId: opt(r.grant_id), userCode: opt(r.user_code), uid: opt(r.uid) };
-}
-
-const TASK_COLUMNS: Record<string, string> = {
-  clientId: 'client_id', recipe: 'recipe', site: 'site', steps: 'steps', state: 'state', agentId: 'agent_id', pinnedAgentId: 'pinned_agent_id',
-  attempts: 'attempts', idempotencyKey: 'idempotency_key', requestHash: 'request_hash', waitForAgent: 'wait_for_agent',
-  createdAt: 'created_at', updatedAt: 'updated_at', deadline: 'deadline', result: 'result', error: 'error',
-};
 function taskValue(key: string, v: unknown): string | number | null {
   if (v === undefined || v === null) return null;
-  if (key === 'steps' || key === 'result' || key === 'error') return JSON.stringify(v);
+  if (TASK_JSON_FIELDS.has(key)) return JSON.stringify(v);
   if (key === 'waitForAgent') return v ? 1 : 0;
   return v as string | number;
 }

@@ -1,0 +1,52 @@
+/**
+ * @module store/rows — mapping between database rows and records, shared by the SQLite and
+ * PostgreSQL adapters. The two differ only in how JSON and booleans come back from the driver,
+ * which each passes in as a `Decode`.
+ */
+import type { AgentRecord, ApiClientRecord, OidcRecord, TaskRecord, UserRecord } from './types.ts';
+
+export type Row = Record<string, unknown>;
+
+/** How a driver returns JSON columns and booleans. */
+export interface Decode {
+  json<T>(v: unknown): T;
+  bool(v: unknown): boolean;
+}
+
+export const opt = (v: unknown): string | undefined => (v === null || v === undefined ? undefined : String(v));
+
+/** Task record fields and their column names (the fields an update may set). */
+export const TASK_COLUMNS: Record<string, string> = {
+  clientId: 'client_id', recipe: 'recipe', site: 'site', steps: 'steps', state: 'state', agentId: 'agent_id', pinnedAgentId: 'pinned_agent_id',
+  attempts: 'attempts', idempotencyKey: 'idempotency_key', requestHash: 'request_hash', waitForAgent: 'wait_for_agent',
+  createdAt: 'created_at', updatedAt: 'updated_at', deadline: 'deadline', result: 'result', error: 'error',
+};
+/** Task fields stored as JSON. */
+export const TASK_JSON_FIELDS: ReadonlySet<string> = new Set(['steps', 'result', 'error']);
+
+/** The row mappers for one driver. */
+export function mappers(d: Decode) {
+  return {
+    user: (r: Row): UserRecord => ({
+      id: String(r.id), username: String(r.username), passwordHash: String(r.password_hash), role: r.role === 'admin' ? 'admin' : 'user', createdAt: String(r.created_at),
+    }),
+    client: (r: Row): ApiClientRecord => ({
+      clientId: String(r.client_id), ownerUserId: String(r.owner_user_id), name: String(r.name), secretHash: String(r.secret_hash),
+      scopes: d.json<string[]>(r.scopes), createdAt: String(r.created_at), revokedAt: opt(r.revoked_at),
+    }),
+    agent: (r: Row): AgentRecord => ({
+      id: String(r.id), userId: String(r.user_id), instanceId: String(r.instance_id), name: String(r.name), version: String(r.version),
+      grants: d.json<string[]>(r.grants), createdAt: String(r.created_at), lastSeenAt: String(r.last_seen_at),
+    }),
+    task: (r: Row): TaskRecord => ({
+      id: String(r.id), ownerUserId: String(r.owner_user_id), clientId: String(r.client_id), recipe: opt(r.recipe), site: String(r.site),
+      steps: d.json(r.steps), state: String(r.state) as TaskRecord['state'], agentId: opt(r.agent_id), pinnedAgentId: opt(r.pinned_agent_id),
+      attempts: Number(r.attempts), idempotencyKey: opt(r.idempotency_key), requestHash: String(r.request_hash), waitForAgent: d.bool(r.wait_for_agent),
+      createdAt: String(r.created_at), updatedAt: String(r.updated_at), deadline: String(r.deadline),
+      result: r.result == null ? undefined : d.json(r.result), error: r.error == null ? undefined : d.json(r.error),
+    }),
+    oidc: (r: Row): OidcRecord => ({
+      payload: d.json(r.payload), expiresAt: r.expires_at == null ? undefined : Number(r.expires_at), grantId: opt(r.grant_id), userCode: opt(r.user_code), uid: opt(r.uid),
+    }),
+  };
+}
