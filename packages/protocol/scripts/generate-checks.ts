@@ -12,10 +12,10 @@ import type { TSchema } from '@sinclair/typebox';
 import { AgentFrame, ServerFrame } from '../src/frames.ts';
 import { TaskSubmission, TaskEvent } from '../src/task.ts';
 import { Recipe } from '../src/recipe.ts';
-import { RecorderFlow, Step } from '../src/steps.ts';
+import { RecorderFlow, Step, Steps } from '../src/steps.ts';
 
 /** The schemas compiled ahead of time, by export name. */
-export const COMPILED: Record<string, TSchema> = { AgentFrame, ServerFrame, TaskSubmission, TaskEvent, Recipe, RecorderFlow, Step };
+export const COMPILED: Record<string, TSchema> = { AgentFrame, ServerFrame, TaskSubmission, TaskEvent, Recipe, RecorderFlow, Step, Steps };
 
 const OUT = new URL('../src/generated/checks.js', import.meta.url);
 const DTS = new URL('../src/generated/checks.d.ts', import.meta.url);

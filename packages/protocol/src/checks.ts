@@ -6,7 +6,7 @@
 import { AgentFrame, ServerFrame } from './frames.ts';
 import { TaskEvent, TaskSubmission } from './task.ts';
 import { Recipe } from './recipe.ts';
-import { RecorderFlow, Step } from './steps.ts';
+import { RecorderFlow, Step, Steps } from './steps.ts';
 import { validator } from './validate.ts';
 import * as compiled from './generated/checks.js';
 
@@ -17,3 +17,4 @@ export const taskEventValidator = validator(TaskEvent, compiled.checkTaskEvent);
 export const recipeValidator = validator(Recipe, compiled.checkRecipe);
 export const recorderFlowValidator = validator(RecorderFlow, compiled.checkRecorderFlow);
 export const stepValidator = validator(Step, compiled.checkStep);
+export const stepsValidator = validator(Steps, compiled.checkSteps);

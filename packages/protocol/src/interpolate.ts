@@ -9,22 +9,50 @@ import type { Step } from './steps.ts';
 
 const PLACEHOLDER = /\$\{input\.([A-Za-z_][A-Za-z0-9_]{0,63})\}/g;
 
-/** Replaces every `${input.NAME}` in `text`; throws `PAL_ERR_VALIDATION` for a name not in `values`. */
-export function interpolate(text: string, values: Readonly<Record<string, string>>): string {
-  return text.replace(PLACEHOLDER, (_m, name: string) => {
+/** Most characters the strings of a task's steps may add up to once inputs are bound. Default 1 MiB. */
+export const MAX_BOUND_CHARS = 1024 * 1024;
+
+/** Counts the characters produced while binding; throws past the limit, before the string is built. */
+class Budget {
+  left: number;
+  constructor(limit: number) {
+    this.left = limit;
+  }
+  spend(n: number): void {
+    this.left -= n;
+    if (this.left < 0) throw new PalisadeError('PAL_ERR_VALIDATION', 'the steps grow too large once the inputs are put in; use fewer placeholders or shorter inputs');
+  }
+}
+
+/**
+ * Replaces every `${input.NAME}` in `text`; throws `PAL_ERR_VALIDATION` for a name not in `values`,
+ * or when the result would pass `maxChars`.
+ */
+export function interpolate(text: string, values: Readonly<Record<string, string>>, maxChars = MAX_BOUND_CHARS): string {
+  return bind(text, values, new Budget(maxChars));
+}
+
+function bind(text: string, values: Readonly<Record<string, string>>, budget: Budget): string {
+  budget.spend(text.length);
+  return text.replace(PLACEHOLDER, (m, name: string) => {
     const v = values[name];
     if (v === undefined) throw new PalisadeError('PAL_ERR_VALIDATION', `unknown input "${name}"`, { errors: [{ path: `/input/${name}`, message: 'not provided' }] });
+    budget.spend(v.length - m.length);
     return v;
   });
 }
 
-/** Interpolates every string inside a JSON value (steps are plain data). */
-export function interpolateDeep<T>(value: T, values: Readonly<Record<string, string>>): T {
-  if (typeof value === 'string') return interpolate(value, values) as T;
-  if (Array.isArray(value)) return value.map((v) => interpolateDeep(v, values)) as T;
+/** Interpolates every string inside a JSON value (steps are plain data), within one character budget. */
+export function interpolateDeep<T>(value: T, values: Readonly<Record<string, string>>, maxChars = MAX_BOUND_CHARS): T {
+  return deep(value, values, new Budget(maxChars));
+}
+
+function deep<T>(value: T, values: Readonly<Record<string, string>>, budget: Budget): T {
+  if (typeof value === 'string') return bind(value, values, budget) as T;
+  if (Array.isArray(value)) return value.map((v) => deep(v, values, budget)) as T;
   if (value !== null && typeof value === 'object') {
     const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) out[k] = interpolateDeep(v, values);
+    for (const [k, v] of Object.entries(value)) out[k] = deep(v, values, budget);
     return out as T;
   }
   return value;
@@ -64,7 +92,10 @@ export function resolveInputs(recipe: Pick<Recipe, 'inputs'>, input: Readonly<Re
   return values;
 }
 
-/** Steps with `${input.*}` bound. */
-export function bindSteps(steps: readonly Step[], values: Readonly<Record<string, string>>): Step[] {
-  return steps.map((s) => interpolateDeep(s, values));
+/**
+ * Steps with `${input.*}` bound, all within one `maxChars` budget. The result must still be checked
+ * against the step schema: an input can make a string longer than its field allows.
+ */
+export function bindSteps(steps: readonly Step[], values: Readonly<Record<string, string>>, maxChars = MAX_BOUND_CHARS): Step[] {
+  return interpolateDeep([...steps], values, maxChars);
 }

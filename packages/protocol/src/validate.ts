@@ -25,7 +25,7 @@ export function validator<S extends TSchema>(schema: S, check?: (value: unknown)
   return {
     schema,
     check: check ? (value: unknown): value is Static<S> => check(value) : (value: unknown): value is Static<S> => Value.Check(schema, value),
-    issues: (value: unknown) => collectIssues(Value.Errors(schema, value)),
+    issues: (value: unknown) => refineUnions(schema, value, collectIssues(Value.Errors(schema, value))),
   };
 }
 
@@ -40,6 +40,53 @@ export function collectIssues(errors: Iterable<{ path: string; message: string }
     if (out.length >= MAX_ISSUES) break;
   }
   return out;
+}
+
+type Schema = TSchema & { anyOf?: TSchema[]; properties?: Record<string, TSchema>; items?: TSchema; patternProperties?: Record<string, TSchema>; const?: unknown };
+
+/** The schema and value at a JSON pointer, following objects, arrays, records and tagged unions. */
+function at(schema: Schema, value: unknown, pointer: string): { schema: Schema; value: unknown } | undefined {
+  let s: Schema | undefined = schema;
+  let v = value;
+  for (const raw of pointer.split('/').slice(1)) {
+    const key = raw.replace(/~1/g, '/').replace(/~0/g, '~');
+    if (s?.anyOf) s = variantFor(s, v);
+    if (!s || v === null || typeof v !== 'object') return undefined;
+    v = (v as Record<string, unknown>)[key];
+    s = s.properties?.[key] ?? s.items ?? (s.patternProperties ? Object.values(s.patternProperties)[0] : undefined);
+  }
+  return s ? { schema: s, value: v } : undefined;
+}
+
+/** In a union of objects tagged by `type`, the member `value.type` names. */
+function variantFor(union: Schema, value: unknown): Schema | undefined {
+  const tag = value !== null && typeof value === 'object' ? (value as { type?: unknown }).type : undefined;
+  return union.anyOf?.find((m) => (m as Schema).properties?.type?.const === tag) as Schema | undefined;
+}
+
+/**
+ * "Expected union value" says nothing useful. For a union of objects tagged by `type` (steps,
+ * frames) this reports the problems against the member the value names, or that its type is unknown.
+ */
+function refineUnions(schema: TSchema, value: unknown, issues: Issue[]): Issue[] {
+  const out: Issue[] = [];
+  for (const issue of issues) {
+    const found = issue.message === 'Expected union value' ? at(schema as Schema, value, issue.path === '/' ? '' : issue.path) : undefined;
+    const tags = found?.schema.anyOf?.map((m) => (m as Schema).properties?.type?.const).filter((t): t is string => typeof t === 'string');
+    if (!found || !tags || tags.length !== found.schema.anyOf!.length) {
+      out.push(issue);
+      continue;
+    }
+    const variant = variantFor(found.schema, found.value);
+    const base = issue.path === '/' ? '' : issue.path;
+    if (!variant) {
+      const tag = (found.value as { type?: unknown } | null)?.type;
+      out.push({ path: `${base}/type`, message: `unknown type ${JSON.stringify(tag)}; expected one of ${tags.join(', ')}` });
+      continue;
+    }
+    for (const e of collectIssues(Value.Errors(variant, found.value))) out.push({ path: `${base}${e.path === '/' ? '' : e.path}`, message: e.message });
+  }
+  return out.slice(0, MAX_ISSUES);
 }
 
 /**

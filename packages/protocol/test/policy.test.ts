@@ -128,3 +128,23 @@ describe('origin inputs', () => {
     assert.equal(code(() => resolveInputs(recipe, { site: 'https://a.example/path' })), 'PAL_ERR_VALIDATION');
   });
 });
+
+describe('binding budget', () => {
+  it('refuses inputs that would blow the steps up, before building the string', () => {
+    const placeholders = '${input.a}'.repeat(200);
+    const steps = [{ type: 'change' as const, selectors: [placeholders], value: placeholders }];
+    const big = 'x'.repeat(65_536);
+    const before = process.memoryUsage().heapUsed;
+    assert.equal(code(() => bindSteps(steps, { a: big })), 'PAL_ERR_VALIDATION');
+    assert.ok(process.memoryUsage().heapUsed - before < 64 * 1024 * 1024, 'no gigabyte string was built');
+    assert.equal(code(() => bindSteps(steps, { a: 'short' })), 'no error');
+  });
+});
+
+describe('issues in tagged unions', () => {
+  it('name the field inside the step, or say the type is unknown', () => {
+    const issues = validator(TaskSubmission).issues({ site: 'https://a.example', steps: [{ type: 'click', selectors: ['a'], onclick: 1 }, { type: 'nope' }] });
+    assert.deepEqual(issues.map((i) => i.path), ['/steps/0/onclick', '/steps/1/type']);
+    assert.match(issues[1]!.message, /unknown type "nope"; expected one of navigate, click/);
+  });
+});

@@ -8,3 +8,4 @@ export declare const checkTaskEvent: (value: unknown) => boolean;
 export declare const checkRecipe: (value: unknown) => boolean;
 export declare const checkRecorderFlow: (value: unknown) => boolean;
 export declare const checkStep: (value: unknown) => boolean;
+export declare const checkSteps: (value: unknown) => boolean;

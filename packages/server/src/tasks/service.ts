@@ -17,7 +17,7 @@ import type { Principal } from '../auth/tokens.ts';
 import type { DurableStore, TaskRecord } from '../store/types.ts';
 import type { SecurityEvents } from '../siem/events.ts';
 import type { AgentHandle, AgentRegistry } from '../gateway/registry.ts';
-import { taskSubmission } from '../edge/validators.ts';
+import { taskSubmission, boundSteps } from '../edge/validators.ts';
 import type { RecipeRegistry } from './recipes.ts';
 import { canMove } from './machine.ts';
 
@@ -87,6 +87,8 @@ export class TaskService {
     if (key !== undefined && (key.length === 0 || key.length > 128)) throw new PalisadeError('PAL_ERR_VALIDATION', 'the idempotency key must have 1 to 128 characters');
 
     const { site, steps, recipe, timeoutMs } = this.#plan(sub);
+    // Inputs may lengthen strings past what a field allows: the bound steps are checked again.
+    parse(boundSteps, steps, 'steps once the inputs are put in');
     checkStepUrls(steps, site);
 
     const requestHash = createHash('sha256').update(JSON.stringify([sub.recipe, sub.site, sub.steps, sub.input, sub.agentId, sub.timeoutMs])).digest('base64url');

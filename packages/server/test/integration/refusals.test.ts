@@ -246,3 +246,28 @@ describe('refusals', () => {
     await nothingChanged();
   });
 });
+
+describe('input binding cannot blow up the server', () => {
+  it('a few placeholders times a large input is refused, and a string grown past its field is refused', async () => {
+    const t = await startTestServer();
+    try {
+      await createAdmin(t);
+      const { token } = await apiClient(t);
+      const placeholders = '${input.a}'.repeat(200);
+      const post = (body: unknown) => t.fetch('/api/v1/tasks', { method: 'POST', token, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      const heap = process.memoryUsage().heapUsed;
+      const blown = await post({ site: SITE, steps: [{ type: 'change', selectors: [placeholders], value: placeholders }], input: { a: 'x'.repeat(60_000) } });
+      assert.equal(blown.status, 400);
+      assert.match(((await blown.json()) as Problem).detail!, /too large once the inputs are put in/);
+      assert.ok(process.memoryUsage().heapUsed - heap < 128 * 1024 * 1024);
+      const grown = await post({ site: SITE, steps: [{ type: 'navigate', url: `${SITE}/\${input.a}` }], input: { a: 'y'.repeat(3000) } });
+      assert.equal(grown.status, 400);
+      const p = (await grown.json()) as Problem;
+      assert.equal(p.code, 'PAL_ERR_VALIDATION');
+      assert.ok(p.errors?.some((e) => e.path === '/0/url'), JSON.stringify(p.errors));
+      assert.equal((await t.server.store.tasks.listUnfinished()).length, 0);
+    } finally {
+      await t.close();
+    }
+  });
+});
