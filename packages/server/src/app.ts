@@ -27,6 +27,9 @@ import { loadRecipes, type RecipeRegistry } from './tasks/recipes.ts';
 import { TaskService } from './tasks/service.ts';
 import { apiRoutes } from './api/routes.ts';
 
+/** Interval between deletions of expired OAuth records, ms. */
+export const OIDC_SWEEP_INTERVAL_MS = 60_000;
+
 /** A running (or ready to run) server node. */
 export interface Palisade {
   readonly config: ServerConfig;
@@ -102,9 +105,15 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
       await tasks.start();
       const token = await createSetupToken(store);
       self.setupUrl = token ? `${self.url}/setup?token=${token}` : undefined;
+      // Expired OAuth records (device codes, sessions, tokens) are deleted, not left to pile up.
+      sweeper = setInterval(() => {
+        store.oidc.sweep(Math.floor(Date.now() / 1000)).catch((e: unknown) => log.warn({ err: e }, 'sweeping expired OAuth records failed'));
+      }, OIDC_SWEEP_INTERVAL_MS);
+      sweeper.unref();
       return self.url;
     },
     async close() {
+      clearInterval(sweeper);
       tasks.stop();
       await gatewayClose?.();
       await app.close();
@@ -113,6 +122,7 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
   };
 
   let gatewayClose: (() => Promise<void>) | undefined;
+  let sweeper: NodeJS.Timeout | undefined;
   let ready!: () => void;
   const wired = new Promise<void>((r) => (ready = r));
 

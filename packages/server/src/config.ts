@@ -45,6 +45,10 @@ export interface ServerConfig {
   defaultTaskTimeoutMs: number;
   /** Attempts a task gets when its agent disconnects (1 original + re-dispatches). Default 2. */
   maxAttempts: number;
+  /** How long a disconnected agent has to come back and keep its running tasks, ms. Default 15000. */
+  reconnectGraceMs: number;
+  /** Most unfinished (queued, dispatched, running) tasks one user may have. Default 1000. */
+  maxUnfinishedTasksPerUser: number;
   /** Log level. Default `info`. */
   logLevel: string;
 }
@@ -66,6 +70,8 @@ export const DEFAULTS: ServerConfig = {
   acceptTimeoutMs: 10_000,
   defaultTaskTimeoutMs: 120_000,
   maxAttempts: 2,
+  reconnectGraceMs: 15_000,
+  maxUnfinishedTasksPerUser: 1000,
   logLevel: 'info',
 };
 

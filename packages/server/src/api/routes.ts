@@ -214,7 +214,8 @@ async function streamEvents(req: FastifyRequest<{ Params: { id: string } }>, rep
   };
   req.raw.on('close', end);
   if (backlog.length === 0) write({ type: 'state', taskId: task.id, state: task.state, at: task.updatedAt });
-  for (const { seq, event } of backlog) write(event, seq);
+  // A kept `end` event has no result; the task read on subscribing has it.
+  for (const { seq, event } of backlog) write(event.type === 'end' ? { type: 'end', task } : event, seq);
   if (FINAL.has(task.state)) write({ type: 'end', task });
   for (const [e, seq] of queue.splice(0)) write(e, seq);
 }

@@ -9,6 +9,7 @@ import { PalisadeError } from '@palisade/protocol';
 import type { DurableStore } from '../store/types.ts';
 import type { SecurityEvents } from '../siem/events.ts';
 import { checkPasswordRules, hashPassword, verifyPassword } from './passwords.ts';
+import { createLoginGuard, type LoginGuard } from './login-guard.ts';
 import { consentPage, loginPage, messagePage, setupPage, STYLESHEET } from './pages.ts';
 import { FIRST_PARTY_CLIENTS } from './provider.ts';
 
@@ -43,10 +44,12 @@ export interface InteractionOptions {
   provider: Provider;
   store: DurableStore;
   events: SecurityEvents;
+  /** Password-guessing limits. Default: 5 failures per username, 20 per IP, per 15 minutes. */
+  loginGuard?: LoginGuard;
 }
 
 /** Registers `/setup`, `/interaction/:uid…` and the stylesheet. */
-export async function interactionRoutes(app: FastifyInstance, { provider, store, events }: InteractionOptions): Promise<void> {
+export async function interactionRoutes(app: FastifyInstance, { provider, store, events, loginGuard = createLoginGuard() }: InteractionOptions): Promise<void> {
   app.get('/assets/palisade.css', async (_req, reply) => reply.type('text/css; charset=utf-8').header('cache-control', 'public, max-age=3600').send(STYLESHEET));
 
   app.get<{ Querystring: { token?: string } }>('/setup', async (req, reply) => {
@@ -66,7 +69,9 @@ export async function interactionRoutes(app: FastifyInstance, { provider, store,
     } catch (e) {
       return html(reply, 400, setupPage(token!, (e as Error).message));
     }
-    await store.meta.delete(SETUP_KEY);
+    // Consume the link atomically: of two concurrent submissions, one creates the account.
+    const raw = await store.meta.get(SETUP_KEY);
+    if (!raw || !(await store.meta.deleteIf(SETUP_KEY, raw))) return html(reply, 403, messagePage('Setup link not valid', 'This setup link was just used.'));
     const id = `u_${randomBytes(12).toString('base64url')}`;
     await store.users.create({ id, username: username!, passwordHash: await hashPassword(password!), role: 'admin', createdAt: new Date().toISOString() });
     events.emit({ class: 'account_change', activity: 'admin.create', outcome: 'success', message: `admin account ${username} created`, actor: { userId: id }, src: { ip: req.ip } });
@@ -87,12 +92,22 @@ export async function interactionRoutes(app: FastifyInstance, { provider, store,
     const d = await interactionOf(provider, req, reply);
     if (!d) return reply;
     const { username = '', password = '' } = req.body ?? {};
+    const client = clientName(String(d.params.client_id));
+    const wait = loginGuard.lockedFor(username, req.ip);
+    if (wait > 0) {
+      events.emit({ class: 'authentication', activity: 'password.login', outcome: 'failure', code: 'PAL_ERR_RATE_LIMITED', message: 'sign-in refused while locked', src: { ip: req.ip } });
+      reply.header('retry-after', String(Math.ceil(wait / 1000)));
+      return html(reply, 429, loginPage(d.uid, client, `Too many failed sign-ins. Try again in ${Math.ceil(wait / 60_000)} minutes.`));
+    }
     const user = username.length <= 64 ? await store.users.byUsername(username) : undefined;
     const ok = await verifyPassword(user?.passwordHash, password.slice(0, 256));
     if (!ok || !user) {
+      const locked = loginGuard.fail(username, req.ip);
       events.emit({ class: 'authentication', activity: 'password.login', outcome: 'failure', code: 'PAL_ERR_UNAUTHENTICATED', message: 'wrong username or password', src: { ip: req.ip } });
-      return html(reply, 401, loginPage(d.uid, clientName(String(d.params.client_id)), 'Wrong username or password.'));
+      if (locked) events.emit({ class: 'authentication', activity: 'password.lock', outcome: 'failure', severity: 'high', code: 'PAL_ERR_RATE_LIMITED', message: 'too many failed sign-ins: locked for a while', src: { ip: req.ip } });
+      return html(reply, 401, loginPage(d.uid, client, 'Wrong username or password.'));
     }
+    loginGuard.succeed(username);
     events.emit({ class: 'authentication', activity: 'password.login', outcome: 'success', message: `${user.username} signed in`, actor: { userId: user.id }, src: { ip: req.ip } });
     reply.hijack();
     await provider.interactionFinished(req.raw, reply.raw, { login: { accountId: user.id } }, { mergeWithLastSubmission: false });

@@ -161,6 +161,7 @@ class AgentConnection {
   /** Frames are handled one at a time, in order, so a task's accept, progress and result never race. */
   #chain: Promise<void> = Promise.resolve();
   #pending = 0;
+  #expiry: NodeJS.Timeout | undefined;
 
   constructor(ws: WebSocket, ctx: UpgradeContext, o: GatewayOptions) {
     this.#ws = ws;
@@ -207,8 +208,20 @@ class AgentConnection {
   #onAuthenticated(): void {
     const p = this.#principal!;
     this.#event('ws.authenticate', 'success', undefined, 'agent connection authenticated');
-    // The connection lives no longer than its token; the agent reconnects with a fresh one.
-    this.#timer(Math.max(0, p.exp * 1000 - Date.now()), () => this.#fail('PAL_ERR_TOKEN_INVALID', 'the access token expired; reconnect with a fresh token'));
+    // The connection lives no longer than its token: the agent sends a fresh one in an `auth` frame
+    // before it expires, or is closed with 4401 and reconnects.
+    clearTimeout(this.#expiry);
+    this.#expiry = setTimeout(() => this.#fail('PAL_ERR_TOKEN_INVALID', 'the access token expired; send a fresh one or reconnect'), Math.min(Math.max(0, p.exp * 1000 - Date.now()), 2 ** 31 - 1));
+    this.#expiry.unref();
+  }
+
+  /** A fresh token on an open connection: same user, still the `agent` scope. */
+  async #reauthenticate(token: string): Promise<void> {
+    const p = await this.#o.verifier.verify(token);
+    if (!p.scopes.has('agent')) throw new PalisadeError('PAL_ERR_FORBIDDEN', 'agent connections need the "agent" scope');
+    if (p.userId !== this.#principal!.userId) throw new PalisadeError('PAL_ERR_FORBIDDEN', 'the new token belongs to another user');
+    this.#principal = p;
+    this.#onAuthenticated();
   }
 
   async #onMessage(data: RawData, isBinary: boolean): Promise<void> {
@@ -245,7 +258,7 @@ class AgentConnection {
       this.#onAuthenticated();
       return;
     }
-    if (frame.type === 'auth') throw new PalisadeError('PAL_ERR_VALIDATION', 'already authenticated');
+    if (frame.type === 'auth') return this.#reauthenticate(frame.token);
     if (frame.type === 'ping') {
       this.#send({ type: 'pong', t: frame.t });
       return;
@@ -287,11 +300,14 @@ class AgentConnection {
       send: (f: ServerFrame) => {
         if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(f));
       },
+      close: (code: number, reason: string) => ws.close(code, reason),
     };
     this.#handle = handle;
     const previous = this.#o.agents.add(handle);
     if (previous) {
-      // The same agent reconnected: the old connection's tasks are handled as lost.
+      // The same agent connected again: the old connection is closed, and its tasks pass to this
+      // one (agentGone starts their grace period, agentReady below takes them back).
+      previous.close(1000, 'replaced by a newer connection of the same agent');
       await this.#o.tasks.agentGone(previous);
     }
     this.#send({ type: 'welcome', v: PROTOCOL_VERSION, agentId: record.id, heartbeatMs: this.#o.config.heartbeatMs });
@@ -304,6 +320,7 @@ class AgentConnection {
     this.#closed = true;
     for (const t of this.#timers) clearTimeout(t);
     this.#timers = [];
+    clearTimeout(this.#expiry);
     const h = this.#handle;
     if (h && this.#o.agents.remove(h)) {
       void this.#o.store.agents.touch(h.id, new Date().toISOString()).catch(() => undefined);

@@ -12,6 +12,8 @@ export interface AgentHandle {
   grants: ReadonlySet<string>;
   readonly inFlight: Set<string>;
   send(frame: ServerFrame): void;
+  /** Closes the agent's connection (a newer connection of the same agent replaced it). */
+  close(code: number, reason: string): void;
 }
 
 export class AgentRegistry {

@@ -34,6 +34,9 @@ const MIGRATIONS: readonly string[] = [
    CREATE INDEX oidc_user_code ON oidc(model, user_code);
    CREATE INDEX oidc_uid ON oidc(model, uid);
    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);`,
+  // 2: unfinished tasks are looked up and counted per owner.
+  `DROP INDEX tasks_unfinished;
+   CREATE INDEX tasks_unfinished_by_owner ON tasks(owner_user_id, state) WHERE state IN ('queued', 'dispatched', 'running');`,
 ];
 
 const { user: toUser, client: toClient, agent: toAgent, task: toTask, oidc: toOidc } = mappers({ json: <T>(v: unknown) => v as T, bool: (v) => v === true });
@@ -115,7 +118,15 @@ export async function openPostgresStore(o: PostgresStoreOptions): Promise<Durabl
         const r = await one(`UPDATE tasks SET ${sets} WHERE id = $${keys.length + 1} AND state = $${keys.length + 2} RETURNING *`, [...values, id, expected]);
         return r && toTask(r);
       },
-      async listUnfinished() { return (await q("SELECT * FROM tasks WHERE state IN ('queued', 'dispatched', 'running') ORDER BY created_at")).map(toTask); },
+      async listUnfinished(owner) {
+        const rows = owner === undefined
+          ? await q("SELECT * FROM tasks WHERE state IN ('queued', 'dispatched', 'running') ORDER BY created_at")
+          : await q("SELECT * FROM tasks WHERE owner_user_id = $1 AND state IN ('queued', 'dispatched', 'running') ORDER BY created_at", [owner]);
+        return rows.map(toTask);
+      },
+      async countUnfinished(owner) {
+        return Number((await one("SELECT count(*)::int AS n FROM tasks WHERE owner_user_id = $1 AND state IN ('queued', 'dispatched', 'running')", [owner]))?.n ?? 0);
+      },
     },
     oidc: {
       async upsert(model, id, r) {
@@ -138,6 +149,7 @@ export async function openPostgresStore(o: PostgresStoreOptions): Promise<Durabl
       async get(key) { return opt((await one('SELECT value FROM meta WHERE key = $1', [key]))?.value); },
       async set(key, value) { await q('INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value', [key, value]); },
       async delete(key) { await q('DELETE FROM meta WHERE key = $1', [key]); },
+      async deleteIf(key, value) { return ((await pool.query('DELETE FROM meta WHERE key = $1 AND value = $2', [key, value])).rowCount ?? 0) === 1; },
     },
     async close() { await pool.end(); },
   };

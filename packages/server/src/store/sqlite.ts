@@ -34,6 +34,9 @@ const MIGRATIONS: readonly string[] = [
    CREATE INDEX oidc_user_code ON oidc(model, user_code);
    CREATE INDEX oidc_uid ON oidc(model, uid);
    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);`,
+  // 2: unfinished tasks are looked up and counted per owner.
+  `DROP INDEX tasks_unfinished;
+   CREATE INDEX tasks_unfinished_by_owner ON tasks(owner_user_id, state) WHERE state IN ('queued', 'dispatched', 'running');`,
 ];
 
 const { user: toUser, client: toClient, agent: toAgent, task: toTask, oidc: toOidc } = mappers({ json: <T>(v: unknown) => JSON.parse(String(v)) as T, bool: (v) => v === 1 });
@@ -126,7 +129,14 @@ export function openSqliteStore(path: string): DurableStore {
         const r = one(`UPDATE tasks SET ${sets} WHERE id = ? AND state = ? RETURNING *`, ...values, id, expected);
         return r && toTask(r);
       },
-      async listUnfinished() { return all("SELECT * FROM tasks WHERE state IN ('queued', 'dispatched', 'running') ORDER BY created_at").map(toTask); },
+      async listUnfinished(owner) {
+        return owner === undefined
+          ? all("SELECT * FROM tasks WHERE state IN ('queued', 'dispatched', 'running') ORDER BY created_at").map(toTask)
+          : all("SELECT * FROM tasks WHERE owner_user_id = ? AND state IN ('queued', 'dispatched', 'running') ORDER BY created_at", owner).map(toTask);
+      },
+      async countUnfinished(owner) {
+        return Number(one("SELECT count(*) AS n FROM tasks WHERE owner_user_id = ? AND state IN ('queued', 'dispatched', 'running')", owner)?.n ?? 0);
+      },
     },
     oidc: {
       async upsert(model, id, r) {
@@ -149,6 +159,7 @@ export function openSqliteStore(path: string): DurableStore {
       async get(key) { return opt(one('SELECT value FROM meta WHERE key = ?', key)?.value); },
       async set(key, value) { run('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value', key, value); },
       async delete(key) { run('DELETE FROM meta WHERE key = ?', key); },
+      async deleteIf(key, value) { return Number(run('DELETE FROM meta WHERE key = ? AND value = ?', key, value).changes) === 1; },
     },
     async close() {
       await checkpointer?.stop();

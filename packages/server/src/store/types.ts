@@ -96,7 +96,10 @@ export interface TaskRepo {
   byIdempotencyKey(ownerUserId: string, key: string): Promise<TaskRecord | undefined>;
   /** Compare-and-set update: applies only if the stored state is `expected`; returns the new record or undefined. */
   update(id: string, expected: TaskState, patch: Partial<Omit<TaskRecord, 'id' | 'ownerUserId'>>): Promise<TaskRecord | undefined>;
-  listUnfinished(): Promise<TaskRecord[]>;
+  /** Unfinished tasks, oldest first: every owner's, or one owner's. */
+  listUnfinished(ownerUserId?: string): Promise<TaskRecord[]>;
+  /** How many unfinished tasks an owner has. */
+  countUnfinished(ownerUserId: string): Promise<number>;
 }
 
 export interface OidcRepo {
@@ -115,6 +118,8 @@ export interface MetaRepo {
   get(key: string): Promise<string | undefined>;
   set(key: string, value: string): Promise<void>;
   delete(key: string): Promise<void>;
+  /** Deletes `key` only if it still holds `value`; true if this call deleted it (an atomic consume). */
+  deleteIf(key: string, value: string): Promise<boolean>;
 }
 
 /** The durable store: every repository plus lifecycle. */

@@ -26,7 +26,7 @@ export type TaskListener = (event: TaskEvent, seq: number) => void;
 /** Events kept per task for late subscribers (replayed on subscribe, `Last-Event-ID` honoured). */
 export const HISTORY_EVENTS_PER_TASK = 256;
 /** Tasks whose events are kept at once; the oldest are dropped first. */
-export const HISTORY_TASKS = 10_000;
+export const HISTORY_TASKS = 1000;
 /** How long a finished task's events stay available, ms. */
 export const HISTORY_RETENTION_MS = 60_000;
 
@@ -65,6 +65,8 @@ export class TaskService {
   readonly #listeners = new Map<string, Set<TaskListener>>();
   readonly #acceptTimers = new Map<string, NodeJS.Timeout>();
   readonly #deadlineTimers = new Map<string, NodeJS.Timeout>();
+  /** Tasks whose agent disconnected, waiting for it to come back. */
+  readonly #graceTimers = new Map<string, NodeJS.Timeout>();
   readonly #history = new Map<string, History>();
   /** Unfinished tasks this node has stored or moved: spares a store read for every agent frame. */
   readonly #live = new Map<string, TaskRecord>();
@@ -102,6 +104,10 @@ export class TaskService {
 
     const waitForAgent = sub.waitForAgent ?? false;
     if (!waitForAgent) this.#precheckRouting(p.userId, site, sub.agentId);
+    const open = await this.#o.store.tasks.countUnfinished(p.userId);
+    if (open >= this.#o.config.maxUnfinishedTasksPerUser) {
+      throw new PalisadeError('PAL_ERR_RATE_LIMITED', `you have ${open} unfinished tasks, the most allowed; wait for some to finish or cancel them`);
+    }
 
     const at = now();
     const record: TaskRecord = {
@@ -126,10 +132,14 @@ export class TaskService {
   }
 
   async cancel(p: Principal, id: string): Promise<TaskView> {
-    const t = await this.#owned(p, id);
-    if (FINAL_STATES.has(t.state)) throw new PalisadeError('PAL_ERR_TASK_FINISHED', `task ${id} has already ${t.state}`);
-    const done = await this.#finish(t, 'cancelled', undefined, { code: 'PAL_ERR_TASK_CANCELLED', message: 'cancelled by the caller' });
-    return toView(done ?? (await this.#owned(p, id)));
+    // The task may move between the read and the compare-and-set: read again and retry.
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const t = await this.#owned(p, id);
+      if (FINAL_STATES.has(t.state)) throw new PalisadeError('PAL_ERR_TASK_FINISHED', `task ${id} has already ${t.state}`);
+      const done = await this.#finish(t, 'cancelled', undefined, { code: 'PAL_ERR_TASK_CANCELLED', message: 'cancelled by the caller' });
+      if (done) return toView(done);
+    }
+    throw new PalisadeError('PAL_ERR_UNAVAILABLE', `task ${id} keeps changing; try again`);
   }
 
   /**
@@ -156,18 +166,44 @@ export class TaskService {
 
   // ── agent side ─────────────────────────────────────────────────────────────────────────────
 
-  /** An agent connected or changed its grants: offer it the owner's queued tasks. */
+  /**
+   * An agent connected or changed its grants: it takes back the tasks it held before a disconnect
+   * (still within the grace period), then is offered the owner's queued tasks.
+   */
   async agentReady(agent: AgentHandle): Promise<void> {
-    const queued = (await this.#o.store.tasks.listUnfinished()).filter((t) => t.ownerUserId === agent.userId && t.state === 'queued');
+    for (const t of this.#live.values()) {
+      if (t.agentId === agent.id && (t.state === 'dispatched' || t.state === 'running') && this.#graceTimers.has(t.id)) {
+        clearTimeout(this.#graceTimers.get(t.id));
+        this.#graceTimers.delete(t.id);
+        agent.inFlight.add(t.id);
+        this.#o.log.info({ taskId: t.id, agentId: agent.id }, 'agent came back; it keeps its task');
+      }
+    }
+    const queued = (await this.#o.store.tasks.listUnfinished(agent.userId)).filter((t) => t.state === 'queued');
     for (const t of queued) await this.#tryDispatch(t);
   }
 
-  /** An agent disconnected: its tasks are re-dispatched once, or failed with `PAL_ERR_AGENT_LOST`. */
+  /**
+   * An agent disconnected. Its tasks wait `reconnectGraceMs` for it to come back (a token refresh or
+   * a network blip closes the socket while the browser goes on running the task); after that they
+   * are re-dispatched once, or failed with `PAL_ERR_AGENT_LOST`.
+   */
   async agentGone(agent: AgentHandle): Promise<void> {
     for (const taskId of [...agent.inFlight]) {
       agent.inFlight.delete(taskId);
-      const t = await this.#o.store.tasks.byId(taskId);
-      if (t && t.agentId === agent.id && (t.state === 'dispatched' || t.state === 'running')) await this.#requeueOrFail(t, 'the agent disconnected');
+      if (this.#graceTimers.has(taskId)) continue;
+      const timer = setTimeout(() => {
+        this.#graceTimers.delete(taskId);
+        void (async () => {
+          const t = this.#live.get(taskId) ?? (await this.#o.store.tasks.byId(taskId));
+          const back = this.#o.agents.get(agent.id);
+          if (t && t.agentId === agent.id && (t.state === 'dispatched' || t.state === 'running') && !back?.inFlight.has(taskId)) {
+            await this.#requeueOrFail(t, 'the agent disconnected');
+          }
+        })().catch((e: unknown) => this.#o.log.error({ err: e, taskId }, 'handling a lost agent failed'));
+      }, this.#o.config.reconnectGraceMs);
+      timer.unref();
+      this.#graceTimers.set(taskId, timer);
     }
   }
 
@@ -212,6 +248,8 @@ export class TaskService {
     this.#stopped = true;
     for (const t of this.#acceptTimers.values()) clearTimeout(t);
     for (const t of this.#deadlineTimers.values()) clearTimeout(t);
+    for (const t of this.#graceTimers.values()) clearTimeout(t);
+    this.#graceTimers.clear();
     this.#acceptTimers.clear();
     this.#deadlineTimers.clear();
     this.#listeners.clear();
@@ -220,8 +258,8 @@ export class TaskService {
   }
 
   /** Open timers and listeners, for leak checks. */
-  get openHandles(): { accept: number; deadline: number; listeners: number; live: number } {
-    return { accept: this.#acceptTimers.size, deadline: this.#deadlineTimers.size, listeners: this.#listeners.size, live: this.#live.size };
+  get openHandles(): { accept: number; deadline: number; grace: number; listeners: number; live: number } {
+    return { accept: this.#acceptTimers.size, deadline: this.#deadlineTimers.size, grace: this.#graceTimers.size, listeners: this.#listeners.size, live: this.#live.size };
   }
 
   // ── internals ──────────────────────────────────────────────────────────────────────────────
@@ -277,9 +315,13 @@ export class TaskService {
   }
 
   async #acceptTimedOut(taskId: string, agent: AgentHandle): Promise<void> {
-    const t = await this.#o.store.tasks.byId(taskId);
+    const t = this.#live.get(taskId) ?? (await this.#o.store.tasks.byId(taskId));
     agent.inFlight.delete(taskId);
-    if (t && t.state === 'dispatched' && t.agentId === agent.id) await this.#requeueOrFail(t, 'the agent did not accept the task in time');
+    if (t && t.state === 'dispatched' && t.agentId === agent.id) {
+      // The slow agent must not run it beside the next one.
+      agent.send({ type: 'task.cancel', taskId, reason: 'not accepted in time' });
+      await this.#requeueOrFail(t, 'the agent did not accept the task in time');
+    }
   }
 
   async #requeueOrFail(t: TaskRecord, reason: string): Promise<void> {
@@ -299,6 +341,8 @@ export class TaskService {
     const moved = await this.#move(t, state, { result, error });
     if (!moved) return undefined;
     this.#clearAccept(t.id);
+    clearTimeout(this.#graceTimers.get(t.id));
+    this.#graceTimers.delete(t.id);
     const dl = this.#deadlineTimers.get(t.id);
     if (dl) clearTimeout(dl);
     this.#deadlineTimers.delete(t.id);
@@ -374,21 +418,34 @@ export class TaskService {
     }
   }
 
-  /** Appends to the task's bounded event history; drops expired and excess histories. */
+  /**
+   * Appends to the task's bounded event history; drops expired and excess histories. An `end`
+   * event is kept without its result (a replay sends the stored task instead), so the history of
+   * a finished task stays small.
+   */
   #remember(id: string, event: TaskEvent): number {
     const at = Date.now();
     let h = this.#history.get(id);
     if (!h) {
-      for (const [k, v] of this.#history) {
-        if (this.#history.size < HISTORY_TASKS && (v.endedAt === undefined || at - v.endedAt < HISTORY_RETENTION_MS)) break;
-        this.#history.delete(k);
-      }
+      this.#prune(at);
       this.#history.set(id, (h = { events: [], next: 0 }));
     }
     const seq = h.next++;
-    h.events.push({ seq, event });
-    if (h.events.length > HISTORY_EVENTS_PER_TASK) h.events.splice(h.events.findIndex((e) => e.event.type === 'progress'), 1);
+    const kept: TaskEvent = event.type === 'end' ? { type: 'end', task: { ...event.task, result: undefined } } : event;
+    h.events.push({ seq, event: kept });
+    if (h.events.length > HISTORY_EVENTS_PER_TASK) {
+      const i = h.events.findIndex((e) => e.event.type === 'progress');
+      h.events.splice(i >= 0 ? i : 0, 1);
+    }
     if (event.type === 'end') h.endedAt = at;
     return seq;
+  }
+
+  /** Drops histories of tasks that ended more than the retention ago; past the cap, the oldest. */
+  #prune(at: number): void {
+    for (const [k, v] of this.#history) {
+      if (v.endedAt !== undefined && at - v.endedAt >= HISTORY_RETENTION_MS) this.#history.delete(k);
+    }
+    while (this.#history.size >= HISTORY_TASKS) this.#history.delete(this.#history.keys().next().value!);
   }
 }

@@ -67,6 +67,8 @@ describe('task flow over TLS', () => {
     const types = [...all.matchAll(/^event: (\w+)$/gm)].map((m) => m[1]);
     assert.deepEqual(types, ['state', 'state', 'progress', 'progress', 'end'], all);
     assert.deepEqual(ids, [0, 1, 2, 3, 4]);
+    const end = JSON.parse(/event: end\ndata: (.*)\n/.exec(all)![1]!) as { task: { result?: { outputs: unknown } } };
+    assert.ok(end.task.result, 'the replayed end event carries the result');
     const rest = await (await t.fetch(`/api/v1/tasks/${task.id}/events`, { token, headers: { 'last-event-id': '2' } })).text();
     assert.deepEqual([...rest.matchAll(/^event: (\w+)$/gm)].map((m) => m[1]), ['progress', 'end']);
   });

@@ -109,6 +109,24 @@ describe('OAuth 2.1 authorization server', () => {
     assert.ok(t.securityEvents.filter((e) => e.activity_name === 'password.login' && e.status === 'Failure').length >= 2);
   });
 
+  it('password guessing is locked after 5 failures: even the right password is refused, and the lock is logged', async () => {
+    const start = await t.fetch('/oauth2/device/auth', form({ client_id: 'palisade-cli', scope: 'openid offline_access tasks admin' }));
+    const device = (await start.json()) as { verification_uri_complete: string };
+    const b = new Browser(t);
+    let page = await b.request(device.verification_uri_complete);
+    if (page.body.includes('Submitting Callback')) page = await b.request(readForm(page.body).action, { method: 'POST', form: readForm(page.body).fields });
+    const confirm = readForm(page.body, 'op.deviceConfirmForm');
+    page = await b.request(confirm.action, { method: 'POST', form: confirm.fields });
+    const login = readForm(page.body);
+    const statuses: number[] = [];
+    for (let i = 0; i < 5; i++) statuses.push((await b.request(login.action, { method: 'POST', form: { username: 'guessme', password: `wrong-${i}-password` } })).status);
+    assert.deepEqual(statuses, [401, 401, 401, 401, 401]);
+    const locked = await b.request(login.action, { method: 'POST', form: { username: 'guessme', password: 'anything-at-all' } });
+    assert.equal(locked.status, 429);
+    assert.match(locked.body, /Too many failed sign-ins/);
+    assert.ok(t.securityEvents.some((e) => e.activity_name === 'password.lock' && e.severity === 'high'));
+  });
+
   it('refresh tokens rotate; the old one stops working', async () => {
     const tokens = await deviceLogin(t, 'palisade-extension', 'openid offline_access agent');
     const refresh = (rt: string) => t.fetch('/oauth2/token', form({ grant_type: 'refresh_token', refresh_token: rt, client_id: 'palisade-extension' }));

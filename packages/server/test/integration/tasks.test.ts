@@ -47,7 +47,7 @@ describe('task routing', () => {
   };
 
   before(async () => {
-    t = await startTestServer({ acceptTimeoutMs: 300 });
+    t = await startTestServer({ acceptTimeoutMs: 300, reconnectGraceMs: 200, maxUnfinishedTasksPerUser: 5 });
     await createAdmin(t);
     agentToken = (await deviceLogin(t, 'palisade-extension', 'openid offline_access agent')).access_token;
     ({ token } = await apiClient(t));
@@ -103,14 +103,73 @@ describe('task routing', () => {
     await closeAll();
   });
 
+  it('an agent that reconnects within the grace period keeps its task (no new attempt)', async () => {
+    const instanceId = 'same-browser';
+    let release: (() => void) | undefined;
+    const first = await connect(() => 'ignore');
+    void first;
+    await closeAll();
+    const a1 = await SyntheticAgent.connect({ url: t.url, token: agentToken, ca: t.server.tls?.ca, grants: [SITE], instanceId, onTask: () => 'ignore' });
+    const r = await submit();
+    await until(r.body.id, 'running');
+    a1.close();
+    await a1.closed();
+    // The browser is still running the task; it comes back on a new connection and reports the result.
+    const a2 = await SyntheticAgent.connect({ url: t.url, token: agentToken, ca: t.server.tls?.ca, grants: [SITE], instanceId, onTask: () => 'ignore' });
+    agents.push(a2);
+    assert.equal(a2.agentId, a1.agentId, 'the same agent');
+    a2.send({ type: 'task.result', taskId: r.body.id, outcome: 'succeeded', result: { outputs: { done: true }, artifacts: [], timings: { totalMs: 5, steps: [] } } });
+    const done = await until(r.body.id, 'succeeded');
+    assert.equal(done.attempts, 1);
+    assert.deepEqual(done.result?.outputs, { done: true });
+    void release;
+    await closeAll();
+  });
+
+  it('a second connection of the same agent replaces the first, which is closed', async () => {
+    const a1 = await SyntheticAgent.connect({ url: t.url, token: agentToken, ca: t.server.tls?.ca, grants: [SITE], instanceId: 'twice' });
+    const closed = a1.closed();
+    const a2 = await SyntheticAgent.connect({ url: t.url, token: agentToken, ca: t.server.tls?.ca, grants: [SITE], instanceId: 'twice' });
+    agents.push(a2);
+    assert.equal((await closed).code, 1000);
+    assert.equal(t.server.agents.get(a2.agentId!)?.inFlight.size, 0);
+    await closeAll();
+  });
+
+  it('a fresh token in an auth frame keeps the connection; another user\'s token is refused', async () => {
+    const a = await connect();
+    const fresh = (await deviceLogin(t, 'palisade-extension', 'openid offline_access agent')).access_token;
+    a.send({ type: 'auth', token: fresh });
+    a.send({ type: 'ping', t: 7 });
+    const pong = await a.next((f) => f.type === 'pong');
+    assert.equal(pong.type === 'pong' && pong.t, 7, 'still open and answering');
+    assert.ok(!a.frames.some((f) => f.type === 'error'));
+    const closed = a.closed();
+    a.send({ type: 'auth', token });
+    assert.equal((await closed).code, 4403, 'a client token (no agent scope) closes the connection');
+    await closeAll();
+  });
+
+  it('at most maxUnfinishedTasksPerUser unfinished tasks per user', async () => {
+    await connect(() => 'ignore');
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) ids.push((await submit()).body.id);
+    const over = await submit();
+    assert.equal(over.status, 429);
+    assert.equal(over.body.code, 'PAL_ERR_RATE_LIMITED');
+    for (const id of ids) await t.fetch(`/api/v1/tasks/${id}/cancel`, { method: 'POST', token });
+    assert.equal((await submit()).status, 201, 'room again once tasks end');
+    await closeAll();
+  });
+
   it('agent lost twice: failed with PAL_ERR_AGENT_LOST and a reason', async () => {
     const a1 = await connect(() => 'ignore');
     const r = await submit();
     await until(r.body.id, 'running');
     const a2 = await connect(() => 'ignore');
     a1.close();
-    await until(r.body.id, 'running');
-    await new Promise((res) => setTimeout(res, 50));
+    // After the grace period the task moves to the second agent…
+    for (let v = await get(r.body.id); v.agentId !== a2.agentId || v.state !== 'running'; v = await get(r.body.id)) await new Promise((res) => setTimeout(res, 20));
     a2.close();
     const failed = await until(r.body.id, 'failed');
     assert.equal(failed.error?.code, 'PAL_ERR_AGENT_LOST');
@@ -184,8 +243,12 @@ describe('task routing', () => {
 
   it('timers and listeners are released when tasks end', async () => {
     await closeAll();
-    const h = t.server.tasks.openHandles;
-    assert.deepEqual(h, { accept: 0, deadline: 0, listeners: 0, live: 0 });
+    await new Promise((r) => setTimeout(r, 300));
+    // End what earlier tests left unfinished (queued after their agents left), then nothing may remain.
+    for (const left of await t.server.store.tasks.listUnfinished()) {
+      assert.equal((await t.fetch(`/api/v1/tasks/${left.id}/cancel`, { method: 'POST', token })).status, 200);
+    }
+    assert.deepEqual(t.server.tasks.openHandles, { accept: 0, deadline: 0, grace: 0, listeners: 0, live: 0 });
     assert.equal(t.server.agents.size, 0);
   });
 });

@@ -73,6 +73,11 @@ export function storeContract(name: string, open: () => Promise<DurableStore>): 
       const t2 = task();
       await s.tasks.insert(t2);
       assert.ok((await s.tasks.listUnfinished()).some((x) => x.id === t2.id));
+      assert.ok((await s.tasks.listUnfinished(userId)).some((x) => x.id === t2.id));
+      assert.equal((await s.tasks.listUnfinished('someone-else')).length, 0);
+      const open = await s.tasks.countUnfinished(userId);
+      await s.tasks.insert(task());
+      assert.equal(await s.tasks.countUnfinished(userId), open + 1);
       assert.deepEqual((await s.tasks.byId(t2.id))?.steps, t2.steps);
     });
 
@@ -100,6 +105,10 @@ export function storeContract(name: string, open: () => Promise<DurableStore>): 
       assert.equal(await s.meta.get('k'), 'v2');
       await s.meta.delete('k');
       assert.equal(await s.meta.get('k'), undefined);
+      await s.meta.set('once', 'v');
+      assert.equal(await s.meta.deleteIf('once', 'other'), false, 'a different value is not consumed');
+      const both = await Promise.all([s.meta.deleteIf('once', 'v'), s.meta.deleteIf('once', 'v')]);
+      assert.deepEqual(both.sort(), [false, true], 'exactly one concurrent consume wins');
     });
   });
 }
