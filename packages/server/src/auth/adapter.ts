@@ -3,9 +3,19 @@
  * device codes, refresh tokens and interactions survive a restart. The `Client` model resolves API
  * clients created by admins; their metadata carries the secret's hash, never the secret.
  */
+import { createHash } from 'node:crypto';
 import type { DurableStore, OidcRecord } from '../store/types.ts';
 
-type Payload = Record<string, unknown> & { grantId?: string; userCode?: string; uid?: string };
+type Payload = Record<string, unknown> & { grantId?: string; userCode?: string; uid?: string; jti?: string };
+
+/**
+ * Models whose id is itself a bearer token (an opaque refresh token or code): stored under the
+ * SHA-256 of the id, with the id left out of the payload, so a copy of the database holds no
+ * usable token. (Sessions and device codes are also looked up by uid / user code, which needs
+ * their id in the payload; encrypting those at rest comes with the encryption-at-rest work.)
+ */
+export const HASHED_MODELS: ReadonlySet<string> = new Set(['RefreshToken', 'AuthorizationCode', 'AccessToken', 'ClientCredentials']);
+const hashId = (id: string) => `sha256:${createHash('sha256').update(id).digest('base64url')}`;
 
 /** Builds the adapter class oidc-provider instantiates once per model name. */
 export function createOidcAdapter(store: DurableStore) {
@@ -13,22 +23,35 @@ export function createOidcAdapter(store: DurableStore) {
     readonly model: string;
     constructor(model: string) {
       this.model = model;
+      this.#hashed = HASHED_MODELS.has(model);
+    }
+
+    readonly #hashed: boolean;
+
+    #key(id: string): string {
+      return this.#hashed ? hashId(id) : id;
     }
 
     async upsert(id: string, payload: Payload, expiresIn?: number): Promise<void> {
+      let stored = payload;
+      if (this.#hashed && payload.jti !== undefined) {
+        const { jti: _jti, ...rest } = payload;
+        stored = rest;
+      }
       const record: OidcRecord = {
-        payload,
+        payload: stored,
         expiresAt: expiresIn ? Math.floor(Date.now() / 1000) + expiresIn : undefined,
         grantId: payload.grantId,
         userCode: payload.userCode,
         uid: payload.uid,
       };
-      await store.oidc.upsert(this.model, id, record);
+      await store.oidc.upsert(this.model, this.#key(id), record);
     }
 
     async find(id: string): Promise<Payload | undefined> {
       if (this.model === 'Client') return findClient(store, id);
-      return live(await store.oidc.find(this.model, id));
+      const payload = live(await store.oidc.find(this.model, this.#key(id)));
+      return payload && this.#hashed ? { ...payload, jti: id } : payload;
     }
 
     async findByUserCode(userCode: string): Promise<Payload | undefined> {
@@ -40,11 +63,11 @@ export function createOidcAdapter(store: DurableStore) {
     }
 
     async consume(id: string): Promise<void> {
-      await store.oidc.consume(this.model, id);
+      await store.oidc.consume(this.model, this.#key(id));
     }
 
     async destroy(id: string): Promise<void> {
-      await store.oidc.destroy(this.model, id);
+      await store.oidc.destroy(this.model, this.#key(id));
     }
 
     async revokeByGrantId(grantId: string): Promise<void> {

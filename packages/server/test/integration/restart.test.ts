@@ -27,6 +27,16 @@ describe('restart', () => {
       });
       const queued = (await res.json()) as TaskView;
       assert.equal(queued.state, 'queued');
+      // A copy of the database holds no usable refresh token: it is stored under its hash.
+      const { DatabaseSync } = await import('node:sqlite');
+      const db = new DatabaseSync(join(dataDir, 'palisade.db'), { readOnly: true });
+      const rows = db.prepare("SELECT id, payload FROM oidc WHERE model = 'RefreshToken'").all() as { id: string; payload: string }[];
+      db.close();
+      assert.ok(rows.length > 0);
+      for (const r of rows) {
+        assert.match(r.id, /^sha256:/);
+        assert.ok(!r.payload.includes(agentTokens.refresh_token!) && r.id !== agentTokens.refresh_token);
+      }
       const caBefore = t.server.tls?.ca;
       const port = Number(new URL(t.url).port);
       await t.close();
