@@ -271,3 +271,29 @@ describe('input binding cannot blow up the server', () => {
     }
   });
 });
+
+describe('heartbeat', () => {
+  it('a peer that stops answering pings is dropped; one that answers stays', async () => {
+    const t = await startTestServer({ heartbeatMs: 200 });
+    try {
+      await createAdmin(t);
+      const token = (await deviceLogin(t, 'palisade-extension', 'openid offline_access agent')).access_token;
+      const { default: WebSocket } = await import('ws');
+      const open = (autoPong: boolean) => new Promise<InstanceType<typeof WebSocket>>((resolve) => {
+        const ws = new WebSocket(`${t.url.replace('https', 'wss')}/ws/agent`, [WS_SUBPROTOCOL, WS_BEARER_PREFIX + token], { ca: t.server.tls?.ca, autoPong });
+        ws.once('open', () => {
+          ws.send(JSON.stringify({ type: 'hello', v: 1, agent: { name: 'hb', version: '1', instanceId: `hb-${autoPong}` }, grants: [] }));
+          resolve(ws);
+        });
+      });
+      const silent = await open(false);
+      const alive = await open(true);
+      const closed = await new Promise<number>((resolve) => silent.once('close', (code) => resolve(code)));
+      assert.equal(closed, 1006, 'terminated without a close frame');
+      assert.equal(alive.readyState, WebSocket.OPEN, 'the answering peer is still connected');
+      alive.close();
+    } finally {
+      await t.close();
+    }
+  });
+});
