@@ -5,6 +5,7 @@
  */
 import { PalisadeError, type Step } from '@palisade/protocol';
 import { describeSelector, normalizeText, queryAlternatives } from './selectors.ts';
+import { renderViewport } from './screenshot.ts';
 
 type Selectors = readonly (string | readonly string[])[];
 type StepOf<T extends Step['type']> = Extract<Step, { type: T }>;
@@ -250,7 +251,7 @@ function compare(n: number, op: '>=' | '==' | '<=', count: number): boolean {
 
 // ── the executors ───────────────────────────────────────────────────────────────────────────
 
-/** Runs one page step and returns its value (`extract`: the data; `download`: the URL). */
+/** Runs one page step and returns its value (`extract`: the data; `download`: the URL; `screenshot`: a PNG `data:` URL). */
 export async function runStep(step: Step, timeoutMs: number): Promise<unknown> {
   switch (step.type) {
     case 'click':
@@ -343,6 +344,9 @@ export async function runStep(step: Step, timeoutMs: number): Promise<unknown> {
       const filename = el instanceof HTMLAnchorElement ? el.getAttribute('download') ?? '' : '';
       return { url: new URL(url, el.baseURI).href, filename };
     }
+    case 'screenshot':
+      // Only reached when Chrome refused `captureVisibleTab` (see content/screenshot.ts).
+      return renderViewport(timeoutMs);
     default:
       throw new PalisadeError('PAL_ERR_STEP_REFUSED', `step "${step.type}" does not run in the page`);
   }

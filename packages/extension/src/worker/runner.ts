@@ -52,8 +52,11 @@ export interface PageDriver {
   runPageStep(tabId: number, request: StepRequest, signal: AbortSignal): Promise<unknown>;
   /** After an action: waits for a navigation it may have started (`expect`: one must happen). */
   settle(tabId: number, expect: boolean, timeoutMs: number, signal: AbortSignal): Promise<void>;
-  /** PNG `data:` URL of the visible tab. */
-  screenshot(tabId: number): Promise<string>;
+  /**
+   * PNG `data:` URL of the visible tab: Chrome's capture when it allows it, else the content script
+   * draws the page (`request` is the step, for the content script).
+   */
+  screenshot(tabId: number, request: StepRequest, signal: AbortSignal): Promise<string>;
   download(url: string, filename: string, timeoutMs: number, signal: AbortSignal): Promise<{ filename: string; finalUrl: string; bytes: number; mimeType: string | undefined }>;
   /** Calls `cb` with every URL the tab commits to, and `undefined` when it closes. */
   watchTab(tabId: number, cb: (url: string | undefined) => void): () => void;
@@ -236,11 +239,12 @@ export class TaskRunner {
       case 'screenshot': {
         let dataUrl: string;
         try {
-          dataUrl = await bounded(d.screenshot(tabId));
+          dataUrl = await bounded(d.screenshot(tabId, { type: 'palisade.step', index, step, timeoutMs }, signal));
         } catch (e) {
           if (e instanceof PalisadeError) throw e;
-          throw new PalisadeError('PAL_ERR_STEP_FAILED', `Chrome refused the screenshot: ${(e as Error).message}`);
+          throw new PalisadeError('PAL_ERR_STEP_FAILED', `the screenshot failed: ${(e as Error).message}`);
         }
+        if (!dataUrl.startsWith('data:image/png;base64,')) throw new PalisadeError('PAL_ERR_STEP_FAILED', 'the screenshot is not a PNG data: URL');
         if (dataUrl.length > MAX_SCREENSHOT_CHARS) {
           throw new PalisadeError('PAL_ERR_STEP_FAILED', `the screenshot is ${dataUrl.length} characters, over the ${MAX_SCREENSHOT_CHARS} a result may carry; use a smaller viewport`);
         }

@@ -122,6 +122,32 @@ export function chromeDriver(): PageDriver {
     await chrome.scripting.executeScript({ target: { tabId, frameIds: [0] }, files: ['content.js'] });
   }
 
+  /** Runs a page step in the tab's top document, again in the new document when a navigation replaced it. */
+  async function runPageStep(tabId: number, request: StepRequest, signal: AbortSignal): Promise<unknown> {
+    const deadline = Date.now() + request.timeoutMs;
+    for (let attempt = 0; ; attempt++) {
+      signal.throwIfAborted();
+      await waitUntilComplete(tabId, Math.max(1000, deadline - Date.now()), signal);
+      await ensureInjected(tabId);
+      let reply: Reply | undefined;
+      try {
+        const remaining = Math.max(0, deadline - Date.now());
+        reply = (await chrome.tabs.sendMessage(tabId, { ...request, timeoutMs: remaining } satisfies StepRequest, { frameId: 0 })) as Reply | undefined;
+      } catch (e) {
+        // The document went away under the step (a navigation): run it again in the new one.
+        if (isGoneError(e) && attempt < MAX_DOCUMENT_RETRIES) continue;
+        throw new PalisadeError('PAL_ERR_STEP_FAILED', `the page did not answer: ${(e as Error).message}`);
+      }
+      if (reply === undefined) {
+        if (attempt < MAX_DOCUMENT_RETRIES) continue;
+        throw new PalisadeError('PAL_ERR_STEP_FAILED', 'the page did not answer');
+      }
+      if (reply.ok) return reply.data;
+      if (reply.error.code === 'PAL_ERR_UNAVAILABLE' && attempt < MAX_DOCUMENT_RETRIES) continue; // document unloading
+      throw new PalisadeError(isErrorCode(reply.error.code) ? reply.error.code : 'PAL_ERR_STEP_FAILED', String(reply.error.message).slice(0, 2000));
+    }
+  }
+
   return {
     async openTab(signal) {
       const tab = await chrome.tabs.create({ url: 'about:blank', active: false });
@@ -159,30 +185,7 @@ export function chromeDriver(): PageDriver {
       await chrome.windows.update(tab.windowId, { width, height });
     },
 
-    async runPageStep(tabId, request, signal) {
-      const deadline = Date.now() + request.timeoutMs;
-      for (let attempt = 0; ; attempt++) {
-        signal.throwIfAborted();
-        await waitUntilComplete(tabId, Math.max(1000, deadline - Date.now()), signal);
-        await ensureInjected(tabId);
-        let reply: Reply | undefined;
-        try {
-          const remaining = Math.max(0, deadline - Date.now());
-          reply = (await chrome.tabs.sendMessage(tabId, { ...request, timeoutMs: remaining } satisfies StepRequest, { frameId: 0 })) as Reply | undefined;
-        } catch (e) {
-          // The document went away under the step (a navigation): run it again in the new one.
-          if (isGoneError(e) && attempt < MAX_DOCUMENT_RETRIES) continue;
-          throw new PalisadeError('PAL_ERR_STEP_FAILED', `the page did not answer: ${(e as Error).message}`);
-        }
-        if (reply === undefined) {
-          if (attempt < MAX_DOCUMENT_RETRIES) continue;
-          throw new PalisadeError('PAL_ERR_STEP_FAILED', 'the page did not answer');
-        }
-        if (reply.ok) return reply.data;
-        if (reply.error.code === 'PAL_ERR_UNAVAILABLE' && attempt < MAX_DOCUMENT_RETRIES) continue; // document unloading
-        throw new PalisadeError(isErrorCode(reply.error.code) ? reply.error.code : 'PAL_ERR_STEP_FAILED', String(reply.error.message).slice(0, 2000));
-      }
-    },
+    runPageStep,
 
     async settle(tabId, expect, timeoutMs, signal) {
       // Let a navigation the action caused start (it is reported as "loading"); then wait for its document.
@@ -204,16 +207,26 @@ export function chromeDriver(): PageDriver {
       }
     },
 
-    async screenshot(tabId) {
+    async screenshot(tabId, request, signal) {
+      const started = Date.now();
       const tab = await chrome.tabs.update(tabId, { active: true });
       if (!tab) throw new PalisadeError('PAL_ERR_STEP_FAILED', 'the tab is gone');
+      let refusal: string;
       try {
         return await chrome.tabs.captureVisibleTab(tab.windowId, { format: 'png' });
       } catch (e) {
-        throw new PalisadeError(
-          'PAL_ERR_STEP_FAILED',
-          `Chrome refused the screenshot (${(e as Error).message}). Chrome lets an extension capture a tab only with the <all_urls> host permission or an activeTab grant from the user clicking the toolbar button; Palisade holds neither by design.`,
-        );
+        refusal = (e as Error).message;
+      }
+      // Chrome captures only with <all_urls> or an activeTab grant (the user clicked the toolbar
+      // button); Palisade holds neither by design, so the content script draws the page instead.
+      try {
+        const timeoutMs = Math.max(0, request.timeoutMs - (Date.now() - started));
+        const dataUrl = await runPageStep(tabId, { ...request, timeoutMs }, signal);
+        if (typeof dataUrl !== 'string') throw new PalisadeError('PAL_ERR_STEP_FAILED', 'the page did not return an image');
+        return dataUrl;
+      } catch (e) {
+        if (!(e instanceof PalisadeError) || e.code === 'PAL_ERR_TASK_CANCELLED' || e.code === 'PAL_ERR_TASK_EXPIRED' || e.code === 'PAL_ERR_URL_REFUSED') throw e;
+        throw new PalisadeError(e.code, `Chrome refused to capture the tab (${refusal}), and drawing the page in the content script failed: ${e.message}`);
       }
     },
 

@@ -1,12 +1,13 @@
 /**
  * The real service worker in real headless Chromium, driven through its real agent protocol by a
- * fake Palisade server: Recorder flows, extraction, assertions, refusals, downloads.
+ * fake Palisade server: Recorder flows, extraction, assertions, refusals, downloads, screenshots.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { FakePalisade, launch, serveFixtures, signInWithFakeToken, tabUrls, type Browser, type Received } from '../support/harness.ts';
+import { PNG_SIGNATURE, decodePng, pngBytes, pngSize, type DecodedPng } from '../support/png.ts';
 
 let browser: Browser;
 let fixtures: Awaited<ReturnType<typeof serveFixtures>>;
@@ -186,11 +187,64 @@ test('a download URL off the site is refused before anything is fetched', async 
   assert.equal(errorOf(result)?.code, 'PAL_ERR_URL_REFUSED');
 });
 
-test('screenshot: Chrome refuses it without <all_urls>/activeTab, and the step fails with a clear error', async () => {
-  const { result } = await server.run({ taskId: id(), site: O, steps: [{ type: 'navigate', url: `${O}/about.html` }, { type: 'screenshot', name: 'shot' }] });
-  assert.equal(errorOf(result)?.code, 'PAL_ERR_STEP_FAILED');
-  assert.equal(errorOf(result)?.step, 1);
-  assert.match(errorOf(result)?.message ?? '', /screenshot.*<all_urls>.*activeTab/s);
+test('screenshot: Chrome refuses captureVisibleTab here, so the content script draws the viewport into a PNG', async () => {
+  // This build holds neither <all_urls> nor an activeTab grant: Chrome's capture is refused.
+  const refusal = await browser.worker.evaluate(() => chrome.tabs.captureVisibleTab({ format: 'png' }).then(() => 'captured', (e: Error) => e.message));
+  assert.notEqual(refusal, 'captured');
+  const steps = [
+    { type: 'navigate', url: `${O}/shot.html` },
+    { type: 'extract', name: 'viewport', selectors: [['#size']] },
+    { type: 'change', value: 'Ada', selectors: [['#name']] },
+    { type: 'screenshot', name: 'top' },
+    { type: 'scroll', x: 0, y: 1400 },
+    { type: 'screenshot', name: 'scrolled' },
+  ];
+  const { result } = await server.run({ taskId: id(), site: O, steps });
+  assert.equal(result.outcome, 'succeeded', JSON.stringify(result.error));
+  const [vw, vh] = String(outputsOf(result).viewport).split('x').map(Number) as [number, number];
+  assert.ok(vw > 600 && vh > 300, `viewport ${vw}x${vh}`);
+  const artifacts = (result.result as { artifacts: { name: string; kind: string; mimeType: string; bytes: number; dataUrl: string }[] }).artifacts;
+  assert.deepEqual(artifacts.map((a) => [a.name, a.kind, a.mimeType]), [['top', 'screenshot', 'image/png'], ['scrolled', 'screenshot', 'image/png']]);
+  const [top, scrolled] = artifacts.map((a) => {
+    const bytes = pngBytes(a.dataUrl);
+    assert.ok(bytes.subarray(0, 8).equals(PNG_SIGNATURE), 'PNG signature');
+    assert.deepEqual(pngSize(bytes), { width: vw, height: vh }, 'the image is the viewport, at device pixel ratio 1');
+    assert.ok(Math.abs(a.bytes - bytes.length) <= 2, `bytes ${a.bytes} ≈ ${bytes.length}`);
+    return decodePng(bytes);
+  }) as [DecodedPng, DecodedPng];
+  const near = (img: DecodedPng, x: number, y: number, rgb: [number, number, number], what: string) => {
+    const [r, g, b] = img.pixel(x, y);
+    assert.ok(Math.abs(r - rgb[0]) <= 8 && Math.abs(g - rgb[1]) <= 8 && Math.abs(b - rgb[2]) <= 8, `${what} at (${x}, ${y}): got rgb(${r}, ${g}, ${b}), want rgb(${rgb.join(', ')})`);
+  };
+  const RED: [number, number, number] = [255, 0, 0];
+  const WHITE: [number, number, number] = [255, 255, 255];
+  const GREEN: [number, number, number] = [0, 160, 0];
+  near(top, 100, 100, RED, 'the red block');
+  near(top, 45, 65, RED, 'the red block, near its corner');
+  near(top, 36, 100, WHITE, 'left of the red block');
+  near(top, 205, 155, [255, 0, 255], 'the ::before box');
+  near(top, 330, 90, [255, 255, 0], 'the same-origin image, inlined');
+  near(top, 430, 90, WHITE, 'the cross-origin image, left blank');
+  near(top, 530, 90, [0, 255, 255], 'the box in the closed shadow root');
+  near(top, vw - 50, 20, GREEN, 'the fixed bar');
+  let dark = 0;
+  for (let y = 16; y < 56; y++) for (let x = 8; x < 300; x++) if (top.pixel(x, y).slice(0, 3).every((c) => c < 96)) dark++;
+  assert.ok(dark > 200, `the heading's text is drawn (${dark} dark pixels)`);
+  // Scrolled by 1400 px: the blue block (top 1500) is 100 px down, the fixed bar stays, the red block is gone.
+  near(scrolled, 400, 160, [0, 0, 255], 'the blue block after scrolling');
+  near(scrolled, vw - 50, 20, GREEN, 'the fixed bar after scrolling');
+  near(scrolled, 100, 100, WHITE, 'where the red block was');
+  assert.deepEqual(server.invalid, []);
+});
+
+test('screenshot: a page whose Content-Security-Policy forbids data: images is still drawn (the content script is not bound by it)', async () => {
+  const { result } = await server.run({ taskId: id(), site: O, steps: [{ type: 'navigate', url: `${O}/csp.html` }, { type: 'screenshot', name: 'shot' }] });
+  assert.equal(result.outcome, 'succeeded', JSON.stringify(result.error));
+  const [shot] = (result.result as { artifacts: { dataUrl: string }[] }).artifacts;
+  const png = decodePng(pngBytes(shot!.dataUrl));
+  let dark = 0;
+  for (let y = 0; y < Math.min(80, png.height); y++) for (let x = 0; x < Math.min(400, png.width); x++) if (png.pixel(x, y).slice(0, 3).every((c) => c < 96)) dark++;
+  assert.ok(dark > 100, `the heading is drawn (${dark} dark pixels)`);
 });
 
 function fixtures_dir(): string {

@@ -17,7 +17,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 export const EXTENSION_DIR = join(here, '..', '..', 'dist-test');
 export const FIXTURES_DIR = join(here, '..', 'fixtures');
 
-const TYPES: Record<string, string> = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript', '.txt': 'text/plain', '.css': 'text/css' };
+const TYPES: Record<string, string> = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript', '.txt': 'text/plain', '.css': 'text/css', '.png': 'image/png' };
 
 /** Serves `test/fixtures` on 127.0.0.1 (`PORT_PLACEHOLDER` in HTML becomes the port). */
 export async function serveFixtures(): Promise<{ origin: string; port: number; close(): Promise<void> }> {
