@@ -7,37 +7,9 @@
 import pg from 'pg';
 import type { DurableStore } from './types.ts';
 import { TASK_COLUMNS, TASK_JSON_FIELDS, mappers, opt, type Row } from './rows.ts';
+import { migrations } from './schema.ts';
 
-const MIGRATIONS: readonly string[] = [
-  `CREATE TABLE users (
-     id TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL,
-     role TEXT NOT NULL, created_at TEXT NOT NULL);
-   CREATE TABLE api_clients (
-     client_id TEXT PRIMARY KEY, owner_user_id TEXT NOT NULL REFERENCES users(id), name TEXT NOT NULL,
-     secret_hash TEXT NOT NULL, scopes JSONB NOT NULL, created_at TEXT NOT NULL, revoked_at TEXT);
-   CREATE INDEX api_clients_owner ON api_clients(owner_user_id);
-   CREATE TABLE agents (
-     id TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id), instance_id TEXT NOT NULL,
-     name TEXT NOT NULL, version TEXT NOT NULL, grants JSONB NOT NULL, created_at TEXT NOT NULL,
-     last_seen_at TEXT NOT NULL, UNIQUE (user_id, instance_id));
-   CREATE TABLE tasks (
-     id TEXT PRIMARY KEY, owner_user_id TEXT NOT NULL, client_id TEXT NOT NULL, recipe TEXT, site TEXT NOT NULL,
-     steps JSONB NOT NULL, state TEXT NOT NULL, agent_id TEXT, pinned_agent_id TEXT, attempts INTEGER NOT NULL,
-     idempotency_key TEXT, request_hash TEXT NOT NULL, wait_for_agent BOOLEAN NOT NULL,
-     created_at TEXT NOT NULL, updated_at TEXT NOT NULL, deadline TEXT NOT NULL, result JSONB, error JSONB,
-     UNIQUE (owner_user_id, idempotency_key));
-   CREATE INDEX tasks_unfinished ON tasks(state) WHERE state IN ('queued', 'dispatched', 'running');
-   CREATE TABLE oidc (
-     model TEXT NOT NULL, id TEXT NOT NULL, payload JSONB NOT NULL, expires_at BIGINT, grant_id TEXT,
-     user_code TEXT, uid TEXT, PRIMARY KEY (model, id));
-   CREATE INDEX oidc_grant ON oidc(grant_id);
-   CREATE INDEX oidc_user_code ON oidc(model, user_code);
-   CREATE INDEX oidc_uid ON oidc(model, uid);
-   CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);`,
-  // 2: unfinished tasks are looked up and counted per owner.
-  `DROP INDEX tasks_unfinished;
-   CREATE INDEX tasks_unfinished_by_owner ON tasks(owner_user_id, state) WHERE state IN ('queued', 'dispatched', 'running');`,
-];
+const MIGRATIONS = migrations('postgres');
 
 const { user: toUser, client: toClient, agent: toAgent, task: toTask, oidc: toOidc } = mappers({ json: <T>(v: unknown) => v as T, bool: (v) => v === true });
 const jsonOrNull = (v: unknown) => (v === undefined || v === null ? null : JSON.stringify(v));

@@ -6,7 +6,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
-import { Browser, apiClient, createAdmin, deviceLogin, readForm, startTestServer, type TestServer } from '../support/harness.ts';
+import { ADMIN, apiClient, createAdmin, deviceLogin, openSignIn, startTestServer, type TestServer } from '../support/harness.ts';
 
 const EXT_ORIGIN = 'chrome-extension://abcdefghijklmnopabcdefghijklmnop';
 
@@ -80,12 +80,8 @@ describe('OAuth 2.1 authorization server', () => {
     const poll = () => t.fetch('/oauth2/token', form({ grant_type: 'urn:ietf:params:oauth:grant-type:device_code', device_code: device.device_code, client_id: 'palisade-extension' }));
     assert.equal(((await (await poll()).json()) as { error: string }).error, 'authorization_pending');
     // The user signs in and presses Deny.
-    const b = new Browser(t);
-    let page = await b.request(device.verification_uri_complete);
-    if (page.body.includes('Submitting Callback')) page = await b.request(readForm(page.body).action, { method: 'POST', form: readForm(page.body).fields });
-    const confirm = readForm(page.body, 'op.deviceConfirmForm');
-    page = await b.request(confirm.action, { method: 'POST', form: confirm.fields });
-    page = await b.request(readForm(page.body).action, { method: 'POST', form: { username: 'admin', password: 'correct horse battery staple' } });
+    const { browser: b, login } = await openSignIn(t, device.verification_uri_complete);
+    const page = await b.request(login.action, { method: 'POST', form: { username: ADMIN.username, password: ADMIN.password } });
     const deny = /<form method="post" action="([^"]+\/abort)">/.exec(page.body)![1]!;
     await b.request(deny, { method: 'POST', form: {} });
     const denied = (await (await poll()).json()) as { error: string };
@@ -95,12 +91,7 @@ describe('OAuth 2.1 authorization server', () => {
   it('a wrong password shows the sign-in form again and is logged, without saying which part was wrong', async () => {
     const start = await t.fetch('/oauth2/device/auth', form({ client_id: 'palisade-cli', scope: 'openid offline_access tasks admin' }));
     const device = (await start.json()) as { verification_uri_complete: string };
-    const b = new Browser(t);
-    let page = await b.request(device.verification_uri_complete);
-    if (page.body.includes('Submitting Callback')) page = await b.request(readForm(page.body).action, { method: 'POST', form: readForm(page.body).fields });
-    const confirm = readForm(page.body, 'op.deviceConfirmForm');
-    page = await b.request(confirm.action, { method: 'POST', form: confirm.fields });
-    const login = readForm(page.body);
+    const { browser: b, login } = await openSignIn(t, device.verification_uri_complete);
     const wrongPassword = await b.request(login.action, { method: 'POST', form: { username: 'admin', password: 'nope-nope-nope' } });
     const noSuchUser = await b.request(login.action, { method: 'POST', form: { username: 'nobody', password: 'nope-nope-nope' } });
     assert.equal(wrongPassword.status, 401);
@@ -112,12 +103,7 @@ describe('OAuth 2.1 authorization server', () => {
   it('password guessing is locked after 5 failures: even the right password is refused, and the lock is logged', async () => {
     const start = await t.fetch('/oauth2/device/auth', form({ client_id: 'palisade-cli', scope: 'openid offline_access tasks admin' }));
     const device = (await start.json()) as { verification_uri_complete: string };
-    const b = new Browser(t);
-    let page = await b.request(device.verification_uri_complete);
-    if (page.body.includes('Submitting Callback')) page = await b.request(readForm(page.body).action, { method: 'POST', form: readForm(page.body).fields });
-    const confirm = readForm(page.body, 'op.deviceConfirmForm');
-    page = await b.request(confirm.action, { method: 'POST', form: confirm.fields });
-    const login = readForm(page.body);
+    const { browser: b, login } = await openSignIn(t, device.verification_uri_complete);
     const statuses: number[] = [];
     for (let i = 0; i < 5; i++) statuses.push((await b.request(login.action, { method: 'POST', form: { username: 'guessme', password: `wrong-${i}-password` } })).status);
     assert.deepEqual(statuses, [401, 401, 401, 401, 401]);

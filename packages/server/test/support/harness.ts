@@ -127,8 +127,11 @@ export async function deviceLogin(t: TestServer, clientId: string, scope: string
   return pollDeviceToken(t, clientId, device.device_code);
 }
 
-/** Approves a device code as a person would: confirm code, sign in, approve. */
-export async function approveDevice(t: TestServer, verificationUri: string, user = ADMIN): Promise<void> {
+/**
+ * Opens a verification link as a person would and confirms the code; returns the browser, on the
+ * sign-in form, and that form.
+ */
+export async function openSignIn(t: TestServer, verificationUri: string): Promise<{ browser: Browser; login: { action: string; fields: Record<string, string> } }> {
   const b = new Browser(t);
   let page = await b.request(verificationUri);
   if (page.body.includes('<title>Submitting Callback</title>')) {
@@ -138,8 +141,13 @@ export async function approveDevice(t: TestServer, verificationUri: string, user
   }
   const confirm = readForm(page.body, 'op.deviceConfirmForm');
   page = await b.request(confirm.action, { method: 'POST', form: confirm.fields });
-  const login = readForm(page.body);
-  page = await b.request(login.action, { method: 'POST', form: { username: user.username, password: user.password } });
+  return { browser: b, login: readForm(page.body) };
+}
+
+/** Approves a device code as a person would: confirm code, sign in, approve. */
+export async function approveDevice(t: TestServer, verificationUri: string, user = ADMIN): Promise<void> {
+  const { browser: b, login } = await openSignIn(t, verificationUri);
+  let page = await b.request(login.action, { method: 'POST', form: { username: user.username, password: user.password } });
   if (!page.body.includes('id="approve"')) throw new Error(`expected the consent page, got ${page.status}: ${page.body.slice(0, 400)}`);
   const consent = readForm(page.body);
   page = await b.request(consent.action, { method: 'POST', form: {} });
