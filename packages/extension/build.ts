@@ -35,6 +35,16 @@ export function manifest(): Record<string, unknown> {
       'tabs', // open/close/navigate a task's tab and read its URL to keep it on the granted site
       'downloads', // the `download` step saves into the palisade/ folder
       'alarms', // wakes a suspended worker to reconnect while the server is unreachable
+      // Blocks, before they are sent, the requests of a task's tab that would leave the task's site
+      // (clicks, form submits, redirects): session rules scoped to that one tab (worker/netguard.ts).
+      // Not `declarativeNetRequestWithHostAccess`: that variant applies a rule only to URLs the
+      // extension holds host access for, so it cannot block a navigation to a site the user never
+      // granted — tested in headless Chromium 156: with it, a task tab's navigation and a redirect
+      // to the ungranted http://localhost:<port> reached the server and a Content-Disposition
+      // download from there was saved; with `declarativeNetRequest` none of them did. The price is
+      // Chrome's install warning "Block content on any page"; the rules block only a task's own
+      // tab, only while the task runs, and never read, redirect or modify any request.
+      'declarativeNetRequest',
     ],
     // No host_permissions, no <all_urls>: sites are requested one by one at run time.
     optional_host_permissions: ['https://*/*', 'http://*/*'],

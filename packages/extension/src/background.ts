@@ -12,7 +12,8 @@ import { PermissionManager } from './worker/permissions.ts';
 import { MessageGate, type Sender } from './worker/pipeline.ts';
 import { RateLimiter } from './worker/rate-limit.ts';
 import { TaskRunner } from './worker/runner.ts';
-import { LOCAL, SESSION, str } from './worker/storage.ts';
+import { NetGuard } from './worker/netguard.ts';
+import { LOCAL, SESSION, str, trustedOnly } from './worker/storage.ts';
 import { chromeDriver } from './worker/tabs.ts';
 
 const RECONNECT_ALARM = 'palisade.reconnect';
@@ -22,12 +23,31 @@ function log(event: string, detail: Record<string, unknown> = {}): void {
   console.info(`[palisade] ${event}`, detail);
 }
 
+/**
+ * Content scripts run in the renderer of the sites a task drives; `chrome.storage.local` (which
+ * holds the refresh token) is closed to them before anything is read or stored. Every use of
+ * `storage.local` by the auth code waits for this; if the browser refuses, storing a refresh token
+ * fails (closed) instead of leaving it readable.
+ */
+const localRestricted: Promise<void> = (async () => chrome.storage.local.setAccessLevel({ accessLevel: 'TRUSTED_CONTEXTS' }))().then(
+  () => log('storage.local.restricted'),
+  (e: unknown) => {
+    log('storage.local.unrestricted', { message: (e as Error).message });
+    throw new PalisadeError('PAL_ERR_INTERNAL', `this browser cannot keep chrome.storage.local from content scripts: ${(e as Error).message}`);
+  },
+);
+localRestricted.catch(() => {}); // reported where it is awaited
+
+/** Stale navigation rules of a previous worker are removed now; new ones are added per task tab. */
+const netGuard = new NetGuard({ rules: chrome.declarativeNetRequest, downloads: chrome.downloads, extensionId: chrome.runtime.id, log });
+netGuard.listen(chrome.downloads);
+
 const serverFrame = serverFrameValidator;
 let agentId: string | undefined;
 
 const auth = new Auth({
   fetch: (input, init) => fetch(input, init),
-  local: chrome.storage.local,
+  local: trustedOnly(chrome.storage.local, localRestricted),
   session: chrome.storage.session,
   onChange: () => {
     if (auth.state === 'signed-in') connection.ensure();
@@ -74,7 +94,7 @@ const connection = new AgentConnection({
 });
 
 const runner = new TaskRunner({
-  driver: chromeDriver(),
+  driver: chromeDriver(netGuard),
   isGranted: (site) => sites.isGranted(site),
   send: (frame) => {
     if (!connection.send(frame)) log('frame.unsent', { type: frame.type });

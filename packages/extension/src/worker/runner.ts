@@ -57,7 +57,15 @@ export interface PageDriver {
    * draws the page (`request` is the step, for the content script).
    */
   screenshot(tabId: number, request: StepRequest, signal: AbortSignal): Promise<string>;
-  download(url: string, filename: string, timeoutMs: number, signal: AbortSignal): Promise<{ filename: string; finalUrl: string; bytes: number; mimeType: string | undefined }>;
+  /**
+   * Keeps the tab on `site` before any request leaves it (navigations to other origins are blocked);
+   * resolves once in force, with the function that lifts it.
+   */
+  guardTab(tabId: number, site: string): Promise<() => Promise<void>>;
+  /** Saves `url` as `filename`; refuses (and removes) a download whose final URL is not on `site`. */
+  download(url: string, filename: string, timeoutMs: number, signal: AbortSignal, site: string): Promise<{ id: number; filename: string; finalUrl: string; bytes: number; mimeType: string | undefined }>;
+  /** Cancels a download, deletes its file and erases it from the list. */
+  discardDownload(id: number): Promise<void>;
   /** Calls `cb` with every URL the tab commits to, and `undefined` when it closes. */
   watchTab(tabId: number, cb: (url: string | undefined) => void): () => void;
 }
@@ -161,9 +169,12 @@ export class TaskRunner {
     let error: ErrorBody | undefined;
     let tabClosed = false;
     let unwatch = () => {};
+    let unguard = async () => {};
     try {
       const tabId = await abortable(this.#d.driver.openTab(signal), signal);
       task.tabId = tabId;
+      // Before the first navigation: requests of this tab to other origins are blocked from now on.
+      unguard = await this.#d.driver.guardTab(tabId, site);
       unwatch = this.#d.driver.watchTab(tabId, (url) => {
         if (url === undefined) {
           tabClosed = true;
@@ -205,6 +216,7 @@ export class TaskRunner {
       unwatch();
       this.#running.delete(task.id);
       if (task.tabId !== undefined && !tabClosed) await this.#d.driver.closeTab(task.tabId).catch(() => {});
+      await unguard().catch(() => {}); // after the tab is gone: it never runs unguarded
       this.#d.onChange?.();
     }
     this.#sendResult(task.id, { outputs, artifacts, timings: { totalMs: this.#d.now() - started, steps: timings } }, error);
@@ -264,8 +276,13 @@ export class TaskRunner {
         }
         const checked = checkNavigation(url, site);
         const name = sanitizeFilename(step.filename ?? suggested ?? filenameFromUrl(checked) ?? step.name);
-        const saved = await bounded(d.download(checked, `palisade/${name}`, timeoutMs, signal));
-        checkNavigation(saved.finalUrl, site); // a redirect off the site is refused (the driver removed the file)
+        const saved = await bounded(d.download(checked, `palisade/${name}`, timeoutMs, signal, site));
+        try {
+          checkNavigation(saved.finalUrl, site); // second line: the driver refuses such a download itself
+        } catch (e) {
+          await d.discardDownload(saved.id);
+          throw e;
+        }
         const artifact: ArtifactRef = { name: step.name, kind: 'download', filename: saved.filename, bytes: saved.bytes };
         if (saved.mimeType) artifact.mimeType = saved.mimeType;
         out.artifacts.push(artifact);

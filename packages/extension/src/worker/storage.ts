@@ -1,7 +1,9 @@
 /**
- * @module worker/storage — the keys the extension keeps, and where. Long-lived, non-secret-at-rest
- * state and the rotating refresh token live in `chrome.storage.local`; the short-lived access token
- * and a pending device sign-in live in `chrome.storage.session` (memory only, trusted contexts only).
+ * @module worker/storage — the keys the extension keeps, and where. Long-lived state and the
+ * rotating refresh token live in `chrome.storage.local`, whose access level the worker sets to
+ * `TRUSTED_CONTEXTS` at start (content scripts cannot read it; see `background.ts`); the short-lived
+ * access token and a pending device sign-in live in `chrome.storage.session` (memory only, trusted
+ * contexts only by default).
  */
 
 /** The part of a `chrome.storage` area this extension uses. */
@@ -27,6 +29,15 @@ export const SESSION = {
   accessTokenExpiresAt: 'accessTokenExpiresAt',
   deviceFlow: 'deviceFlow',
 } as const;
+
+/** `area`, used only once `restricted` has resolved (its access level is set); rejects if it failed. */
+export function trustedOnly(area: KeyValue, restricted: Promise<void>): KeyValue {
+  return {
+    get: async (keys) => (await restricted, area.get(keys)),
+    set: async (items) => (await restricted, area.set(items)),
+    remove: async (keys) => (await restricted, area.remove(keys)),
+  };
+}
 
 /** An in-memory `KeyValue` (tests, and a fallback). */
 export class MemoryKeyValue implements KeyValue {

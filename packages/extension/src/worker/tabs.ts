@@ -5,6 +5,7 @@
  */
 import { PalisadeError, isErrorCode } from '@palisade/protocol';
 import type { Reply, StepRequest } from '../shared/messages.ts';
+import { discardDownload, onSite, type NetGuard } from './netguard.ts';
 import type { PageDriver } from './runner.ts';
 
 /** After an action step, how long a navigation it caused may take to start. */
@@ -58,7 +59,13 @@ function waitForLoad(events: TabEvents, tabId: number, timeoutMs: number, signal
     const offRemoved = events.onRemoved((id) => {
       if (id === tabId) done(new PalisadeError('PAL_ERR_STEP_FAILED', 'the tab was closed while loading'));
     });
-    const timer = setTimeout(() => done(new PalisadeError('PAL_ERR_TIMEOUT', `the page did not finish loading within ${timeoutMs} ms`)), timeoutMs);
+    const timer = setTimeout(() => {
+      const timeout = (state: string) => done(new PalisadeError('PAL_ERR_TIMEOUT', `the page did not finish loading within ${timeoutMs} ms (${state})`));
+      chrome.tabs.get(tabId).then(
+        (t) => timeout(`tab ${t.status ?? 'unknown'}${sawLoading ? '' : ', no load started'}${t.pendingUrl ? ', a navigation pending' : ''}`),
+        () => timeout('the tab is gone'),
+      );
+    }, timeoutMs);
     // Same-document navigations (only the fragment changes) may not report "loading".
     const poll = setInterval(() => {
       if (targetUrl === undefined) return;
@@ -73,14 +80,25 @@ function waitForLoad(events: TabEvents, tabId: number, timeoutMs: number, signal
   return { promise, cancel };
 }
 
+/** The origin of `url` for a message, or a bounded piece of it. */
+function originOrText(url: string): string {
+  try {
+    return new URL(url).origin;
+  } catch {
+    return url.slice(0, 100);
+  }
+}
+
 function isGoneError(e: unknown): boolean {
   const m = e instanceof Error ? e.message : String(e);
   return /Receiving end does not exist|message port closed|message channel closed|No tab with id|Frame with ID 0 was removed|document.*(unload|gone)/i.test(m);
 }
 
 /** Creates Chrome's driver. Call once, at the worker's top level (it registers tab listeners). */
-export function chromeDriver(): PageDriver {
+export function chromeDriver(guard?: NetGuard): PageDriver {
   const events = new TabEvents();
+  // A closed tab's rules go with it (the task's own cleanup removes them too).
+  if (guard) events.onRemoved((id) => void guard.release(id));
 
   /** Resolves once the tab's current document has finished loading. */
   async function waitUntilComplete(tabId: number, timeoutMs: number, signal: AbortSignal): Promise<void> {
@@ -230,7 +248,12 @@ export function chromeDriver(): PageDriver {
       }
     },
 
-    async download(url, filename, timeoutMs, signal) {
+    async guardTab(tabId, site) {
+      if (!guard) throw new PalisadeError('PAL_ERR_INTERNAL', 'no navigation guard');
+      return guard.guard(tabId, site);
+    },
+
+    async download(url, filename, timeoutMs, signal, site) {
       let id: number;
       try {
         id = await chrome.downloads.download({ url, filename, conflictAction: 'uniquify', saveAs: false });
@@ -238,23 +261,33 @@ export function chromeDriver(): PageDriver {
         throw new PalisadeError('PAL_ERR_STEP_FAILED', `Chrome refused the download: ${(e as Error).message}`);
       }
       const item = await new Promise<chrome.downloads.DownloadItem>((resolve, reject) => {
+        let settled = false;
         const finish = (err: unknown, it?: chrome.downloads.DownloadItem) => {
+          if (settled) return;
+          settled = true;
           chrome.downloads.onChanged.removeListener(onChanged);
           clearTimeout(timer);
           signal.removeEventListener('abort', onAbort);
           if (err !== undefined || !it) {
-            void chrome.downloads.cancel(id).catch(() => {});
+            // Whatever went wrong, nothing of this download stays on disk or in the list.
+            void discardDownload(chrome.downloads, id);
             reject(err);
           } else resolve(it);
         };
+        const offSite = (u: string | undefined) => u !== undefined && u !== '' && !onSite(u, site);
+        const refuse = (u: string) => finish(new PalisadeError('PAL_ERR_URL_REFUSED', `the download was redirected off the task's site (to ${originOrText(u)}); it was cancelled and removed`));
         const check = async () => {
           const [it] = await chrome.downloads.search({ id });
           if (!it) return finish(new PalisadeError('PAL_ERR_STEP_FAILED', 'the download vanished'));
+          // As soon as Chrome knows where the download really comes from (before it is saved when it can).
+          if (offSite(it.finalUrl)) return refuse(it.finalUrl);
           if (it.state === 'complete') return finish(undefined, it);
           if (it.state === 'interrupted') return finish(new PalisadeError('PAL_ERR_STEP_FAILED', `the download was interrupted (${it.error ?? 'unknown reason'})`));
         };
         const onChanged = (delta: chrome.downloads.DownloadDelta) => {
-          if (delta.id === id && (delta.state !== undefined || delta.error !== undefined)) void check();
+          if (delta.id !== id) return;
+          if (offSite(delta.finalUrl?.current)) return refuse(delta.finalUrl!.current!);
+          if (delta.state !== undefined || delta.error !== undefined || delta.finalUrl !== undefined) void check();
         };
         const timer = setTimeout(() => finish(new PalisadeError('PAL_ERR_TIMEOUT', `the download did not finish within ${timeoutMs} ms`)), timeoutMs);
         const onAbort = () => finish(signal.reason);
@@ -264,7 +297,11 @@ export function chromeDriver(): PageDriver {
       });
       const finalUrl = item.finalUrl || item.url;
       const base = item.filename.split(/[\\/]/).pop() ?? '';
-      return { filename: base, finalUrl, bytes: item.fileSize >= 0 ? item.fileSize : item.bytesReceived, mimeType: item.mime || undefined };
+      return { id, filename: base, finalUrl, bytes: item.fileSize >= 0 ? item.fileSize : item.bytesReceived, mimeType: item.mime || undefined };
+    },
+
+    discardDownload(id) {
+      return discardDownload(chrome.downloads, id);
     },
 
     watchTab(tabId, cb) {

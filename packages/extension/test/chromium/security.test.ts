@@ -188,3 +188,45 @@ test('bad server frames are refused and change nothing; an invalid dispatch gets
   assert.ok(server.frames.slice(framesBefore).every((f) => f.type !== 'hello'), 'no reconnection was needed');
   assert.deepEqual(server.invalid, []);
 });
+
+test('content scripts cannot read chrome.storage.local (the refresh token), nor see it change', async () => {
+  const page = await browser.ctx.newPage();
+  await page.goto(`${O}/about.html`);
+  const tabId = await browser.worker.evaluate(async (url) => (await chrome.tabs.query({ url })).at(0)?.id, `${O}/about.html`);
+  assert.ok(tabId !== undefined);
+  // The worker itself still reads it.
+  assert.equal(await browser.worker.evaluate(async () => (await chrome.storage.local.get('refreshToken')).refreshToken), 'fake-refresh-token');
+  // Runs in the isolated world of that tab: exactly where Palisade's content script runs.
+  const attempt = browser.worker.evaluate(async (tabId) => {
+    const [res] = await chrome.scripting.executeScript({
+      target: { tabId },
+      func: async () => {
+        const out: { get: string; changes: string[]; listen: string } = { get: '', changes: [], listen: '' };
+        try {
+          out.get = `read: ${JSON.stringify(await chrome.storage.local.get(null))}`;
+        } catch (e) {
+          out.get = `threw: ${(e as Error).message}`;
+        }
+        try {
+          chrome.storage.onChanged.addListener((changes) => void out.changes.push(JSON.stringify(changes)));
+          chrome.storage.local.onChanged.addListener((changes) => void out.changes.push(JSON.stringify(changes)));
+          out.listen = 'listening';
+        } catch (e) {
+          out.listen = `threw: ${(e as Error).message}`;
+        }
+        await new Promise((r) => setTimeout(r, 1500));
+        return out;
+      },
+    });
+    return res?.result as { get: string; changes: string[]; listen: string };
+  }, tabId);
+  await new Promise((r) => setTimeout(r, 500));
+  // A rotation while the content script listens.
+  await browser.worker.evaluate(() => chrome.storage.local.set({ refreshToken: 'fake-refresh-token-2' }));
+  const seen = await attempt;
+  await browser.worker.evaluate(() => chrome.storage.local.set({ refreshToken: 'fake-refresh-token' }));
+  await page.close();
+  assert.match(seen.get, /^threw: Access to storage is not allowed from this context/, seen.get);
+  assert.ok(!JSON.stringify(seen).includes('fake-refresh-token'), JSON.stringify(seen));
+  assert.deepEqual(seen.changes, []);
+});

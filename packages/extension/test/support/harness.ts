@@ -19,10 +19,30 @@ export const FIXTURES_DIR = join(here, '..', 'fixtures');
 
 const TYPES: Record<string, string> = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript', '.txt': 'text/plain', '.css': 'text/css', '.png': 'image/png' };
 
-/** Serves `test/fixtures` on 127.0.0.1 (`PORT_PLACEHOLDER` in HTML becomes the port). */
-export async function serveFixtures(): Promise<{ origin: string; port: number; close(): Promise<void> }> {
+/** A request the fixture server received: the Host header it was sent to, and the path. */
+export type FixtureRequest = { host: string; method: string; path: string };
+
+/**
+ * Serves `test/fixtures` on 127.0.0.1 (`PORT_PLACEHOLDER` in HTML becomes the port). The same server
+ * answers as `localhost:<port>` (the ungranted origin); `requests` records every request with its
+ * Host header, so a test can count what reached "localhost". Two routes are not files:
+ * `/redirect?to=URL` answers 302 to URL, and `/attach/NAME` answers with
+ * `Content-Disposition: attachment`.
+ */
+export async function serveFixtures(): Promise<{ origin: string; port: number; requests: FixtureRequest[]; close(): Promise<void> }> {
+  const requests: FixtureRequest[] = [];
   const server = createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://x');
+    requests.push({ host: String(req.headers.host ?? ''), method: req.method ?? '', path: url.pathname + url.search });
+    if (url.pathname === '/redirect') {
+      res.writeHead(302, { location: url.searchParams.get('to') ?? '/', 'cache-control': 'no-store' }).end();
+      return;
+    }
+    if (url.pathname.startsWith('/attach/')) {
+      const name = url.pathname.slice('/attach/'.length).replace(/[^A-Za-z0-9._-]/g, '_');
+      res.writeHead(200, { 'content-type': 'text/plain', 'content-disposition': `attachment; filename="${name}"`, 'cache-control': 'no-store' }).end(`attached from ${req.headers.host}\n`);
+      return;
+    }
     const path = normalize(decodeURIComponent(url.pathname)).replace(/^(\.\.[/\\])+/, '');
     const file = join(FIXTURES_DIR, path === '/' ? 'search.html' : path);
     if (!file.startsWith(FIXTURES_DIR) || !existsSync(file)) {
@@ -36,7 +56,7 @@ export async function serveFixtures(): Promise<{ origin: string; port: number; c
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const port = (server.address() as AddressInfo).port;
-  return { origin: `http://127.0.0.1:${port}`, port, close: () => closeServer(server) };
+  return { origin: `http://127.0.0.1:${port}`, port, requests, close: () => closeServer(server) };
 }
 
 function closeServer(server: Server): Promise<void> {

@@ -1,12 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { AgentFrame } from '@palisade/protocol';
+import { PalisadeError, type AgentFrame } from '@palisade/protocol';
 import { TaskRunner, type PageDriver } from '../../src/worker/runner.ts';
 
 const SITE = 'https://shop.example';
 
 /** A driver that records every call; page steps answer from `pageAnswers`. */
-function fakeDriver(pageAnswers: Record<string, unknown> = {}) {
+function fakeDriver(pageAnswers: Record<string, unknown> = {}, downloadFinalUrl = `${SITE}/x.txt`) {
   const calls: string[] = [];
   let url = 'about:blank';
   let watcher: ((u: string | undefined) => void) | undefined;
@@ -29,7 +29,9 @@ function fakeDriver(pageAnswers: Record<string, unknown> = {}) {
     },
     settle: async () => {},
     screenshot: async () => 'data:image/png;base64,AAAA',
-    download: async () => ({ filename: 'x.txt', finalUrl: `${SITE}/x.txt`, bytes: 3, mimeType: 'text/plain' }),
+    guardTab: async (t, site) => (calls.push(`guard ${t} ${site}`), async () => void calls.push(`unguard ${t}`)),
+    download: async (u) => (calls.push(`download ${u}`), { id: 7, filename: 'x.txt', finalUrl: downloadFinalUrl, bytes: 3, mimeType: 'text/plain' }),
+    discardDownload: async (id) => void calls.push(`discard ${id}`),
     watchTab: (_t, cb) => ((watcher = cb), () => (watcher = undefined)),
   };
   return { driver, calls, navigateAway: (u: string) => ((url = u), watcher?.(u)) };
@@ -53,7 +55,7 @@ test('runs the steps: accept, progress started/done per step, result with output
   assert.equal(result()?.outcome, 'succeeded');
   assert.deepEqual(result()?.result.outputs, { names: ['a', 'b'] });
   assert.deepEqual(result()?.result.timings.steps.map((s) => s.type), ['navigate', 'extract']);
-  assert.deepEqual(calls, ['openTab', `navigate ${SITE}/`, 'page extract', 'closeTab']);
+  assert.deepEqual(calls, ['openTab', `guard 1 ${SITE}`, `navigate ${SITE}/`, 'page extract', 'closeTab', 'unguard 1']);
 });
 
 const refusals: [string, unknown, string][] = [
@@ -127,5 +129,63 @@ test('emulateNetworkConditions from a Recorder flow is accepted and skipped: not
   await r.dispatch(dispatch([{ type: 'emulateNetworkConditions', download: 50_000, upload: 50_000, latency: 2000 }, { type: 'navigate', url: `${SITE}/` }]));
   assert.equal(result()?.outcome, 'succeeded');
   assert.deepEqual(result()?.result.timings.steps.map((s) => s.type), ['emulateNetworkConditions', 'navigate']);
-  assert.deepEqual(calls, ['openTab', `navigate ${SITE}/`, 'closeTab']);
+  assert.deepEqual(calls, ['openTab', `guard 1 ${SITE}`, `navigate ${SITE}/`, 'closeTab', 'unguard 1']);
+});
+
+test('the tab is guarded before its first navigation and unguarded after it closes, on every ending', async () => {
+  const endings: [string, (r: TaskRunner, fake: ReturnType<typeof fakeDriver>) => Promise<void>][] = [
+    ['success', (r) => r.dispatch(dispatch([{ type: 'navigate', url: `${SITE}/` }]))],
+    ['a failing step', (r) => r.dispatch(dispatch([{ type: 'navigate', url: `${SITE}/` }, { type: 'screenshot', name: 's', timeout: 1 }]))],
+    ['off-site', async (r, fake) => {
+      const done = r.dispatch(dispatch([{ type: 'navigate', url: `${SITE}/` }, { type: 'waitForElement', selectors: ['#never'] }]));
+      while (!fake.calls.includes('page waitForElement')) await new Promise((res) => setImmediate(res));
+      fake.navigateAway('https://evil.example/');
+      await done;
+    }],
+    ['cancel', async (r, fake) => {
+      const done = r.dispatch(dispatch([{ type: 'waitForElement', selectors: ['#never'] }]));
+      while (!fake.calls.includes('page waitForElement')) await new Promise((res) => setImmediate(res));
+      r.cancel('t1', 'x');
+      await done;
+    }],
+    ['deadline', (r) => r.dispatch(dispatch([{ type: 'waitForElement', selectors: ['#never'] }], { deadline: Date.now() + 100 }))],
+    ['the tab closed by a step', (r) => r.dispatch(dispatch([{ type: 'navigate', url: `${SITE}/` }, { type: 'close' }]))],
+  ];
+  for (const [what, end] of endings) {
+    const fake = fakeDriver();
+    if (what === 'a failing step') fake.driver.screenshot = async () => 'not a png';
+    const { r } = runner(fake.driver);
+    await end(r, fake);
+    const guardAt = fake.calls.indexOf(`guard 1 ${SITE}`);
+    const firstNav = fake.calls.findIndex((c) => c.startsWith('navigate') || c.startsWith('page'));
+    assert.ok(guardAt === 1 && guardAt < firstNav, `${what}: guarded right after openTab, before anything else (${fake.calls})`);
+    assert.equal(fake.calls.at(-1), 'unguard 1', `${what}: unguarded last (${fake.calls})`);
+    assert.equal(fake.calls.filter((c) => c.startsWith('unguard')).length, 1, `${what}: once`);
+  }
+});
+
+test('a guard that cannot be set fails the task before any navigation', async () => {
+  const fake = fakeDriver();
+  fake.driver.guardTab = async () => {
+    throw new PalisadeError('PAL_ERR_INTERNAL', 'no rules');
+  };
+  const { r, result } = runner(fake.driver);
+  await r.dispatch(dispatch([{ type: 'navigate', url: `${SITE}/` }]));
+  assert.equal(result()?.error?.code, 'PAL_ERR_INTERNAL');
+  assert.ok(!fake.calls.some((c) => c.startsWith('navigate')), String(fake.calls));
+  assert.ok(fake.calls.includes('closeTab'));
+});
+
+test('a download whose final URL is off the site is refused and its file discarded (second line behind the driver)', async () => {
+  const fake = fakeDriver({}, 'https://evil.example/x.txt');
+  const { r, result } = runner(fake.driver);
+  await r.dispatch(dispatch([{ type: 'download', name: 'd', url: `${SITE}/x.txt` }]));
+  assert.equal(result()?.error?.code, 'PAL_ERR_URL_REFUSED');
+  assert.deepEqual(result()?.result.artifacts, []);
+  assert.ok(fake.calls.includes('discard 7'), String(fake.calls));
+  const ok = fakeDriver();
+  const { r: r2, result: res2 } = runner(ok.driver);
+  await r2.dispatch(dispatch([{ type: 'download', name: 'd', url: `${SITE}/x.txt` }]));
+  assert.equal(res2()?.outcome, 'succeeded');
+  assert.ok(!ok.calls.some((c) => c.startsWith('discard')), 'an on-site download is kept');
 });
