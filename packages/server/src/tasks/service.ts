@@ -68,6 +68,8 @@ export class TaskService {
   /** Tasks whose agent disconnected, waiting for it to come back. */
   readonly #graceTimers = new Map<string, NodeJS.Timeout>();
   readonly #history = new Map<string, History>();
+  /** Ids of ended tasks with the time they ended, oldest first, for pruning their histories. */
+  #ended: [string, number][] = [];
   /** Unfinished tasks this node has stored or moved: spares a store read for every agent frame. */
   readonly #live = new Map<string, TaskRecord>();
   #stopped = false;
@@ -255,6 +257,7 @@ export class TaskService {
     this.#listeners.clear();
     this.#live.clear();
     this.#history.clear();
+    this.#ended = [];
   }
 
   /** Open timers and listeners, for leak checks. */
@@ -386,7 +389,7 @@ export class TaskService {
   }
 
   async #owned(p: Principal, id: string): Promise<TaskRecord> {
-    const t = await this.#o.store.tasks.byId(id);
+    const t = this.#live.get(id) ?? (await this.#o.store.tasks.byId(id));
     // Another user's task is reported as missing, so ids cannot be probed.
     if (!t || t.ownerUserId !== p.userId) throw new PalisadeError('PAL_ERR_NOT_FOUND', `no task ${id}`);
     return t;
@@ -437,15 +440,23 @@ export class TaskService {
       const i = h.events.findIndex((e) => e.event.type === 'progress');
       h.events.splice(i >= 0 ? i : 0, 1);
     }
-    if (event.type === 'end') h.endedAt = at;
+    if (event.type === 'end') {
+      h.endedAt = at;
+      this.#ended.push([id, at]);
+    }
     return seq;
   }
 
   /** Drops histories of tasks that ended more than the retention ago; past the cap, the oldest. */
   #prune(at: number): void {
-    for (const [k, v] of this.#history) {
-      if (v.endedAt !== undefined && at - v.endedAt >= HISTORY_RETENTION_MS) this.#history.delete(k);
+    // Ended tasks are queued in the order they ended, so expired ones are all at the front.
+    while (this.#ended.length > 0) {
+      const [id, endedAt] = this.#ended[0]!;
+      if (at - endedAt < HISTORY_RETENTION_MS) break;
+      this.#ended.shift();
+      if (this.#history.get(id)?.endedAt === endedAt) this.#history.delete(id);
     }
     while (this.#history.size >= HISTORY_TASKS) this.#history.delete(this.#history.keys().next().value!);
+    if (this.#ended.length > HISTORY_TASKS * 2) this.#ended = this.#ended.filter(([id]) => this.#history.has(id));
   }
 }
