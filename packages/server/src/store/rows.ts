@@ -38,15 +38,30 @@ export function mappers(d: Decode) {
       id: String(r.id), userId: String(r.user_id), instanceId: String(r.instance_id), name: String(r.name), version: String(r.version),
       grants: d.json<string[]>(r.grants), createdAt: String(r.created_at), lastSeenAt: String(r.last_seen_at),
     }),
-    task: (r: Row): TaskRecord => ({
+    task: (r: Row): TaskRecord => lazySteps({
       id: String(r.id), ownerUserId: String(r.owner_user_id), clientId: String(r.client_id), recipe: opt(r.recipe), site: String(r.site),
-      steps: d.json(r.steps), state: String(r.state) as TaskRecord['state'], agentId: opt(r.agent_id), pinnedAgentId: opt(r.pinned_agent_id),
+      steps: r.steps, state: String(r.state) as TaskRecord['state'], agentId: opt(r.agent_id), pinnedAgentId: opt(r.pinned_agent_id),
       attempts: Number(r.attempts), idempotencyKey: opt(r.idempotency_key), requestHash: String(r.request_hash), waitForAgent: d.bool(r.wait_for_agent),
       createdAt: String(r.created_at), updatedAt: String(r.updated_at), deadline: String(r.deadline),
       result: r.result == null ? undefined : d.json(r.result), error: r.error == null ? undefined : d.json(r.error),
-    }),
+    }, d),
     oidc: (r: Row): OidcRecord => ({
       payload: d.json(r.payload), expiresAt: r.expires_at == null ? undefined : Number(r.expires_at), grantId: opt(r.grant_id), userCode: opt(r.user_code), uid: opt(r.uid),
     }),
   };
+}
+
+/**
+ * Steps are read on every state change but used only at dispatch: they are decoded on first use.
+ * (A record otherwise behaves as plain data: `steps` is enumerable and can be assigned.)
+ */
+function lazySteps(record: Omit<TaskRecord, 'steps'> & { steps: unknown }, d: Decode): TaskRecord {
+  const raw = record.steps;
+  let decoded: TaskRecord['steps'] | undefined;
+  return Object.defineProperty(record, 'steps', {
+    enumerable: true,
+    configurable: true,
+    get: () => (decoded ??= d.json<TaskRecord['steps']>(raw)),
+    set: (v: TaskRecord['steps']) => (decoded = v),
+  }) as TaskRecord;
 }
