@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 const quick = process.argv.includes('--quick');
 const benches: [string, string[]][] = [
   ['bench/validation.bench.ts', quick ? ['--iterations', '20000'] : []],
-  ['bench/dispatch.bench.ts', quick ? ['--tasks', '300'] : []],
+  ['bench/dispatch.bench.ts', quick ? ['--tasks', '300', '--rounds', '1'] : []],
 ];
 for (const [file, args] of benches) {
   process.stdout.write(`\n▶ ${file}\n`);

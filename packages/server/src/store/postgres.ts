@@ -6,7 +6,7 @@
  */
 import pg from 'pg';
 import type { DurableStore } from './types.ts';
-import { TASK_COLUMNS, TASK_JSON_FIELDS, mappers, opt, type Row } from './rows.ts';
+import { TASK_COLUMNS, TASK_JSON_FIELDS, mappers, opt, withPatch, type Row } from './rows.ts';
 import { migrations } from './schema.ts';
 
 const MIGRATIONS = migrations('postgres');
@@ -79,16 +79,16 @@ export async function openPostgresStore(o: PostgresStoreOptions): Promise<Durabl
       },
       async byId(id) { const r = await one('SELECT * FROM tasks WHERE id = $1', [id]); return r && toTask(r); },
       async byIdempotencyKey(owner, key) { const r = await one('SELECT * FROM tasks WHERE owner_user_id = $1 AND idempotency_key = $2', [owner, key]); return r && toTask(r); },
-      async update(id, expected, patch) {
+      async update(current, patch) {
         const keys = Object.keys(patch).filter((k) => Object.hasOwn(TASK_COLUMNS, k));
-        if (keys.length === 0) return this.byId(id);
+        if (keys.length === 0) return current;
         const values = keys.map((k) => {
           const v = (patch as Record<string, unknown>)[k];
           return TASK_JSON_FIELDS.has(k) ? jsonOrNull(v) : (v ?? null);
         });
         const sets = keys.map((k, i) => `${TASK_COLUMNS[k]} = $${i + 1}`).join(', ');
-        const r = await one(`UPDATE tasks SET ${sets} WHERE id = $${keys.length + 1} AND state = $${keys.length + 2} RETURNING *`, [...values, id, expected]);
-        return r && toTask(r);
+        const res = await pool.query(`UPDATE tasks SET ${sets} WHERE id = $${keys.length + 1} AND state = $${keys.length + 2}`, [...values, current.id, current.state]);
+        return res.rowCount === 1 ? withPatch(current, patch) : undefined;
       },
       async listUnfinished(owner) {
         const rows = owner === undefined

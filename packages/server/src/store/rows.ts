@@ -65,3 +65,14 @@ function lazySteps(record: Omit<TaskRecord, 'steps'> & { steps: unknown }, d: De
     set: (v: TaskRecord['steps']) => (decoded = v),
   }) as TaskRecord;
 }
+
+/** `current` with `patch` applied (a field patched to undefined is removed), as the store now holds it. */
+export function withPatch(current: TaskRecord, patch: Partial<TaskRecord>): TaskRecord {
+  const next = Object.create(Object.getPrototypeOf(current), Object.getOwnPropertyDescriptors(current)) as TaskRecord;
+  for (const [k, v] of Object.entries(patch)) {
+    if (!Object.hasOwn(TASK_COLUMNS, k)) continue;
+    if (v === undefined) delete (next as unknown as Record<string, unknown>)[k];
+    else Object.defineProperty(next, k, { value: v, enumerable: true, writable: true, configurable: true });
+  }
+  return next;
+}

@@ -5,7 +5,7 @@
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { startCheckpointer } from './sqlite-checkpointer.ts';
 import type { DurableStore } from './types.ts';
-import { TASK_COLUMNS, TASK_JSON_FIELDS, mappers, opt, type Row } from './rows.ts';
+import { TASK_COLUMNS, TASK_JSON_FIELDS, mappers, opt, withPatch, type Row } from './rows.ts';
 import { migrations } from './schema.ts';
 
 const MIGRATIONS = migrations('sqlite');
@@ -92,13 +92,13 @@ export function openSqliteStore(path: string): DurableStore {
         const r = one('SELECT * FROM tasks WHERE owner_user_id = ? AND idempotency_key = ?', owner, key);
         return r && toTask(r);
       },
-      async update(id, expected, patch) {
+      async update(current, patch) {
         const keys = Object.keys(patch).filter((k) => Object.hasOwn(TASK_COLUMNS, k));
-        if (keys.length === 0) return this.byId(id);
+        if (keys.length === 0) return current;
         const sets = keys.map((k) => `${TASK_COLUMNS[k]} = ?`).join(', ');
         const values = keys.map((k) => taskValue(k, (patch as Record<string, unknown>)[k]));
-        const r = one(`UPDATE tasks SET ${sets} WHERE id = ? AND state = ? RETURNING *`, ...values, id, expected);
-        return r && toTask(r);
+        const res = run(`UPDATE tasks SET ${sets} WHERE id = ? AND state = ?`, ...values, current.id, current.state);
+        return Number(res.changes) === 1 ? withPatch(current, patch) : undefined;
       },
       async listUnfinished(owner) {
         return owner === undefined

@@ -94,8 +94,11 @@ export interface TaskRepo {
   insert(task: TaskRecord): Promise<{ task: TaskRecord; created: boolean }>;
   byId(id: string): Promise<TaskRecord | undefined>;
   byIdempotencyKey(ownerUserId: string, key: string): Promise<TaskRecord | undefined>;
-  /** Compare-and-set update: applies only if the stored state is `expected`; returns the new record or undefined. */
-  update(id: string, expected: TaskState, patch: Partial<Omit<TaskRecord, 'id' | 'ownerUserId'>>): Promise<TaskRecord | undefined>;
+  /**
+   * Compare-and-set update of the task `current` describes: applies `patch` only if the stored state
+   * is still `current.state`; returns `current` with the patch applied, or undefined if the state moved.
+   */
+  update(current: TaskRecord, patch: Partial<Omit<TaskRecord, 'id' | 'ownerUserId'>>): Promise<TaskRecord | undefined>;
   /** Unfinished tasks, oldest first: every owner's, or one owner's. */
   listUnfinished(ownerUserId?: string): Promise<TaskRecord[]>;
   /** How many unfinished tasks an owner has. */

@@ -361,7 +361,7 @@ export class TaskService {
 
   async #move(t: TaskRecord, to: TaskState, patch: Partial<TaskRecord>): Promise<TaskRecord | undefined> {
     if (!canMove(t.state, to)) return undefined;
-    const moved = await this.#o.store.tasks.update(t.id, t.state, { ...patch, state: to, updatedAt: now() });
+    const moved = await this.#o.store.tasks.update(t, { ...patch, state: to, updatedAt: now() });
     if (moved && FINAL_STATES.has(moved.state)) this.#live.delete(t.id);
     else if (moved) this.#live.set(t.id, moved);
     return moved;

@@ -8,6 +8,8 @@ import { randomUUID } from 'node:crypto';
 import type { DurableStore, TaskRecord } from '../../src/store/types.ts';
 
 const iso = () => new Date().toISOString();
+/** A record as data (absent and undefined fields alike). */
+const plain = (v: unknown): unknown => JSON.parse(JSON.stringify(v ?? null));
 
 export function storeContract(name: string, open: () => Promise<DurableStore>): void {
   describe(`durable store contract: ${name}`, () => {
@@ -61,14 +63,17 @@ export function storeContract(name: string, open: () => Promise<DurableStore>): 
       assert.equal(dup.created, false);
       assert.equal(dup.task.id, t1.id);
       assert.equal((await s.tasks.byIdempotencyKey(userId, 'k1'))?.id, t1.id);
-      const moved = await s.tasks.update(t1.id, 'queued', { state: 'dispatched', agentId: 'ag_1', attempts: 1 });
+      const moved = await s.tasks.update(t1, { state: 'dispatched', agentId: 'ag_1', attempts: 1 });
       assert.equal(moved?.state, 'dispatched');
-      assert.equal(await s.tasks.update(t1.id, 'queued', { state: 'running' }), undefined, 'a stale expected state changes nothing');
-      const done = await s.tasks.update(t1.id, 'dispatched', {
+      assert.deepEqual(plain(await s.tasks.byId(t1.id)), plain(moved), 'what update returns is what the store holds');
+      assert.equal(await s.tasks.update(t1, { state: 'running' }), undefined, 'a stale expected state changes nothing');
+      assert.equal((await s.tasks.byId(t1.id))?.state, 'dispatched');
+      const done = await s.tasks.update(moved!, {
         state: 'succeeded', result: { outputs: { a: [1, 'x'] }, artifacts: [], timings: { totalMs: 3, steps: [] } }, agentId: undefined,
       });
       assert.deepEqual(done?.result?.outputs, { a: [1, 'x'] });
       assert.equal(done?.agentId, undefined);
+      assert.deepEqual(plain(await s.tasks.byId(t1.id)), plain(done), 'what update returns is what the store holds');
       assert.ok(!(await s.tasks.listUnfinished()).some((x) => x.id === t1.id));
       const t2 = task();
       await s.tasks.insert(t2);
