@@ -13,10 +13,11 @@ import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Page } from 'playwright-core';
-import { FakePalisade, findWorker, launch, serveFixtures, signInWithFakeToken, type Browser, type Received } from '../support/harness.ts';
+import { FakePalisade, findWorker, type Browser, type Received, type AgentRig, startAgentRig } from '../support/harness.ts';
 
+let rig: AgentRig;
 let browser: Browser;
-let fixtures: Awaited<ReturnType<typeof serveFixtures>>;
+let fixtures: AgentRig['fixtures'];
 let server: FakePalisade;
 let O = '';
 let L = '';
@@ -24,20 +25,11 @@ let n = 0;
 const id = () => `off-${++n}`;
 
 before(async () => {
-  fixtures = await serveFixtures();
-  O = fixtures.origin;
-  L = `http://localhost:${fixtures.port}`;
-  server = await new FakePalisade().listen();
-  browser = await launch();
-  await signInWithFakeToken(browser.worker, server.origin, [O]);
-  await server.waitFor((f) => f.type === 'hello');
+  rig = await startAgentRig();
+  ({ browser, fixtures, server, origin: O, localhost: L } = rig);
 });
 
-after(async () => {
-  await browser?.close();
-  await server?.close();
-  await fixtures?.close();
-});
+after(async () => rig?.close());
 
 const errorOf = (r: Received) => r.error as { code: string; message: string; step?: number } | undefined;
 /** Requests that reached the ungranted origin so far. */

@@ -8,11 +8,10 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Page } from 'playwright-core';
-import { FakePalisade, findWorker, launch, serveFixtures, signInWithFakeToken, type Browser, type Received } from '../support/harness.ts';
+import { FakePalisade, findWorker, type Browser, type Received, type AgentRig, startAgentRig } from '../support/harness.ts';
 import type { Status } from '../../src/shared/messages.ts';
 
 let browser: Browser;
-let fixtures: Awaited<ReturnType<typeof serveFixtures>>;
 let server: FakePalisade;
 let intruderDir: string;
 let O = '';
@@ -27,20 +26,15 @@ function writeIntruder(): string {
   return dir;
 }
 
+let rig: AgentRig;
 before(async () => {
-  fixtures = await serveFixtures();
-  O = fixtures.origin;
-  server = await new FakePalisade().listen();
   intruderDir = writeIntruder();
-  browser = await launch([intruderDir]);
-  await signInWithFakeToken(browser.worker, server.origin, [O]);
-  await server.waitFor((f) => f.type === 'hello');
+  rig = await startAgentRig({ extraExtensions: [intruderDir] });
+  ({ browser, server, origin: O } = rig);
 });
 
 after(async () => {
-  await browser?.close();
-  await server?.close();
-  await fixtures?.close();
+  await rig?.close();
   rmSync(intruderDir, { recursive: true, force: true });
 });
 

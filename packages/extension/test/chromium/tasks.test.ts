@@ -6,11 +6,11 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { FakePalisade, launch, serveFixtures, signInWithFakeToken, tabUrls, type Browser, type Received } from '../support/harness.ts';
+import { FakePalisade, tabUrls, type Browser, type Received, type AgentRig, startAgentRig } from '../support/harness.ts';
 import { PNG_SIGNATURE, decodePng, pngBytes, pngSize, type DecodedPng } from '../support/png.ts';
 
+let rig: AgentRig;
 let browser: Browser;
-let fixtures: Awaited<ReturnType<typeof serveFixtures>>;
 let server: FakePalisade;
 let O = '';
 let LOCALHOST = '';
@@ -18,21 +18,12 @@ let n = 0;
 const id = () => `task-${++n}`;
 
 before(async () => {
-  fixtures = await serveFixtures();
-  O = fixtures.origin;
-  LOCALHOST = `http://localhost:${fixtures.port}`;
-  server = await new FakePalisade().listen();
-  browser = await launch();
   // localhost is in the stored list too (as if stale), but Chrome holds no permission for it.
-  await signInWithFakeToken(browser.worker, server.origin, [O, LOCALHOST]);
-  await server.waitFor((f) => f.type === 'hello');
+  rig = await startAgentRig({ storedSites: (origin, localhost) => [origin, localhost] });
+  ({ browser, server, origin: O, localhost: LOCALHOST } = rig);
 });
 
-after(async () => {
-  await browser?.close();
-  await server?.close();
-  await fixtures?.close();
-});
+after(async () => rig?.close());
 
 const errorOf = (r: Received) => r.error as { code: string; message: string; step?: number } | undefined;
 const outputsOf = (r: Received) => (r.result as { outputs: Record<string, unknown> }).outputs;

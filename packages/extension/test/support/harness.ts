@@ -273,3 +273,38 @@ export async function signInWithFakeToken(worker: Worker, server: string, sites:
 export async function tabUrls(worker: Worker): Promise<string[]> {
   return worker.evaluate(async () => (await chrome.tabs.query({})).map((t) => t.pendingUrl ?? t.url ?? ''));
 }
+
+/** A signed-in agent in Chromium talking to a fake server, with the fixture site served. */
+export interface AgentRig {
+  browser: Browser;
+  server: FakePalisade;
+  fixtures: Awaited<ReturnType<typeof serveFixtures>>;
+  /** The granted fixture origin (127.0.0.1). */
+  origin: string;
+  /** The same fixtures on `localhost`: never granted in the test build. */
+  localhost: string;
+  close(): Promise<void>;
+}
+
+/**
+ * Serves the fixtures, starts the fake server, launches Chromium with the test build (and any
+ * `extraExtensions`), signs the agent in with `storedSites(origin, localhost)` as its stored sites
+ * (default: the granted origin only) and waits for its hello.
+ */
+export async function startAgentRig(o: { extraExtensions?: string[]; storedSites?: (origin: string, localhost: string) => string[] } = {}): Promise<AgentRig> {
+  const fixtures = await serveFixtures();
+  const origin = fixtures.origin;
+  const localhost = `http://localhost:${fixtures.port}`;
+  const server = await new FakePalisade().listen();
+  const browser = await launch(o.extraExtensions ?? []);
+  await signInWithFakeToken(browser.worker, server.origin, o.storedSites?.(origin, localhost) ?? [origin]);
+  await server.waitFor((f) => f.type === 'hello');
+  return {
+    browser, server, fixtures, origin, localhost,
+    async close() {
+      await browser.close();
+      await server.close();
+      await fixtures.close();
+    },
+  };
+}
