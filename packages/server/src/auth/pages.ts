@@ -27,7 +27,7 @@ h1{font-size:1.4rem;margin:0 0 1rem}label{display:block;margin:.8rem 0 .3rem;fon
 input{width:100%;box-sizing:border-box;padding:.6rem;font-size:1rem;border:1px solid #bbb;border-radius:6px}
 button{margin-top:1rem;padding:.6rem 1.2rem;font-size:1rem;border:0;border-radius:6px;background:#1f5fd6;color:#fff;cursor:pointer}
 button.secondary{background:#e5e7eb;color:#111}.error{color:#b91c1c}.code{font:600 1.6rem ui-monospace,monospace;letter-spacing:.2em}
-ul.scopes{padding-left:1.2rem}`;
+ul.scopes{padding-left:1.2rem}.row{display:flex;gap:.5rem}`;
 
 /** The sign-in form of an interaction. */
 export function loginPage(uid: string, clientName: string, error?: string): string {
@@ -52,8 +52,8 @@ export function consentPage(uid: string, clientName: string, username: string, s
   const items = scopes.map((s) => `<li>${esc(SCOPE_TEXT[s] ?? s)}</li>`).join('');
   return page('Approve access', `<p>Signed in as <strong>${esc(username)}</strong>.</p>
 <p><strong>${esc(clientName)}</strong> asks to:</p><ul class="scopes">${items}</ul>
-<form method="post" action="/interaction/${esc(uid)}/confirm"><button type="submit" id="approve">Approve</button></form>
-<form method="post" action="/interaction/${esc(uid)}/abort"><button type="submit" class="secondary" id="deny">Deny</button></form>`);
+<div class="row"><form method="post" action="/interaction/${esc(uid)}/confirm"><button type="submit" id="approve">Approve</button></form>
+<form method="post" action="/interaction/${esc(uid)}/abort"><button type="submit" class="secondary" id="deny">Deny</button></form></div>`);
 }
 
 export function setupPage(token: string, error?: string): string {
