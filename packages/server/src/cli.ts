@@ -23,10 +23,15 @@ Options (environment variable in brackets):
   --tls-name NAME      extra DNS name or IP for the generated certificate (repeatable)
   --recipes DIR        recipe folder (repeatable; default: built-in recipes/)
   --ws-origin ORIGIN   Origin allowed to open agent WebSockets (repeatable; default chrome-extension://*)
+  --access-token-ttl S   access-token lifetime in seconds                [PALISADE_ACCESS_TOKEN_TTL] (default ${DEFAULTS.accessTokenTtl})
+  --refresh-token-ttl S  refresh-token lifetime in seconds               [PALISADE_REFRESH_TOKEN_TTL] (default ${DEFAULTS.refreshTokenTtl})
   --insecure-http      serve plain HTTP instead of TLS (development only)
   --log-level LEVEL    trace|debug|info|warn|error                        [PALISADE_LOG_LEVEL] (default info)
   -h, --help           show this help
 `;
+
+/** A bad flag value: printed with the help hint, exit code 2. */
+class UsageError extends Error {}
 
 async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -36,6 +41,7 @@ async function main(argv: string[]): Promise<number> {
       'data-dir': { type: 'string' }, database: { type: 'string' }, host: { type: 'string' }, port: { type: 'string' }, 'public-url': { type: 'string' },
       'tls-key': { type: 'string' }, 'tls-cert': { type: 'string' }, 'tls-name': { type: 'string', multiple: true },
       recipes: { type: 'string', multiple: true }, 'ws-origin': { type: 'string', multiple: true },
+      'access-token-ttl': { type: 'string' }, 'refresh-token-ttl': { type: 'string' },
       'insecure-http': { type: 'boolean' }, 'log-level': { type: 'string' }, help: { type: 'boolean', short: 'h' },
     },
   });
@@ -55,6 +61,14 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`--port must be a number from 0 to 65535, not "${portText}"\n`);
     return 2;
   }
+  const ttl = (flag: string, raw: string | undefined, min: number, max: number): number | undefined => {
+    if (raw === undefined) return undefined;
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${flag} must be a whole number of seconds from ${min} to ${max}, not "${raw}"`);
+    return n;
+  };
+  const accessTokenTtl = ttl('access-token-ttl', values['access-token-ttl'] ?? env.PALISADE_ACCESS_TOKEN_TTL, 60, 24 * 3600);
+  const refreshTokenTtl = ttl('refresh-token-ttl', values['refresh-token-ttl'] ?? env.PALISADE_REFRESH_TOKEN_TTL, 3600, 365 * 24 * 3600);
   const insecureHttp = values['insecure-http'] ?? env.PALISADE_INSECURE_HTTP === '1';
   const server = await createPalisade({
     dataDir: values['data-dir'] ?? env.PALISADE_DATA_DIR,
@@ -68,6 +82,8 @@ async function main(argv: string[]): Promise<number> {
     recipeDirs: values.recipes,
     wsOrigins: values['ws-origin'],
     insecureHttp,
+    accessTokenTtl,
+    refreshTokenTtl,
     logLevel: values['log-level'] ?? env.PALISADE_LOG_LEVEL,
   });
   const url = await server.listen();
@@ -97,6 +113,6 @@ main(process.argv.slice(2)).then(
   },
   (err: unknown) => {
     process.stderr.write(`palisade-server: ${(err as Error).message}\n`);
-    process.exit(1);
+    process.exit(err instanceof UsageError || (err as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? 2 : 1);
   },
 );

@@ -29,8 +29,10 @@ export interface ServerConfig {
   wsOrigins: string[];
   /** API audience (`aud`) of access tokens. Default `urn:palisade:api`. */
   audience: string;
-  /** Access-token lifetime, seconds. Default 900. */
+  /** Access-token lifetime, seconds. Default 900 (15 minutes). */
   accessTokenTtl: number;
+  /** Refresh-token lifetime, seconds. Default 2,592,000 (30 days). */
+  refreshTokenTtl: number;
   /** Largest WebSocket frame, bytes. Default 1 MiB. */
   maxFrameBytes: number;
   /** Largest HTTP body, bytes. Default 1 MiB. */
@@ -63,6 +65,7 @@ export const DEFAULTS: ServerConfig = {
   wsOrigins: ['chrome-extension://*'],
   audience: 'urn:palisade:api',
   accessTokenTtl: 900,
+  refreshTokenTtl: 30 * 24 * 3600,
   maxFrameBytes: 1024 * 1024,
   maxBodyBytes: 1024 * 1024,
   authTimeoutMs: 5000,

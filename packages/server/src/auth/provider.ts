@@ -102,11 +102,11 @@ export function createProvider({ config, issuer, store, secrets, events }: Provi
       AccessToken: config.accessTokenTtl,
       ClientCredentials: config.accessTokenTtl,
       DeviceCode: 600,
-      Grant: 30 * 24 * 3600,
+      Grant: config.refreshTokenTtl,
       Interaction: 600,
       Session: 24 * 3600,
       IdToken: 3600,
-      RefreshToken: 30 * 24 * 3600,
+      RefreshToken: config.refreshTokenTtl,
     },
     enabledJWA: { authorizationSigningAlgValues: ['ES256'], idTokenSigningAlgValues: ['ES256'] },
     renderError: async (ctx, out) => {
@@ -126,11 +126,15 @@ export function createProvider({ config, issuer, store, secrets, events }: Provi
       actor: { clientId: ctx.oidc.client?.clientId, userId: ctx.oidc.account?.accountId }, src: { ip: ip(ctx) },
     });
   });
-  provider.on('grant.error', (ctx: KoaContextWithOIDC, err: Error & { error?: string }) => {
+  provider.on('grant.error', (ctx: KoaContextWithOIDC, err: Error & { error?: string; error_detail?: string }) => {
     if (err.error === 'authorization_pending' || err.error === 'slow_down') return;
+    // A rotated refresh token presented again means it was copied: oidc-provider revokes the whole
+    // grant (every token of that sign-in); this is the alarm for it.
+    const reuse = err.error === 'invalid_grant' && /already used/.test(err.error_detail ?? '');
     events.emit({
-      class: 'authentication', activity: 'oauth.token', outcome: 'failure', code: err.error ?? 'error', message: err.message,
-      actor: { clientId: ctx.oidc?.client?.clientId }, src: { ip: ip(ctx) },
+      class: 'authentication', activity: reuse ? 'oauth.refresh.reuse' : 'oauth.token', outcome: 'failure', severity: reuse ? 'high' : undefined,
+      code: err.error ?? 'error', message: reuse ? 'a rotated refresh token was used again: its whole grant is revoked' : err.message,
+      actor: { clientId: ctx.oidc?.client?.clientId, userId: ctx.oidc?.entities?.RefreshToken?.accountId }, src: { ip: ip(ctx) },
     });
   });
   provider.on('grant.revoked', (_ctx: KoaContextWithOIDC, grantId: string) => {

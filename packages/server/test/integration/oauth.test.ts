@@ -125,3 +125,53 @@ describe('OAuth 2.1 authorization server', () => {
     assert.equal(((await replay.json()) as { error: string }).error, 'invalid_grant');
   });
 });
+
+describe('refresh token families', () => {
+  let t: TestServer;
+  before(async () => {
+    t = await startTestServer();
+    await createAdmin(t);
+  });
+  after(async () => t?.close());
+  const refresh = (rt: string, clientId = 'palisade-extension') =>
+    t.fetch('/oauth2/token', { method: 'POST', body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: rt, client_id: clientId }) });
+
+  it('reusing a rotated refresh token revokes the whole family and raises a high-severity event', async () => {
+    const first = await deviceLogin(t, 'palisade-extension', 'openid offline_access agent');
+    const rotated = (await (await refresh(first.refresh_token!)).json()) as { refresh_token: string; access_token: string };
+    const replay = await refresh(first.refresh_token!);
+    assert.equal(replay.status, 400);
+    assert.equal(((await replay.json()) as { error: string }).error, 'invalid_grant');
+    const afterReplay = await refresh(rotated.refresh_token);
+    assert.equal(afterReplay.status, 400, 'the newest token of the family is revoked too');
+    assert.equal(((await afterReplay.json()) as { error: string }).error, 'invalid_grant');
+    const alarm = t.securityEvents.find((e) => e.activity_name === 'oauth.refresh.reuse');
+    assert.ok(alarm, 'a reuse event');
+    assert.equal(alarm.severity, 'high');
+  });
+
+  it('RFC 7009: a client revokes its refresh token, which then stops working', async () => {
+    const tokens = await deviceLogin(t, 'palisade-cli', 'openid offline_access tasks admin');
+    const res = await t.fetch('/oauth2/token/revocation', {
+      method: 'POST', body: new URLSearchParams({ token: tokens.refresh_token!, token_type_hint: 'refresh_token', client_id: 'palisade-cli' }),
+    });
+    assert.equal(res.status, 200);
+    const use = await refresh(tokens.refresh_token!, 'palisade-cli');
+    assert.equal(use.status, 400);
+    assert.equal(((await use.json()) as { error: string }).error, 'invalid_grant');
+  });
+});
+
+describe('token lifetimes', () => {
+  it('the access-token lifetime is configurable', async () => {
+    const t = await startTestServer({ accessTokenTtl: 300 });
+    try {
+      await createAdmin(t);
+      const { token } = await apiClient(t);
+      const claims = decodeJwt(token);
+      assert.equal(Number(claims.exp) - Number(claims.iat), 300);
+    } finally {
+      await t.close();
+    }
+  });
+});
