@@ -33,10 +33,14 @@ export const DEFAULT_STEP_TIMEOUT_MS = 30_000;
 export const DEFAULT_ASSERT_TIMEOUT_MS = 2_000;
 /** Tasks running at once; more are refused with `PAL_ERR_UNAVAILABLE`. */
 export const MAX_CONCURRENT_TASKS = 4;
-/** A `task.result` frame larger than this is replaced by an error result (the server's frame limit is 1 MiB). */
-export const MAX_RESULT_CHARS = 1_000_000;
+/**
+ * A `task.result` frame whose UTF-8 encoding is larger than this is replaced by an error result
+ * (the server's frame limit is 1 MiB; text outside ASCII takes up to 3 bytes a character).
+ */
+export const MAX_RESULT_BYTES = 1_000_000;
 /** Largest screenshot data URL kept in a result. */
 export const MAX_SCREENSHOT_CHARS = 900_000;
+const utf8 = new TextEncoder();
 /** Steps whose action may start a navigation: after them the runner lets a navigation begin. */
 const ACTION_STEPS = new Set<Step['type']>(['click', 'doubleClick', 'keyDown', 'keyUp']);
 
@@ -313,13 +317,13 @@ export class TaskRunner {
     const frame: AgentFrame = error
       ? { type: 'task.result', taskId, outcome: 'failed', result, error }
       : { type: 'task.result', taskId, outcome: 'succeeded', result };
-    if (JSON.stringify(frame).length > MAX_RESULT_CHARS) {
+    if (utf8.encode(JSON.stringify(frame)).byteLength > MAX_RESULT_BYTES) {
       this.#d.send({
         type: 'task.result',
         taskId,
         outcome: 'failed',
         result: { outputs: {}, artifacts: [], timings: result.timings },
-        error: { code: 'PAL_ERR_FRAME_TOO_LARGE', message: `the result is larger than ${MAX_RESULT_CHARS} characters; extract less (use "limit")` },
+        error: { code: 'PAL_ERR_FRAME_TOO_LARGE', message: `the result is larger than ${MAX_RESULT_BYTES} bytes; extract less (use "limit")` },
       });
       return;
     }

@@ -123,6 +123,15 @@ test('a result too large for a frame is replaced by PAL_ERR_FRAME_TOO_LARGE', as
   assert.deepEqual(result()?.result.outputs, {});
 });
 
+test('the result limit counts bytes: 500k characters of CJK text (1.5 MB) is too large, 500k ASCII is not', async () => {
+  const cjk = runner(fakeDriver({ extract: '漢'.repeat(500_000) }).driver);
+  await cjk.r.dispatch(dispatch([{ type: 'extract', name: 'big', selectors: ['body'] }]));
+  assert.equal(cjk.result()?.error?.code, 'PAL_ERR_FRAME_TOO_LARGE');
+  const ascii = runner(fakeDriver({ extract: 'x'.repeat(500_000) }).driver);
+  await ascii.r.dispatch(dispatch([{ type: 'extract', name: 'big', selectors: ['body'] }]));
+  assert.equal(ascii.result()?.outcome, 'succeeded');
+});
+
 test('emulateNetworkConditions from a Recorder flow is accepted and skipped: nothing reaches the page', async () => {
   const { driver, calls } = fakeDriver();
   const { r, result } = runner(driver);
