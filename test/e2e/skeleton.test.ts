@@ -182,8 +182,9 @@ describe('walking skeleton, end to end in headless Chromium', () => {
     ]);
     assert.equal(task.state, 'succeeded');
     const shot = task.result!.artifacts.find((a) => a.kind === 'screenshot');
-    assert.ok(shot?.dataUrl?.startsWith('data:image/png;base64,'), 'a PNG data URL');
-    const png = Buffer.from(shot.dataUrl.slice('data:image/png;base64,'.length), 'base64');
+    const dataUrl = shot?.dataUrl ?? '';
+    assert.ok(dataUrl.startsWith('data:image/png;base64,'), 'a PNG data URL');
+    const png = Buffer.from(dataUrl.slice('data:image/png;base64,'.length), 'base64');
     assert.deepEqual(png.subarray(0, 8), Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]));
     assert.ok(png.readUInt32BE(16) > 0 && png.readUInt32BE(20) > 0, 'it has a width and a height');
   });
