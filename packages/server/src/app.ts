@@ -137,6 +137,11 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
   app.setErrorHandler((err, req, reply) => {
     const e = toPalisadeError(err);
     if (e.code === 'PAL_ERR_INTERNAL') req.log.error({ err: e.internal ?? err }, 'unhandled error');
+    if (e.code === 'PAL_ERR_UNAVAILABLE') {
+      // Fail closed: nothing is allowed while a store is unreachable; callers are told to retry.
+      events.emit({ class: 'api_activity', activity: 'store.unavailable', outcome: 'failure', severity: 'high', code: e.code, message: e.message, src: { ip: req.ip } });
+      void reply.header('retry-after', '1');
+    }
     if (e.code === 'PAL_ERR_VALIDATION' || e.code === 'PAL_ERR_FORBIDDEN') {
       events.emit({ class: 'api_activity', activity: 'api.request', outcome: 'failure', code: e.code, message: e.message, src: { ip: req.ip }, actor: { userId: req.principal?.userId, clientId: req.principal?.clientId } });
     }

@@ -137,6 +137,12 @@ export function createProvider({ config, issuer, store, secrets, events }: Provi
       actor: { clientId: ctx.oidc?.client?.clientId, userId: ctx.oidc?.entities?.RefreshToken?.accountId }, src: { ip: ip(ctx) },
     });
   });
+  provider.on('server_error', (ctx: KoaContextWithOIDC, err: Error) => {
+    events.emit({
+      class: 'authentication', activity: 'oauth.server_error', outcome: 'failure', severity: 'high',
+      code: (err as { code?: string }).code ?? 'server_error', message: 'the authorization server failed (is a store unreachable?)', src: { ip: ip(ctx) },
+    });
+  });
   provider.on('grant.revoked', (_ctx: KoaContextWithOIDC, grantId: string) => {
     events.emit({ class: 'authorization', activity: 'oauth.grant.revoked', outcome: 'success', message: 'grant revoked', data: { grantId } });
   });

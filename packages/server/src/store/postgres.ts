@@ -5,6 +5,7 @@
  * `palisade_migrations`. Tables live in the configured schema (default `palisade`).
  */
 import pg from 'pg';
+import { PalisadeError } from '@palisade/protocol';
 import type { DurableStore } from './types.ts';
 import { TASK_COLUMNS, TASK_JSON_FIELDS, mappers, opt, withPatch, type Row } from './rows.ts';
 import { migrations } from './schema.ts';
@@ -21,15 +22,34 @@ export interface PostgresStoreOptions {
   schema?: string;
   /** Most pooled connections. Default 10. */
   maxConnections?: number;
+  /** How long to wait for a connection before failing the query, ms. Default 3000. */
+  connectTimeoutMs?: number;
 }
 
 /** Connects, migrates, and returns the store. */
 export async function openPostgresStore(o: PostgresStoreOptions): Promise<DurableStore> {
   const schema = o.schema ?? 'palisade';
   if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) throw new Error(`invalid schema name "${schema}"`);
-  const pool = new pg.Pool({ connectionString: o.connectionString, max: o.maxConnections ?? 10, options: `-c search_path=${schema}` });
+  const pool = new pg.Pool({
+    connectionString: o.connectionString,
+    max: o.maxConnections ?? 10,
+    options: `-c search_path=${schema}`,
+    connectionTimeoutMillis: o.connectTimeoutMs ?? 3000,
+  });
+  // An idle connection that breaks (server restart, network) must not take the process down; the
+  // pool replaces it, and queries meanwhile fail closed (see `run`).
+  pool.on('error', () => undefined);
   await migrate(pool, schema);
-  const q = async (sql: string, params: unknown[] = []): Promise<Row[]> => (await pool.query(sql, params)).rows as Row[];
+  /** Every query: a lost or refused connection becomes PAL_ERR_UNAVAILABLE (fail closed, retryable). */
+  const run = async (sql: string, params: unknown[] = []): Promise<pg.QueryResult> => {
+    try {
+      return await pool.query(sql, params);
+    } catch (e) {
+      if (isConnectionError(e)) throw new PalisadeError('PAL_ERR_UNAVAILABLE', 'the database is unreachable; try again shortly', { internal: e });
+      throw e;
+    }
+  };
+  const q = async (sql: string, params: unknown[] = []): Promise<Row[]> => (await run(sql, params)).rows as Row[];
   const one = async (sql: string, params: unknown[] = []): Promise<Row | undefined> => (await q(sql, params))[0];
 
   return {
@@ -49,7 +69,7 @@ export async function openPostgresStore(o: PostgresStoreOptions): Promise<Durabl
       },
       async byId(id) { const r = await one('SELECT * FROM api_clients WHERE client_id = $1', [id]); return r && toClient(r); },
       async listByOwner(owner) { return (await q('SELECT * FROM api_clients WHERE owner_user_id = $1 AND revoked_at IS NULL ORDER BY created_at', [owner])).map(toClient); },
-      async revoke(id, at) { return (await pool.query('UPDATE api_clients SET revoked_at = $1 WHERE client_id = $2 AND revoked_at IS NULL', [at, id])).rowCount! > 0; },
+      async revoke(id, at) { return (await run('UPDATE api_clients SET revoked_at = $1 WHERE client_id = $2 AND revoked_at IS NULL', [at, id])).rowCount! > 0; },
     },
     agents: {
       async upsert(a) {
@@ -87,7 +107,7 @@ export async function openPostgresStore(o: PostgresStoreOptions): Promise<Durabl
           return TASK_JSON_FIELDS.has(k) ? jsonOrNull(v) : (v ?? null);
         });
         const sets = keys.map((k, i) => `${TASK_COLUMNS[k]} = $${i + 1}`).join(', ');
-        const res = await pool.query(`UPDATE tasks SET ${sets} WHERE id = $${keys.length + 1} AND state = $${keys.length + 2}`, [...values, current.id, current.state]);
+        const res = await run(`UPDATE tasks SET ${sets} WHERE id = $${keys.length + 1} AND state = $${keys.length + 2}`, [...values, current.id, current.state]);
         return res.rowCount === 1 ? withPatch(current, patch) : undefined;
       },
       async listUnfinished(owner) {
@@ -115,13 +135,13 @@ export async function openPostgresStore(o: PostgresStoreOptions): Promise<Durabl
       },
       async destroy(model, id) { await q('DELETE FROM oidc WHERE model = $1 AND id = $2', [model, id]); },
       async revokeByGrantId(grantId) { await q('DELETE FROM oidc WHERE grant_id = $1', [grantId]); },
-      async sweep(now) { return (await pool.query('DELETE FROM oidc WHERE expires_at IS NOT NULL AND expires_at <= $1', [now])).rowCount ?? 0; },
+      async sweep(now) { return (await run('DELETE FROM oidc WHERE expires_at IS NOT NULL AND expires_at <= $1', [now])).rowCount ?? 0; },
     },
     meta: {
       async get(key) { return opt((await one('SELECT value FROM meta WHERE key = $1', [key]))?.value); },
       async set(key, value) { await q('INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value', [key, value]); },
       async delete(key) { await q('DELETE FROM meta WHERE key = $1', [key]); },
-      async deleteIf(key, value) { return ((await pool.query('DELETE FROM meta WHERE key = $1 AND value = $2', [key, value])).rowCount ?? 0) === 1; },
+      async deleteIf(key, value) { return ((await run('DELETE FROM meta WHERE key = $1 AND value = $2', [key, value])).rowCount ?? 0) === 1; },
     },
     async close() { await pool.end(); },
   };
@@ -147,4 +167,14 @@ async function migrate(pool: pg.Pool, schema: string): Promise<void> {
   } finally {
     c.release();
   }
+}
+
+/** Socket-level failures and PostgreSQL's connection-class and shutdown errors. */
+const CONNECTION_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', '57P01', '57P02', '57P03']);
+
+function isConnectionError(e: unknown): boolean {
+  const err = e as { code?: string; message?: string };
+  if (!err || typeof err !== 'object') return false;
+  if (err.code && (CONNECTION_CODES.has(err.code) || err.code.startsWith('08'))) return true;
+  return /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error/i.test(err.message ?? '');
 }

@@ -28,3 +28,57 @@ describe('server on PostgreSQL', { skip }, () => {
     }
   });
 });
+
+describe('PostgreSQL unreachable', { skip }, () => {
+  const schema2 = `palisade_down_${process.pid}`;
+  after(() => dropSchema(schema2));
+
+  it('requests are refused with PAL_ERR_UNAVAILABLE (503) and a security event, and work again when it returns', async () => {
+    const { createServer, connect } = await import('node:net');
+    const target = new URL(POSTGRES_URL);
+    // A TCP proxy in front of PostgreSQL that the test can cut and restore.
+    const sockets = new Set<import('node:net').Socket>();
+    const proxy = createServer((client) => {
+      const upstream = connect(Number(target.port || 5432), target.hostname);
+      sockets.add(client).add(upstream);
+      client.pipe(upstream).pipe(client);
+      const drop = () => { client.destroy(); upstream.destroy(); };
+      client.on('error', drop).on('close', drop);
+      upstream.on('error', drop).on('close', drop);
+    });
+    const listen = (port: number) => new Promise<void>((r) => proxy.listen(port, '127.0.0.1', () => r()));
+    await listen(0);
+    const port = (proxy.address() as import('node:net').AddressInfo).port;
+    const viaProxy = new URL(POSTGRES_URL);
+    viaProxy.port = String(port);
+    const t = await startTestServer({ databaseUrl: viaProxy.href, databaseSchema: schema2 });
+    try {
+      await createAdmin(t);
+      const { token } = await apiClient(t);
+      assert.equal((await t.fetch('/api/v1/recipes', { token })).status, 200);
+
+      const closed = new Promise<void>((r) => proxy.close(() => r()));
+      for (const s of sockets) s.destroy();
+      await closed;
+      const down = await t.fetch('/api/v1/agents', { token });
+      assert.equal(down.status, 503);
+      assert.equal(down.headers.get('retry-after'), '1');
+      assert.equal(((await down.json()) as { code: string }).code, 'PAL_ERR_UNAVAILABLE');
+      assert.ok(t.securityEvents.some((e) => e.status_code === 'PAL_ERR_UNAVAILABLE' && e.severity === 'high'));
+      const refused = await t.fetch('/api/v1/tasks', { method: 'POST', token, headers: { 'content-type': 'application/json' }, body: JSON.stringify({ site: SITE, steps: [{ type: 'navigate', url: SITE }] }) });
+      assert.equal(refused.status, 503, 'nothing is let through while the store is down');
+
+      await listen(port);
+      let back = 0;
+      for (let i = 0; i < 50 && back !== 200; i++) {
+        back = (await t.fetch('/api/v1/agents', { token })).status;
+        if (back !== 200) await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.equal(back, 200, 'service resumes when the database returns');
+    } finally {
+      await t.close();
+      proxy.close();
+      for (const s of sockets) s.destroy();
+    }
+  });
+});
