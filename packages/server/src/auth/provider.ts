@@ -60,8 +60,10 @@ export function createProvider({ config, issuer, store, secrets, events }: Provi
     features: {
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },
-      introspection: { enabled: true },
-      revocation: { enabled: true },
+      // A client may introspect or revoke only its own tokens (the library's default lets any
+      // confidential client introspect every token, which would disclose other users' grants).
+      introspection: { enabled: true, allowedPolicy: async (_ctx, client, token) => token.clientId === client.clientId },
+      revocation: { enabled: true, allowedPolicy: async (_ctx, client, token) => token.clientId === client.clientId },
       deviceFlow: {
         enabled: true,
         charset: 'base-20',

@@ -150,6 +150,20 @@ describe('refresh token families', () => {
     assert.equal(alarm.severity, 'high');
   });
 
+  it('RFC 7662: a client introspects its own tokens only; another client learns nothing', async () => {
+    const tokens = await deviceLogin(t, 'palisade-extension', 'openid offline_access agent');
+    const own = await t.fetch('/oauth2/token/introspection', { method: 'POST', body: new URLSearchParams({ token: tokens.refresh_token!, client_id: 'palisade-extension' }) });
+    const mine = (await own.json()) as { active: boolean; client_id?: string; scope?: string };
+    assert.equal(mine.active, true);
+    assert.equal(mine.client_id, 'palisade-extension');
+    const other = await apiClient(t, 'nosy');
+    const basic = Buffer.from(`${other.clientId}:${other.clientSecret}`).toString('base64');
+    const nosy = await t.fetch('/oauth2/token/introspection', { method: 'POST', headers: { authorization: `Basic ${basic}` }, body: new URLSearchParams({ token: tokens.refresh_token! }) });
+    assert.deepEqual(await nosy.json(), { active: false });
+    const cli = await t.fetch('/oauth2/token/introspection', { method: 'POST', body: new URLSearchParams({ token: tokens.refresh_token!, client_id: 'palisade-cli' }) });
+    assert.deepEqual(await cli.json(), { active: false });
+  });
+
   it('RFC 7009: a client revokes its refresh token, which then stops working', async () => {
     const tokens = await deviceLogin(t, 'palisade-cli', 'openid offline_access tasks admin');
     const res = await t.fetch('/oauth2/token/revocation', {
