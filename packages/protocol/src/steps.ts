@@ -144,10 +144,8 @@ export type StepType = Step['type'];
 /** Recorder step types that would run code in the page: always refused. */
 export const REFUSED_STEP_TYPES: readonly string[] = ['waitForExpression', 'customStep'];
 
-export const STEP_TYPES: readonly StepType[] = [
-  'navigate', 'click', 'doubleClick', 'hover', 'change', 'keyDown', 'keyUp', 'scroll',
-  'waitForElement', 'setViewport', 'close', 'emulateNetworkConditions', 'extract', 'screenshot', 'download', 'assert',
-];
+/** Every step type Palisade runs, read off the `Step` union (one list, never kept by hand). */
+export const STEP_TYPES: readonly StepType[] = Step.anyOf.map((m) => m.properties.type.const);
 
 /** Steps: at most 500 in one task. */
 export const Steps = Type.Array(Step, { minItems: 1, maxItems: 500 });

@@ -5,7 +5,7 @@ import { checkNavigation, isGranted, originToPattern, parseOrigin } from '../src
 import { bindSteps, interpolate, resolveInputs } from '../src/interpolate.ts';
 import { checkStepUrls, refuseCodeSteps } from '../src/policy.ts';
 import { parse, validator } from '../src/validate.ts';
-import { Step, RecorderFlow } from '../src/steps.ts';
+import { Step, RecorderFlow, REFUSED_STEP_TYPES } from '../src/steps.ts';
 import { TaskSubmission } from '../src/task.ts';
 import { AgentFrame } from '../src/frames.ts';
 
@@ -146,5 +146,14 @@ describe('issues in tagged unions', () => {
     const issues = validator(TaskSubmission).issues({ site: 'https://a.example', steps: [{ type: 'click', selectors: ['a'], onclick: 1 }, { type: 'nope' }] });
     assert.deepEqual(issues.map((i) => i.path), ['/steps/0/onclick', '/steps/1/type']);
     assert.match(issues[1]!.message, /unknown type "nope"; expected one of navigate, click/);
+  });
+});
+
+describe('step types', () => {
+  it('are read off the Step union: all 16, none of them refused', async () => {
+    const { STEP_TYPES } = await import('../src/steps.ts');
+    assert.equal(STEP_TYPES.length, 16);
+    assert.ok(STEP_TYPES.includes('emulateNetworkConditions') && STEP_TYPES.includes('extract'));
+    assert.ok(!STEP_TYPES.some((t) => (REFUSED_STEP_TYPES as readonly string[]).includes(t)));
   });
 });

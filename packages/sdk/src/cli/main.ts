@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { resolve as resolvePath } from 'node:path';
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
-import { PalisadeError, type Recipe, type TaskEvent, type TaskView } from '@palisade/protocol';
+import { FINAL_STATES, PalisadeError, type Recipe, type TaskEvent, type TaskView } from '@palisade/protocol';
 import { Palisade, type PalisadeOptions } from '../client.ts';
 import { CLI_CLIENT_ID, deviceLogin, refreshingTokenProvider, refreshTokens, revokeToken } from '../device.ts';
 import { TaskError } from '../lib/errors.ts';
@@ -105,7 +105,7 @@ function taskLine(task: TaskView): string {
 
 function printTask(ctx: Context, task: TaskView): void {
   const p = ctx.out;
-  const mark = task.state === 'succeeded' ? p.green('✔') : FINAL.has(task.state) ? p.red('✖') : p.yellow('…');
+  const mark = task.state === 'succeeded' ? p.green('✔') : FINAL_STATES.has(task.state) ? p.red('✖') : p.yellow('…');
   let line = `${mark} ${taskLine(task)}`;
   if (task.result) line += `  ${duration(task.result.timings.totalMs)}`;
   ctx.print(`${line}\n`);
@@ -129,7 +129,6 @@ function printTask(ctx: Context, task: TaskView): void {
   }
 }
 
-const FINAL = new Set(['succeeded', 'failed', 'cancelled', 'expired']);
 
 // ── commands ──────────────────────────────────────────────────────────────────────────────────
 

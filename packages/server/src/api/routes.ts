@@ -4,7 +4,7 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from '@sinclair/typebox';
-import { PalisadeError, parse, validator, type TaskEvent } from '@palisade/protocol';
+import { FINAL_STATES, PalisadeError, parse, validator, type TaskEvent } from '@palisade/protocol';
 import { bearer, requireScope, type Principal, type TokenVerifier } from '../auth/tokens.ts';
 import { newApiClient, CLIENT_SCOPES } from '../auth/clients.ts';
 import type { DurableStore } from '../store/types.ts';
@@ -70,7 +70,7 @@ export async function apiRoutes(app: FastifyInstance, o: ApiOptions): Promise<vo
     const { task, created } = await o.tasks.submit(p, req.body, Array.isArray(header) ? header[0] : header);
     reply.code(created ? 201 : 200).header('location', `/api/v1/tasks/${task.id}`);
     const wait = preferWait(String(req.headers.prefer ?? ''));
-    if (wait === undefined || FINAL.has(task.state)) return reply.send(task);
+    if (wait === undefined || FINAL_STATES.has(task.state)) return reply.send(task);
     reply.header('preference-applied', `wait=${wait}`);
     return reply.send(await waitForEnd(o.tasks, p, task.id, wait * 1000));
   });
@@ -140,7 +140,6 @@ export async function apiRoutes(app: FastifyInstance, o: ApiOptions): Promise<vo
   });
 }
 
-const FINAL = new Set(['succeeded', 'failed', 'cancelled', 'expired']);
 /** Longest `Prefer: wait=N` honoured, seconds. */
 export const MAX_PREFER_WAIT_S = 60;
 
@@ -157,7 +156,7 @@ async function waitForEnd(tasks: TaskService, p: Principal, id: string, ms: numb
   const { task, unsubscribe } = await tasks.watch(p, id, (e) => {
     if (e.type === 'end') done(e.task);
   });
-  if (FINAL.has(task.state)) {
+  if (FINAL_STATES.has(task.state)) {
     unsubscribe();
     return task;
   }
@@ -216,6 +215,6 @@ async function streamEvents(req: FastifyRequest<{ Params: { id: string } }>, rep
   if (backlog.length === 0) write({ type: 'state', taskId: task.id, state: task.state, at: task.updatedAt });
   // A kept `end` event has no result; the task read on subscribing has it.
   for (const { seq, event } of backlog) write(event.type === 'end' ? { type: 'end', task } : event, seq);
-  if (FINAL.has(task.state)) write({ type: 'end', task });
+  if (FINAL_STATES.has(task.state)) write({ type: 'end', task });
   for (const [e, seq] of queue.splice(0)) write(e, seq);
 }

@@ -2,7 +2,7 @@
  * @module edge/problem — turns every error into RFC 9457 problem details with a stable code.
  * Unknown errors become `PAL_ERR_INTERNAL` with no detail; the original goes to the log only.
  */
-import { PalisadeError, type Problem } from '@palisade/protocol';
+import { PalisadeError } from '@palisade/protocol';
 
 /** Maps any thrown value to a `PalisadeError`, including Fastify's own errors (body too large, bad JSON, …). */
 export function toPalisadeError(err: unknown): PalisadeError {
@@ -19,8 +19,4 @@ export function toPalisadeError(err: unknown): PalisadeError {
     if (e.statusCode === 413) return new PalisadeError('PAL_ERR_FRAME_TOO_LARGE', 'request body is larger than allowed');
   }
   return new PalisadeError('PAL_ERR_INTERNAL', 'internal error', { internal: err });
-}
-
-export function problemOf(err: unknown): Problem {
-  return toPalisadeError(err).toProblem();
 }

@@ -100,3 +100,49 @@ describe('Prefer: wait', () => {
     }
   });
 });
+
+describe('event history bounds', () => {
+  it('keeps at most HISTORY_EVENTS_PER_TASK events per task (progress trimmed first) and HISTORY_TASKS tasks', async () => {
+    const { HISTORY_EVENTS_PER_TASK, HISTORY_TASKS } = await import('../../src/tasks/service.ts');
+    const t = await startTestServer();
+    try {
+      await createAdmin(t);
+      const agentToken = (await deviceLogin(t, 'palisade-extension', 'openid offline_access agent')).access_token;
+      let manual = true;
+      const agent = await SyntheticAgent.connect({ url: t.url, token: agentToken, ca: t.server.tls?.ca, grants: [SITE], onTask: () => (manual ? 'ignore' : { outcome: 'succeeded' }) });
+      const { token } = await apiClient(t);
+      const submit = async (wait: boolean) => (await (await t.fetch('/api/v1/tasks', {
+        method: 'POST', token, headers: { 'content-type': 'application/json', ...(wait ? { prefer: 'wait=5' } : {}) },
+        body: JSON.stringify({ site: SITE, steps: [{ type: 'navigate', url: SITE }] }),
+      })).json()) as { id: string; state: string };
+
+      // One task with far more progress events than are kept.
+      const busy = await submit(false);
+      for (let state = ''; state !== 'running';) state = ((await (await t.fetch(`/api/v1/tasks/${busy.id}`, { token })).json()) as { state: string }).state;
+      const total = HISTORY_EVENTS_PER_TASK + 100;
+      for (let i = 0; i < total; i += 50) {
+        for (let j = i; j < Math.min(total, i + 50); j++) agent.send({ type: 'task.progress', taskId: busy.id, step: 0, stepType: 'navigate', status: 'done', elapsedMs: j });
+        agent.send({ type: 'ping', t: i });
+        await agent.next((f) => f.type === 'pong' && f.t === i);
+      }
+      agent.send({ type: 'task.result', taskId: busy.id, outcome: 'succeeded', result: { outputs: {}, artifacts: [], timings: { totalMs: 1, steps: [] } } });
+      for (let state = ''; state !== 'succeeded';) state = ((await (await t.fetch(`/api/v1/tasks/${busy.id}`, { token })).json()) as { state: string }).state;
+      const replay = await (await t.fetch(`/api/v1/tasks/${busy.id}/events`, { token })).text();
+      const types = [...replay.matchAll(/^event: (\w+)$/gm)].map((m) => m[1]);
+      assert.equal(types.length, HISTORY_EVENTS_PER_TASK, 'exactly the cap is kept');
+      assert.deepEqual(types.slice(0, 2), ['state', 'state'], 'state changes survive; progress is trimmed first');
+      assert.equal(types.at(-1), 'end');
+
+      // Past HISTORY_TASKS finished tasks, the oldest history is dropped (a late subscriber then gets the task's state and end only).
+      manual = false;
+      const first = await submit(true);
+      for (let i = 0; i < HISTORY_TASKS; i++) await submit(true);
+      const late = await (await t.fetch(`/api/v1/tasks/${first.id}/events`, { token })).text();
+      assert.deepEqual([...late.matchAll(/^event: (\w+)$/gm)].map((m) => m[1]), ['state', 'end']);
+      assert.ok(!/^id: /m.test(late.split('event: end')[0]!), 'nothing kept was replayed');
+      agent.close();
+    } finally {
+      await t.close();
+    }
+  });
+});
