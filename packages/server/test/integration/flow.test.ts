@@ -94,6 +94,9 @@ describe('Prefer: wait', () => {
       assert.equal(((await slow.json()) as { state: string }).state, 'running');
       assert.ok(Date.now() - started >= 900, 'waited about a second');
       assert.deepEqual(t.server.tasks.openHandles.listeners, 0, 'the waiter unsubscribed');
+      hold = false;
+      const capped = await t.fetch('/api/v1/tasks', { method: 'POST', token, headers: { 'content-type': 'application/json', prefer: 'wait=999' }, body: JSON.stringify({ site: SITE, steps, input: { q: 'x' } }) });
+      assert.equal(capped.headers.get('preference-applied'), 'wait=60', 'waits are capped at 60 s');
       agent.close();
     } finally {
       await t.close();

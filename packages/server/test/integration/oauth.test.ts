@@ -189,3 +189,30 @@ describe('token lifetimes', () => {
     }
   });
 });
+
+describe('admin setup page', () => {
+  it('enforces the password and username rules, creates one admin, and the link works once', async () => {
+    const t = await startTestServer();
+    try {
+      const token = new URL(t.server.setupUrl!).searchParams.get('token')!;
+      const post = (form: Record<string, string>) => t.fetch('/setup', { method: 'POST', body: new URLSearchParams(form), headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+      const short = await post({ token, username: 'admin', password: 'seven77' });
+      assert.equal(short.status, 400);
+      assert.match(await short.text(), /at least 8 characters/);
+      const long = await post({ token, username: 'admin', password: 'x'.repeat(129) });
+      assert.equal(long.status, 400);
+      assert.match(await long.text(), /at most 128 characters/);
+      const badName = await post({ token, username: 'a b', password: 'long enough pass' });
+      assert.equal(badName.status, 400);
+      assert.equal(await t.server.store.users.count(), 0, 'nothing created by refused submissions');
+      const wrongToken = await post({ token: 'not-the-token', username: 'admin', password: 'long enough pass' });
+      assert.equal(wrongToken.status, 403);
+      assert.equal((await post({ token, username: 'admin', password: 'long enough pass' })).status, 201);
+      assert.equal((await post({ token, username: 'second', password: 'long enough pass' })).status, 403, 'the link works once');
+      assert.equal(await t.server.store.users.count(), 1);
+      assert.equal((await t.fetch(`/setup?token=${token}`)).status, 404);
+    } finally {
+      await t.close();
+    }
+  });
+});
