@@ -86,6 +86,14 @@ async function main(argv: string[]): Promise<number> {
     refreshTokenTtl,
     logLevel: values['log-level'] ?? env.PALISADE_LOG_LEVEL,
   });
+  // Signals are handled before anything is printed, so a stop right after start is still clean.
+  const stop = async (signal: string) => {
+    process.stderr.write(`\n${signal}: shutting down…\n`);
+    await server.close();
+    process.exit(0);
+  };
+  process.once('SIGINT', () => void stop('SIGINT'));
+  process.once('SIGTERM', () => void stop('SIGTERM'));
   const url = await server.listen();
   const out = process.stderr;
   out.write(`\nPalisade is running at ${url}\n`);
@@ -97,13 +105,6 @@ async function main(argv: string[]): Promise<number> {
   }
   if (insecureHttp) out.write('\n  WARNING: plain HTTP. Tokens and task data cross the network unencrypted. Use only on this machine, for development.\n');
   if (server.setupUrl) out.write(`\n  No admin account yet. Open this one-time link to create it:\n\n    ${server.setupUrl}\n\n`);
-  const stop = async (signal: string) => {
-    out.write(`\n${signal}: shutting down…\n`);
-    await server.close();
-    process.exit(0);
-  };
-  process.once('SIGINT', () => void stop('SIGINT'));
-  process.once('SIGTERM', () => void stop('SIGTERM'));
   return -1;
 }
 
