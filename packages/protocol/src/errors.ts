@@ -14,6 +14,7 @@ export const ERROR_CODES = {
   PAL_ERR_SITE_NOT_GRANTED: { status: 403, title: 'The site is not granted to any eligible agent', close: 1008 },
   PAL_ERR_UNAUTHENTICATED: { status: 401, title: 'A valid access token is required', close: 4401 },
   PAL_ERR_TOKEN_INVALID: { status: 401, title: 'The access token is invalid, expired or for another audience', close: 4401 },
+  PAL_ERR_SESSION_REVOKED: { status: 401, title: 'The session was revoked; sign in again', close: 4410 },
   PAL_ERR_FORBIDDEN: { status: 403, title: 'The token does not allow this action', close: 4403 },
   PAL_ERR_ORIGIN_REFUSED: { status: 403, title: 'The request Origin is not allowed', close: 4403 },
   PAL_ERR_FRAME_TOO_LARGE: { status: 413, title: 'The message is larger than allowed', close: 1009 },

@@ -14,6 +14,11 @@ import { resolveConfig, type ServerConfig } from './config.ts';
 import { openSqliteStore } from './store/sqlite.ts';
 import { openPostgresStore } from './store/postgres.ts';
 import type { DurableStore } from './store/types.ts';
+import { createMemoryHotStore } from './hot/memory.ts';
+import { openRedisHotStore } from './hot/redis.ts';
+import type { HotStore } from './hot/types.ts';
+import { createSessionManager, type SessionManager } from './auth/sessions.ts';
+import { createLoginGuard } from './auth/login-guard.ts';
 import { loadOrCreateSecrets, publicJwk } from './auth/secrets.ts';
 import { createProvider } from './auth/provider.ts';
 import { createTokenVerifier, type TokenVerifier } from './auth/tokens.ts';
@@ -35,6 +40,8 @@ export interface Palisade {
   readonly config: ServerConfig;
   readonly app: FastifyInstance;
   readonly store: DurableStore;
+  readonly hot: HotStore;
+  readonly sessions: SessionManager;
   readonly provider: Provider;
   readonly events: SecurityEvents;
   readonly verifier: TokenVerifier;
@@ -75,8 +82,15 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
       : ensureDevTls(join(config.dataDir, 'tls'), config.tlsNames);
 
   const store = config.databaseUrl ? await openPostgresStore({ connectionString: config.databaseUrl, schema: config.databaseSchema }) : openSqliteStore(join(config.dataDir, 'palisade.db'));
+  const hot = await openHotStore(config).catch(async (e: unknown) => {
+    await store.close();
+    throw e;
+  });
+  // With Redis, OAuth records (sessions, grants, refresh tokens) live there; otherwise in the durable store.
+  const records = hot.oidc ?? store.oidc;
   const secrets = await loadOrCreateSecrets(config.dataDir);
   const events = createSecurityEvents(log);
+  const sessions = createSessionManager({ records, revocations: hot.revocations, events, accessTokenTtl: config.accessTokenTtl });
   const recipes = loadRecipes(config.recipeDirs);
   const agents = new AgentRegistry();
   const tasks = new TaskService({ config, store, recipes, agents, events, log });
@@ -91,7 +105,7 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
 
   // The issuer depends on the port, which is known after listen(); the provider is created lazily once.
   const self: Palisade = {
-    config, app, store, events, tasks, agents, recipes, log, tls,
+    config, app, store, hot, sessions, events, tasks, agents, recipes, log, tls,
     url: '', issuer: '', setupUrl: undefined,
     provider: undefined as unknown as Provider,
     verifier: undefined as unknown as TokenVerifier,
@@ -107,7 +121,7 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
       self.setupUrl = token ? `${self.url}/setup?token=${token}` : undefined;
       // Expired OAuth records (device codes, sessions, tokens) are deleted, not left to pile up.
       sweeper = setInterval(() => {
-        store.oidc.sweep(Math.floor(Date.now() / 1000)).catch((e: unknown) => log.warn({ err: e }, 'sweeping expired OAuth records failed'));
+        records.sweep(Math.floor(Date.now() / 1000)).catch((e: unknown) => log.warn({ err: e }, 'sweeping expired OAuth records failed'));
       }, OIDC_SWEEP_INTERVAL_MS);
       sweeper.unref();
       return self.url;
@@ -117,6 +131,7 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
       tasks.stop();
       await gatewayClose?.();
       await app.close();
+      await hot.close();
       await store.close();
     },
   };
@@ -127,10 +142,10 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
   const wired = new Promise<void>((r) => (ready = r));
 
   function wire(): void {
-    const provider = createProvider({ config, issuer: self.issuer, store, secrets, events });
-    const verifier = createTokenVerifier({ issuer: self.issuer, audience: config.audience, publicKeys: [publicJwk(secrets.signingKey)], store });
+    const provider = createProvider({ config, issuer: self.issuer, store, records, secrets, events });
+    const verifier = createTokenVerifier({ issuer: self.issuer, audience: config.audience, publicKeys: [publicJwk(secrets.signingKey)], store, sessions });
     Object.assign(self, { provider, verifier });
-    gatewayClose = attachAgentGateway(app.server as unknown as HttpServer, { config, verifier, store, tasks, agents, events, log: log.child({ mod: 'gateway' }) }).close;
+    gatewayClose = attachAgentGateway(app.server as unknown as HttpServer, { config, verifier, sessions, store, tasks, agents, events, log: log.child({ mod: 'gateway' }) }).close;
     ready();
   }
 
@@ -171,15 +186,29 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
 
   await app.register(async (pages) => {
     await pages.register(formbody, { bodyLimit: 16 * 1024 });
-    await pages.register(async (s) => interactionRoutes(s, { provider: lazy(() => self.provider), store, events }));
+    await pages.register(async (s) => interactionRoutes(s, { provider: lazy(() => self.provider), store, events, loginGuard: createLoginGuard(hot.counters, config.loginLimits) }));
   });
 
-  await app.register(async (api) => apiRoutes(api, { verifier: lazy(() => self.verifier), store, tasks, recipes, agents, events }), { prefix: '/api/v1' });
+  await app.register(async (api) => apiRoutes(api, { verifier: lazy(() => self.verifier), store, sessions, tasks, recipes, agents, events }), { prefix: '/api/v1' });
 
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/', async (_req, reply) => reply.type('application/json').send({ name: 'Palisade', issuer: self.issuer, api: `${self.url}/api/v1`, agents: `${self.url.replace(/^http/, 'ws')}/ws/agent` }));
 
   return self;
+}
+
+/** The hot store the configuration names: Redis (standalone or Sentinel) or in-process. */
+async function openHotStore(config: ServerConfig): Promise<HotStore> {
+  if (config.redisSentinels?.length) {
+    const sentinels = config.redisSentinels.map((s) => {
+      const m = /^(.+):(\d+)$/.exec(s);
+      if (!m) throw new Error(`invalid Redis Sentinel address "${s}" (expected host:port)`);
+      return { host: m[1]!, port: Number(m[2]) };
+    });
+    return openRedisHotStore({ sentinels, sentinelName: config.redisSentinelName, prefix: config.redisPrefix });
+  }
+  if (config.redisUrl) return openRedisHotStore({ url: config.redisUrl, prefix: config.redisPrefix });
+  return createMemoryHotStore();
 }
 
 /** A stand-in that forwards every property access to the value `get()` returns at that time. */

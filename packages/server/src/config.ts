@@ -10,6 +10,16 @@ export interface ServerConfig {
   databaseUrl?: string | undefined;
   /** PostgreSQL schema holding Palisade's tables. Default `palisade`. */
   databaseSchema?: string | undefined;
+  /** Redis URL (`redis://`, `rediss://`) for hot state shared by many nodes; unset = in-process. */
+  redisUrl?: string | undefined;
+  /** Redis Sentinel addresses (`host:port`); with them, hot state follows the primary `redisSentinelName` names. */
+  redisSentinels?: string[] | undefined;
+  /** The primary's name in Sentinel. Default `mymaster`. */
+  redisSentinelName?: string | undefined;
+  /** Prefix of every Redis key. Default `palisade`. */
+  redisPrefix?: string | undefined;
+  /** This node's name in presence records. Default `<hostname>:<pid>`. */
+  nodeId?: string | undefined;
   /** Interface to listen on. Default `127.0.0.1`. */
   host: string;
   /** Port. Default `8443` (`0` picks a free one). */
@@ -51,8 +61,25 @@ export interface ServerConfig {
   reconnectGraceMs: number;
   /** Most unfinished (queued, dispatched, running) tasks one user may have. Default 1000. */
   maxUnfinishedTasksPerUser: number;
+  /** Sign-in limits: attempts per account and per IP within `windowMs`, then locked for the rest of it. */
+  loginLimits: LoginLimits;
   /** Log level. Default `info`. */
   logLevel: string;
+}
+
+export interface LoginLimits {
+  /** Failed sign-ins per account within the window before it is locked. Default 5. */
+  perAccount: number;
+  /** Failed sign-ins per IP within the window before it is locked. Default 20. */
+  perIp: number;
+  /** Window (and longest lock), ms. Default 15 minutes. */
+  windowMs: number;
+  /** Failures that cost no delay; each further one doubles the wait before the answer. Default 2. */
+  freeFailures: number;
+  /** First progressive delay, ms (then doubled, up to `maxDelayMs`). Default 500. */
+  delayMs: number;
+  /** Longest progressive delay, ms. Default 4000. */
+  maxDelayMs: number;
 }
 
 export const DEFAULTS: ServerConfig = {
@@ -75,6 +102,7 @@ export const DEFAULTS: ServerConfig = {
   maxAttempts: 2,
   reconnectGraceMs: 15_000,
   maxUnfinishedTasksPerUser: 1000,
+  loginLimits: { perAccount: 5, perIp: 20, windowMs: 15 * 60_000, freeFailures: 2, delayMs: 500, maxDelayMs: 4000 },
   logLevel: 'info',
 };
 

@@ -160,8 +160,9 @@ export class AgentConnection {
       this.#teardown();
       this.#d.log?.('socket.closed', { code: ev.code, reason: ev.reason.slice(0, 120) });
       if (!this.#wanted) return;
-      if (ev.code === 4401) {
-        // Expired or revoked token: reconnect at once with a fresh one, once; then back off.
+      if (ev.code === 4401 || ev.code === 4410) {
+        // Expired token (4401) or revoked session (4410): reconnect at once with a fresh one, once;
+        // then back off. For a revoked session the refresh is refused and the user is signed out.
         this.#fresh = true;
         if (this.#attempt === 0) {
           this.#attempt = 1;

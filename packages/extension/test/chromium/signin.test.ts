@@ -138,3 +138,16 @@ test('sign out clears the tokens and closes the connection', async () => {
   assert.equal(session.accessToken, undefined);
   assert.equal(local.server, server.origin, 'the server URL is remembered');
 });
+
+test('closed with 4410 (session revoked on the server): the refresh is refused and the extension signs out', async () => {
+  await popup.getByRole('button', { name: 'Sign in' }).click();
+  await server.waitFor((f) => f.type === 'hello', 20_000, false);
+  await popup.locator('#conn', { hasText: 'connected' }).waitFor();
+  const refreshes = tokenRequests.filter((r) => r.grant_type === 'refresh_token').length;
+  server.kick(4410, 'the session was revoked; sign in again');
+  await popup.locator('#signed-out').waitFor({ state: 'visible' });
+  assert.equal(tokenRequests.filter((r) => r.grant_type === 'refresh_token').length, refreshes + 1, 'one refresh was tried, and refused');
+  const { local, session } = await storage();
+  assert.equal(local.refreshToken, undefined);
+  assert.equal(session.accessToken, undefined);
+});

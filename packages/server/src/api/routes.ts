@@ -8,6 +8,7 @@ import { FINAL_STATES, PalisadeError, parse, validator, type TaskEvent } from '@
 import { bearer, requireScope, type Principal, type TokenVerifier } from '../auth/tokens.ts';
 import { newApiClient, CLIENT_SCOPES } from '../auth/clients.ts';
 import type { DurableStore } from '../store/types.ts';
+import type { SessionManager } from '../auth/sessions.ts';
 import type { SecurityEvents } from '../siem/events.ts';
 import type { TaskService } from '../tasks/service.ts';
 import type { RecipeRegistry } from '../tasks/recipes.ts';
@@ -22,6 +23,7 @@ declare module 'fastify' {
 export interface ApiOptions {
   verifier: TokenVerifier;
   store: DurableStore;
+  sessions: SessionManager;
   tasks: TaskService;
   recipes: RecipeRegistry;
   agents: AgentRegistry;
@@ -138,6 +140,31 @@ export async function apiRoutes(app: FastifyInstance, o: ApiOptions): Promise<vo
     o.events.emit({ class: 'account_change', activity: 'client.revoke', outcome: 'success', message: `API client ${c.clientId} revoked`, actor: { userId: p.userId } });
     return reply.code(204).send();
   });
+
+  // A person's own sessions (sign-ins of the extension, the CLI): listed and revoked by a person's
+  // token, never by an API client's.
+  app.get('/sessions', async (req) => {
+    const p = requirePerson(req);
+    const list = await o.sessions.list(p.userId);
+    return { sessions: list.map((s) => ({ ...s, current: s.id === p.sessionId })) };
+  });
+
+  app.delete<{ Params: { id: string } }>('/sessions/:id', async (req, reply) => {
+    const p = requirePerson(req);
+    if (!(await o.sessions.revoke(p.userId, req.params.id, { ip: req.ip }))) throw new PalisadeError('PAL_ERR_NOT_FOUND', `no session ${req.params.id}`);
+    return reply.code(204).send();
+  });
+
+  app.delete('/sessions', async (req) => {
+    const p = requirePerson(req);
+    return { revoked: await o.sessions.revokeAll(p.userId, { ip: req.ip }) };
+  });
+}
+
+function requirePerson(req: FastifyRequest): Principal {
+  const p = req.principal!;
+  if (p.kind !== 'user') throw new PalisadeError('PAL_ERR_FORBIDDEN', "sessions are managed with a person's token (palisade login), not an API client's");
+  return p;
 }
 
 /** Longest `Prefer: wait=N` honoured, seconds. */

@@ -1,12 +1,14 @@
 /**
- * @module auth/adapter — oidc-provider's storage adapter over the durable store. Sessions, grants,
- * device codes, refresh tokens and interactions survive a restart. The `Client` model resolves API
- * clients created by admins; their metadata carries the secret's hash, never the secret.
+ * @module auth/adapter — oidc-provider's storage adapter. Sessions, grants, device codes, refresh
+ * tokens and interactions live in an `OidcRepo`: the durable store's (SQLite, PostgreSQL) or, with
+ * Redis configured, the hot store's; either way they survive a restart. The `Client` model resolves
+ * API clients created by admins from the durable store; their metadata carries the secret's hash,
+ * never the secret.
  */
 import { createHash } from 'node:crypto';
-import type { DurableStore, OidcRecord } from '../store/types.ts';
+import type { DurableStore, OidcRecord, OidcRepo } from '../store/types.ts';
 
-type Payload = Record<string, unknown> & { grantId?: string; userCode?: string; uid?: string; jti?: string };
+type Payload = Record<string, unknown> & { grantId?: string; userCode?: string; uid?: string; jti?: string; accountId?: string };
 
 /**
  * Models whose id is itself a bearer token (an opaque refresh token or code): stored under the
@@ -18,7 +20,7 @@ export const HASHED_MODELS: ReadonlySet<string> = new Set(['RefreshToken', 'Auth
 const hashId = (id: string) => `sha256:${createHash('sha256').update(id).digest('base64url')}`;
 
 /** Builds the adapter class oidc-provider instantiates once per model name. */
-export function createOidcAdapter(store: DurableStore) {
+export function createOidcAdapter(store: DurableStore, records: OidcRepo = store.oidc) {
   return class PalisadeOidcAdapter {
     readonly model: string;
     constructor(model: string) {
@@ -44,42 +46,42 @@ export function createOidcAdapter(store: DurableStore) {
         grantId: payload.grantId,
         userCode: payload.userCode,
         uid: payload.uid,
+        accountId: payload.accountId,
       };
-      await store.oidc.upsert(this.model, this.#key(id), record);
+      await records.upsert(this.model, this.#key(id), record);
     }
 
     async find(id: string): Promise<Payload | undefined> {
       if (this.model === 'Client') return findClient(store, id);
-      const payload = live(await store.oidc.find(this.model, this.#key(id)));
+      const payload = live(await records.find(this.model, this.#key(id)));
       return payload && this.#hashed ? { ...payload, jti: id } : payload;
     }
 
     async findByUserCode(userCode: string): Promise<Payload | undefined> {
-      return live(await store.oidc.findByUserCode(this.model, userCode));
+      return live(await records.findByUserCode(this.model, userCode));
     }
 
     async findByUid(uid: string): Promise<Payload | undefined> {
-      return live(await store.oidc.findByUid(this.model, uid));
+      return live(await records.findByUid(this.model, uid));
     }
 
     async consume(id: string): Promise<void> {
-      await store.oidc.consume(this.model, this.#key(id));
+      await records.consume(this.model, this.#key(id));
     }
 
     async destroy(id: string): Promise<void> {
-      await store.oidc.destroy(this.model, this.#key(id));
+      await records.destroy(this.model, this.#key(id));
     }
 
     async revokeByGrantId(grantId: string): Promise<void> {
-      await store.oidc.revokeByGrantId(grantId);
+      await records.revokeByGrantId(grantId);
     }
   };
 }
 
+/** The record's payload (repositories never return expired records). */
 function live(r: OidcRecord | undefined): Payload | undefined {
-  if (!r) return undefined;
-  if (r.expiresAt !== undefined && r.expiresAt <= Math.floor(Date.now() / 1000)) return undefined;
-  return r.payload as Payload;
+  return r?.payload as Payload | undefined;
 }
 
 async function findClient(store: DurableStore, id: string): Promise<Payload | undefined> {

@@ -3,13 +3,14 @@
  * consent inside an OAuth interaction (reached from the device-code page).
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type Provider from 'oidc-provider';
 import { PalisadeError } from '@palisade/protocol';
 import type { DurableStore } from '../store/types.ts';
 import type { SecurityEvents } from '../siem/events.ts';
 import { checkPasswordRules, hashPassword, verifyPassword } from './passwords.ts';
-import { createLoginGuard, type LoginGuard } from './login-guard.ts';
+import type { LoginGuard } from './login-guard.ts';
 import { consentPage, loginPage, messagePage, setupPage, STYLESHEET } from './pages.ts';
 import { FIRST_PARTY_CLIENTS } from './provider.ts';
 
@@ -44,12 +45,12 @@ export interface InteractionOptions {
   provider: Provider;
   store: DurableStore;
   events: SecurityEvents;
-  /** Password-guessing limits. Default: 5 failures per username, 20 per IP, per 15 minutes. */
-  loginGuard?: LoginGuard;
+  /** Password-guessing limits (hot-store counters). */
+  loginGuard: LoginGuard;
 }
 
 /** Registers `/setup`, `/interaction/:uid…` and the stylesheet. */
-export async function interactionRoutes(app: FastifyInstance, { provider, store, events, loginGuard = createLoginGuard() }: InteractionOptions): Promise<void> {
+export async function interactionRoutes(app: FastifyInstance, { provider, store, events, loginGuard }: InteractionOptions): Promise<void> {
   app.get('/assets/palisade.css', async (_req, reply) => reply.type('text/css; charset=utf-8').header('cache-control', 'public, max-age=3600').send(STYLESHEET));
 
   app.get<{ Querystring: { token?: string } }>('/setup', async (req, reply) => {
@@ -93,21 +94,22 @@ export async function interactionRoutes(app: FastifyInstance, { provider, store,
     if (!d) return reply;
     const { username = '', password = '' } = req.body ?? {};
     const client = clientName(String(d.params.client_id));
-    const wait = loginGuard.lockedFor(username, req.ip);
-    if (wait > 0) {
+    const attempt = await loginGuard.begin(username, req.ip);
+    if (!attempt.allowed) {
       events.emit({ class: 'authentication', activity: 'password.login', outcome: 'failure', code: 'PAL_ERR_RATE_LIMITED', message: 'sign-in refused while locked', src: { ip: req.ip } });
-      reply.header('retry-after', String(Math.ceil(wait / 1000)));
-      return html(reply, 429, loginPage(d.uid, client, `Too many failed sign-ins. Try again in ${Math.ceil(wait / 60_000)} minutes.`));
+      reply.header('retry-after', String(Math.ceil(attempt.retryAfterMs / 1000)));
+      return html(reply, 429, loginPage(d.uid, client, `Too many failed sign-ins. Try again in ${Math.ceil(attempt.retryAfterMs / 60_000)} minutes.`));
     }
+    if (attempt.delayMs > 0) await sleep(attempt.delayMs);
     const user = username.length <= 64 ? await store.users.byUsername(username) : undefined;
     const ok = await verifyPassword(user?.passwordHash, password.slice(0, 256));
     if (!ok || !user) {
-      const locked = loginGuard.fail(username, req.ip);
+      const locked = await attempt.fail();
       events.emit({ class: 'authentication', activity: 'password.login', outcome: 'failure', code: 'PAL_ERR_UNAUTHENTICATED', message: 'wrong username or password', src: { ip: req.ip } });
       if (locked) events.emit({ class: 'authentication', activity: 'password.lock', outcome: 'failure', severity: 'high', code: 'PAL_ERR_RATE_LIMITED', message: 'too many failed sign-ins: locked for a while', src: { ip: req.ip } });
       return html(reply, 401, loginPage(d.uid, client, 'Wrong username or password.'));
     }
-    loginGuard.succeed(username);
+    await attempt.succeed();
     events.emit({ class: 'authentication', activity: 'password.login', outcome: 'success', message: `${user.username} signed in`, actor: { userId: user.id }, src: { ip: req.ip } });
     reply.hijack();
     await provider.interactionFinished(req.raw, reply.raw, { login: { accountId: user.id } }, { mergeWithLastSubmission: false });

@@ -1,70 +1,57 @@
 /**
- * @module auth/login-guard — limits password guessing: failures are counted per username and per
- * client IP in a sliding window; past the limit, sign-in is refused for a while whatever the
- * password, so a correct guess is no better than a wrong one. Locks apply to usernames that do not
- * exist exactly as to those that do, so they reveal nothing. In-process; the Redis-backed version
- * with atomic counters shared by every node comes with issue 3.
+ * @module auth/login-guard — limits password guessing, per account and per client IP, with counters
+ * in the hot store (in-process or Redis, shared by every node).
+ *
+ * Each sign-in first *reserves* an attempt: both counters are checked and bumped in one atomic
+ * step, so parallel guesses (on one node or many) can never get more password checks than the
+ * limit. A success gives its reservation back (the account's counter is cleared, the IP's is
+ * decremented); a failure keeps it. Past a few failures every further attempt waits longer (doubling)
+ * before it is answered; at the limit the account or IP is locked for the rest of the window,
+ * whatever the password, so a correct guess is no better than a wrong one. Counters do not depend on
+ * whether the account exists, so neither the answers nor their timing tell an attacker that.
  */
+import { createHash } from 'node:crypto';
+import type { LoginLimits } from '../config.ts';
+import type { Counters } from '../hot/types.ts';
 
-export interface LoginGuardOptions {
-  /** Failures per username within the window before it is locked. Default 5. */
-  perUsername?: number;
-  /** Failures per IP within the window before it is locked. Default 20. */
-  perIp?: number;
-  /** Window and lock length, ms. Default 15 minutes. */
-  windowMs?: number;
-  /** Most keys tracked; the oldest are forgotten first. Default 100,000. */
-  maxKeys?: number;
-  now?: () => number;
-}
+export type LoginAttempt =
+  | { allowed: false; retryAfterMs: number }
+  | {
+      allowed: true;
+      /** How long to wait before answering this attempt (progressive delay), ms. */
+      delayMs: number;
+      /** The password was right: the reservation is given back. */
+      succeed(): Promise<void>;
+      /** The password was wrong: returns true if this failure locked the account or the IP. */
+      fail(): Promise<boolean>;
+    };
 
 export interface LoginGuard {
-  /** Milliseconds until sign-in is allowed again for this username and IP; 0 when allowed. */
-  lockedFor(username: string, ip: string): number;
-  /** Records a failure; returns true if it locked the username or the IP just now. */
-  fail(username: string, ip: string): boolean;
-  /** Forgets the username's failures after a successful sign-in. */
-  succeed(username: string): void;
+  begin(username: string, ip: string): Promise<LoginAttempt>;
 }
 
-export function createLoginGuard(o: LoginGuardOptions = {}): LoginGuard {
-  const perUsername = o.perUsername ?? 5;
-  const perIp = o.perIp ?? 20;
-  const windowMs = o.windowMs ?? 15 * 60_000;
-  const maxKeys = o.maxKeys ?? 100_000;
-  const now = o.now ?? Date.now;
-  const failures = new Map<string, number[]>();
+const accountKey = (username: string) => `login:acct:${createHash('sha256').update(username.normalize('NFKC').toLowerCase()).digest('base64url')}`;
+const ipKey = (ip: string) => `login:ip:${ip}`;
 
-  const recent = (key: string): number[] => {
-    const t = now();
-    const list = (failures.get(key) ?? []).filter((at) => t - at < windowMs);
-    if (list.length === 0) failures.delete(key);
-    else failures.set(key, list);
-    return list;
-  };
-  const lockLeft = (key: string, limit: number): number => {
-    const list = recent(key);
-    return list.length >= limit ? windowMs - (now() - list[list.length - limit]!) : 0;
-  };
-  const userKey = (u: string) => `u:${u.toLowerCase()}`;
-  const ipKey = (ip: string) => `ip:${ip}`;
-
+export function createLoginGuard(counters: Counters, limits: LoginLimits): LoginGuard {
   return {
-    lockedFor: (username, ip) => Math.max(lockLeft(userKey(username), perUsername), lockLeft(ipKey(ip), perIp)),
-    fail(username, ip) {
-      let locked = false;
-      for (const [key, limit] of [[userKey(username), perUsername], [ipKey(ip), perIp]] as const) {
-        const list = recent(key);
-        list.push(now());
-        failures.delete(key);
-        failures.set(key, list.slice(-limit));
-        if (list.length === limit) locked = true;
-      }
-      while (failures.size > maxKeys) failures.delete(failures.keys().next().value!);
-      return locked;
-    },
-    succeed(username) {
-      failures.delete(userKey(username));
+    async begin(username, ip) {
+      const acct = accountKey(username);
+      const addr = ipKey(ip);
+      const r = await counters.attempt([{ key: acct, limit: limits.perAccount }, { key: addr, limit: limits.perIp }], limits.windowMs);
+      if (!r.allowed) return { allowed: false, retryAfterMs: r.retryAfterMs };
+      const [accountCount = 0, ipCount = 0] = r.counts;
+      const pastFree = accountCount - 1 - limits.freeFailures;
+      return {
+        allowed: true,
+        delayMs: pastFree > 0 ? Math.min(limits.delayMs * 2 ** (pastFree - 1), limits.maxDelayMs) : 0,
+        async succeed() {
+          await Promise.all([counters.reset(acct), counters.release(addr)]);
+        },
+        async fail() {
+          return accountCount >= limits.perAccount || ipCount >= limits.perIp;
+        },
+      };
     },
   };
 }

@@ -6,7 +6,7 @@
  */
 import Provider, { errors as oidcErrors, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import type { ServerConfig } from '../config.ts';
-import type { DurableStore } from '../store/types.ts';
+import type { DurableStore, OidcRepo } from '../store/types.ts';
 import type { SecurityEvents } from '../siem/events.ts';
 import type { ServerSecrets } from './secrets.ts';
 import { createOidcAdapter } from './adapter.ts';
@@ -29,14 +29,16 @@ export interface ProviderOptions {
   config: ServerConfig;
   issuer: string;
   store: DurableStore;
+  /** Where OAuth records live: the durable store's, or the hot store's (Redis). */
+  records: OidcRepo;
   secrets: ServerSecrets;
   events: SecurityEvents;
 }
 
 /** Creates the provider. */
-export function createProvider({ config, issuer, store, secrets, events }: ProviderOptions): Provider {
+export function createProvider({ config, issuer, store, records, secrets, events }: ProviderOptions): Provider {
   const configuration: Configuration = {
-    adapter: createOidcAdapter(store),
+    adapter: createOidcAdapter(store, records),
     clients: Object.entries(FIRST_PARTY_CLIENTS).map(([clientId, c]) => ({
       client_id: clientId,
       client_name: c.name,
@@ -57,6 +59,8 @@ export function createProvider({ config, issuer, store, secrets, events }: Provi
       return { accountId: user.id, claims: async () => ({ sub: user.id, preferred_username: user.username }) };
     },
     interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
+    // A person's access token names its session (grant), so revoking the session refuses it at once.
+    extraTokenClaims: async (_ctx, token) => ('grantId' in token && token.grantId ? { gid: token.grantId } : undefined),
     features: {
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },

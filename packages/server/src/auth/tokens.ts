@@ -8,6 +8,7 @@ import { createLocalJWKSet, jwtVerify, errors as joseErrors, type JWK, type JWTP
 import { PalisadeError } from '@palisade/protocol';
 import type { DurableStore } from '../store/types.ts';
 import { FIRST_PARTY_CLIENTS } from './provider.ts';
+import { assertSessionLive, type SessionManager } from './sessions.ts';
 
 /** Who a request acts for. */
 export interface Principal {
@@ -19,6 +20,8 @@ export interface Principal {
   role: 'admin' | 'user';
   /** Token expiry, epoch seconds. */
   exp: number;
+  /** The session (grant) a person's token belongs to; API clients have none. */
+  sessionId?: string | undefined;
 }
 
 export interface TokenVerifier {
@@ -30,12 +33,14 @@ export interface TokenVerifierOptions {
   audience: string;
   publicKeys: JWK[];
   store: DurableStore;
+  /** Sessions: a person's token is refused once its session is revoked. */
+  sessions: SessionManager;
 }
 
 /** Most signature-checked tokens remembered at once. */
 export const VERIFIED_CACHE_SIZE = 10_000;
 
-export function createTokenVerifier({ issuer, audience, publicKeys, store }: TokenVerifierOptions): TokenVerifier {
+export function createTokenVerifier({ issuer, audience, publicKeys, store, sessions }: TokenVerifierOptions): TokenVerifier {
   const jwks = createLocalJWKSet({ keys: publicKeys });
   // Signature checks are the costly part (WebCrypto, off the main thread); a token whose signature and
   // claims were checked is remembered until it expires. Who it acts for is resolved on every use, so
@@ -46,6 +51,11 @@ export function createTokenVerifier({ issuer, audience, publicKeys, store }: Tok
     if (hit && Number(hit.exp) * 1000 > Date.now()) return hit;
     if (hit) verified.delete(token);
     const { payload } = await jwtVerify(token, jwks, { issuer, audience, algorithms: ['ES256'], typ: 'at+jwt', requiredClaims: ['exp', 'client_id'] });
+    // A person's token is checked against its session once per node (it must still exist: this
+    // covers revocations from before this node started); later uses check the revocation mirror.
+    if (Object.hasOwn(FIRST_PARTY_CLIENTS, String(payload.client_id))) {
+      if (typeof payload.gid !== 'string' || !(await sessions.validate(payload.gid))) throw new PalisadeError('PAL_ERR_SESSION_REVOKED', 'this session was revoked or has ended; sign in again');
+    }
     if (verified.size >= VERIFIED_CACHE_SIZE) verified.delete(verified.keys().next().value!);
     verified.set(token, payload);
     return payload;
@@ -57,6 +67,7 @@ export function createTokenVerifier({ issuer, audience, publicKeys, store }: Tok
       try {
         payload = await check(token);
       } catch (e) {
+        if (e instanceof PalisadeError) throw e;
         const reason = e instanceof joseErrors.JWTExpired ? 'the access token has expired'
           : e instanceof joseErrors.JWTClaimValidationFailed ? `the access token's "${e.claim}" claim is not accepted`
           : 'the access token is not valid';
@@ -68,7 +79,9 @@ export function createTokenVerifier({ issuer, audience, publicKeys, store }: Tok
       if (Object.hasOwn(FIRST_PARTY_CLIENTS, clientId)) {
         const user = payload.sub ? await store.users.byId(payload.sub) : undefined;
         if (!user) throw new PalisadeError('PAL_ERR_TOKEN_INVALID', 'the token names no known user');
-        return { userId: user.id, clientId, scopes, kind: 'user', role: user.role, exp };
+        const sessionId = String(payload.gid);
+        assertSessionLive(sessions, sessionId);
+        return { userId: user.id, clientId, scopes, kind: 'user', role: user.role, exp, sessionId };
       }
       const client = await store.clients.byId(clientId);
       if (!client || client.revokedAt) throw new PalisadeError('PAL_ERR_TOKEN_INVALID', 'the token belongs to an unknown or revoked client');

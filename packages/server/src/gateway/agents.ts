@@ -20,6 +20,7 @@ import type { ServerConfig } from '../config.ts';
 import { originAllowed } from '../config.ts';
 import type { Principal, TokenVerifier } from '../auth/tokens.ts';
 import type { DurableStore } from '../store/types.ts';
+import type { SessionManager } from '../auth/sessions.ts';
 import type { SecurityEvents } from '../siem/events.ts';
 import type { TaskService } from '../tasks/service.ts';
 import { agentFrame } from '../edge/validators.ts';
@@ -32,6 +33,7 @@ export const MAX_PENDING_FRAMES = 256;
 export interface GatewayOptions {
   config: ServerConfig;
   verifier: TokenVerifier;
+  sessions: SessionManager;
   store: DurableStore;
   tasks: TaskService;
   agents: AgentRegistry;
@@ -102,6 +104,12 @@ export function attachAgentGateway(server: HttpServer, o: GatewayOptions): { clo
     handleProtocols: (protocols) => (protocols.has(WS_SUBPROTOCOL) ? WS_SUBPROTOCOL : false),
   });
 
+  // Connections by session, so revoking a session (on any node) closes its connections here at once.
+  const bySession = new SessionIndex();
+  const offRevoke = o.sessions.onRevoke((id) => {
+    for (const c of bySession.take(id)) c.revoked();
+  });
+
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const ctx: UpgradeContext = { req, ip: clientIp(req) };
     void (async () => {
@@ -122,7 +130,7 @@ export function attachAgentGateway(server: HttpServer, o: GatewayOptions): { clo
         }
       }
       wss.handleUpgrade(req, socket, head, (ws) => {
-        new AgentConnection(ws, ctx, o).start();
+        new AgentConnection(ws, ctx, o, bySession).start();
       });
     })();
   };
@@ -131,6 +139,7 @@ export function attachAgentGateway(server: HttpServer, o: GatewayOptions): { clo
   return {
     wss,
     async close() {
+      offRevoke();
       server.off('upgrade', onUpgrade);
       for (const ws of wss.clients) ws.close(1001, 'server shutting down');
       await new Promise<void>((resolve) => wss.close(() => resolve()));
@@ -148,6 +157,26 @@ function refuseUpgrade(socket: Duplex, err: PalisadeError): void {
   socket.destroy();
 }
 
+/** Open connections by session id. */
+class SessionIndex {
+  readonly #map = new Map<string, Set<AgentConnection>>();
+  add(id: string, c: AgentConnection): void {
+    let set = this.#map.get(id);
+    if (!set) this.#map.set(id, (set = new Set()));
+    set.add(c);
+  }
+  remove(id: string, c: AgentConnection): void {
+    const set = this.#map.get(id);
+    set?.delete(c);
+    if (set?.size === 0) this.#map.delete(id);
+  }
+  take(id: string): AgentConnection[] {
+    const set = this.#map.get(id);
+    this.#map.delete(id);
+    return [...(set ?? [])];
+  }
+}
+
 /** One agent connection, from upgrade to close. */
 class AgentConnection {
   readonly #ws: WebSocket;
@@ -163,11 +192,19 @@ class AgentConnection {
   #pending = 0;
   #expiry: NodeJS.Timeout | undefined;
 
-  constructor(ws: WebSocket, ctx: UpgradeContext, o: GatewayOptions) {
+  readonly #sessions: SessionIndex;
+
+  constructor(ws: WebSocket, ctx: UpgradeContext, o: GatewayOptions, sessions: SessionIndex) {
     this.#ws = ws;
     this.#ctx = ctx;
     this.#o = o;
+    this.#sessions = sessions;
     this.#principal = ctx.principal;
+  }
+
+  /** Its session was revoked: close at once. */
+  revoked(): void {
+    if (!this.#closed) this.#fail('PAL_ERR_SESSION_REVOKED', 'the session was revoked; sign in again');
   }
 
   start(): void {
@@ -205,8 +242,14 @@ class AgentConnection {
     if (this.#principal) this.#onAuthenticated();
   }
 
-  #onAuthenticated(): void {
+  #onAuthenticated(previous?: Principal): void {
     const p = this.#principal!;
+    if (previous?.sessionId) this.#sessions.remove(previous.sessionId, this);
+    if (p.sessionId) {
+      this.#sessions.add(p.sessionId, this);
+      // Revoked between the token check and now: the revocation listener has already run.
+      if (this.#o.sessions.isRevoked(p.sessionId)) return this.revoked();
+    }
     this.#event('ws.authenticate', 'success', undefined, 'agent connection authenticated');
     // The connection lives no longer than its token: the agent sends a fresh one in an `auth` frame
     // before it expires, or is closed with 4401 and reconnects.
@@ -220,8 +263,9 @@ class AgentConnection {
     const p = await this.#o.verifier.verify(token);
     if (!p.scopes.has('agent')) throw new PalisadeError('PAL_ERR_FORBIDDEN', 'agent connections need the "agent" scope');
     if (p.userId !== this.#principal!.userId) throw new PalisadeError('PAL_ERR_FORBIDDEN', 'the new token belongs to another user');
+    const previous = this.#principal;
     this.#principal = p;
-    this.#onAuthenticated();
+    this.#onAuthenticated(previous);
   }
 
   async #onMessage(data: RawData, isBinary: boolean): Promise<void> {
@@ -318,6 +362,7 @@ class AgentConnection {
   #onClose(): void {
     if (this.#closed) return;
     this.#closed = true;
+    if (this.#principal?.sessionId) this.#sessions.remove(this.#principal.sessionId, this);
     for (const t of this.#timers) clearTimeout(t);
     this.#timers = [];
     clearTimeout(this.#expiry);

@@ -7,10 +7,11 @@
 import pg from 'pg';
 import { PalisadeError } from '@palisade/protocol';
 import type { DurableStore } from './types.ts';
-import { TASK_COLUMNS, TASK_JSON_FIELDS, mappers, opt, withPatch, type Row } from './rows.ts';
+import { nowSeconds, TASK_COLUMNS, TASK_JSON_FIELDS, mappers, opt, withPatch, type Row } from './rows.ts';
 import { migrations } from './schema.ts';
 
 const MIGRATIONS = migrations('postgres');
+const LIVE = '(expires_at IS NULL OR expires_at > $3)';
 
 const { user: toUser, client: toClient, agent: toAgent, task: toTask, oidc: toOidc } = mappers({ json: <T>(v: unknown) => v as T, bool: (v) => v === true });
 const jsonOrNull = (v: unknown) => (v === undefined || v === null ? null : JSON.stringify(v));
@@ -122,19 +123,23 @@ export async function openPostgresStore(o: PostgresStoreOptions): Promise<Durabl
     },
     oidc: {
       async upsert(model, id, r) {
-        await q(`INSERT INTO oidc (model, id, payload, expires_at, grant_id, user_code, uid) VALUES ($1, $2, $3, $4, $5, $6, $7)
+        await q(`INSERT INTO oidc (model, id, payload, expires_at, grant_id, user_code, uid, account_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (model, id) DO UPDATE SET payload = excluded.payload, expires_at = excluded.expires_at, grant_id = excluded.grant_id,
-               user_code = excluded.user_code, uid = excluded.uid`,
-          [model, id, JSON.stringify(r.payload), r.expiresAt ?? null, r.grantId ?? null, r.userCode ?? null, r.uid ?? null]);
+               user_code = excluded.user_code, uid = excluded.uid, account_id = excluded.account_id`,
+          [model, id, JSON.stringify(r.payload), r.expiresAt ?? null, r.grantId ?? null, r.userCode ?? null, r.uid ?? null, r.accountId ?? null]);
       },
-      async find(model, id) { const r = await one('SELECT * FROM oidc WHERE model = $1 AND id = $2', [model, id]); return r && toOidc(r); },
-      async findByUserCode(model, code) { const r = await one('SELECT * FROM oidc WHERE model = $1 AND user_code = $2', [model, code]); return r && toOidc(r); },
-      async findByUid(model, uid) { const r = await one('SELECT * FROM oidc WHERE model = $1 AND uid = $2', [model, uid]); return r && toOidc(r); },
+      async find(model, id) { const r = await one(`SELECT * FROM oidc WHERE model = $1 AND id = $2 AND ${LIVE}`, [model, id, nowSeconds()]); return r && toOidc(r); },
+      async findByUserCode(model, code) { const r = await one(`SELECT * FROM oidc WHERE model = $1 AND user_code = $2 AND ${LIVE}`, [model, code, nowSeconds()]); return r && toOidc(r); },
+      async findByUid(model, uid) { const r = await one(`SELECT * FROM oidc WHERE model = $1 AND uid = $2 AND ${LIVE}`, [model, uid, nowSeconds()]); return r && toOidc(r); },
       async consume(model, id) {
         await q("UPDATE oidc SET payload = jsonb_set(payload, '{consumed}', to_jsonb($1::bigint)) WHERE model = $2 AND id = $3", [Math.floor(Date.now() / 1000), model, id]);
       },
       async destroy(model, id) { await q('DELETE FROM oidc WHERE model = $1 AND id = $2', [model, id]); },
       async revokeByGrantId(grantId) { await q('DELETE FROM oidc WHERE grant_id = $1', [grantId]); },
+      async listByAccount(model, accountId) {
+        const rows = await q(`SELECT * FROM oidc WHERE model = $1 AND account_id = $2 AND ${LIVE} ORDER BY id`, [model, accountId, nowSeconds()]);
+        return rows.map((r) => ({ id: String(r.id), record: toOidc(r) }));
+      },
       async sweep(now) { return (await run('DELETE FROM oidc WHERE expires_at IS NOT NULL AND expires_at <= $1', [now])).rowCount ?? 0; },
     },
     meta: {

@@ -46,7 +46,7 @@ export function mappers(d: Decode) {
       result: r.result == null ? undefined : d.json(r.result), error: r.error == null ? undefined : d.json(r.error),
     }, d),
     oidc: (r: Row): OidcRecord => ({
-      payload: d.json(r.payload), expiresAt: r.expires_at == null ? undefined : Number(r.expires_at), grantId: opt(r.grant_id), userCode: opt(r.user_code), uid: opt(r.uid),
+      payload: d.json(r.payload), expiresAt: r.expires_at == null ? undefined : Number(r.expires_at), grantId: opt(r.grant_id), userCode: opt(r.user_code), uid: opt(r.uid), accountId: opt(r.account_id),
     }),
   };
 }
@@ -76,3 +76,6 @@ export function withPatch(current: TaskRecord, patch: Partial<TaskRecord>): Task
   }
   return next;
 }
+
+/** Epoch seconds now: OAuth records past their `expires_at` are never returned, swept or not. */
+export const nowSeconds = (): number => Math.floor(Date.now() / 1000);

@@ -44,5 +44,8 @@ export function migrations(dialect: Dialect): string[] {
     // 2: unfinished tasks are looked up and counted per owner.
     `DROP INDEX tasks_unfinished;
      CREATE INDEX tasks_unfinished_by_owner ON tasks(owner_user_id, state) WHERE state IN ('queued', 'dispatched', 'running');`,
+    // 3: a user's sessions (grants) are listed by account.
+    `ALTER TABLE oidc ADD COLUMN account_id TEXT;
+     CREATE INDEX oidc_account ON oidc(model, account_id);`,
   ];
 }

@@ -5,10 +5,11 @@
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { startCheckpointer } from './sqlite-checkpointer.ts';
 import type { DurableStore } from './types.ts';
-import { TASK_COLUMNS, TASK_JSON_FIELDS, mappers, opt, withPatch, type Row } from './rows.ts';
+import { nowSeconds, TASK_COLUMNS, TASK_JSON_FIELDS, mappers, opt, withPatch, type Row } from './rows.ts';
 import { migrations } from './schema.ts';
 
 const MIGRATIONS = migrations('sqlite');
+const LIVE = '(expires_at IS NULL OR expires_at > ?)';
 
 const { user: toUser, client: toClient, agent: toAgent, task: toTask, oidc: toOidc } = mappers({ json: <T>(v: unknown) => JSON.parse(String(v)) as T, bool: (v) => v === 1 });
 
@@ -111,19 +112,23 @@ export function openSqliteStore(path: string): DurableStore {
     },
     oidc: {
       async upsert(model, id, r) {
-        run(`INSERT INTO oidc (model, id, payload, expires_at, grant_id, user_code, uid) VALUES (?, ?, ?, ?, ?, ?, ?)
+        run(`INSERT INTO oidc (model, id, payload, expires_at, grant_id, user_code, uid, account_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (model, id) DO UPDATE SET payload = excluded.payload, expires_at = excluded.expires_at, grant_id = excluded.grant_id,
-               user_code = excluded.user_code, uid = excluded.uid`,
-          model, id, JSON.stringify(r.payload), r.expiresAt ?? null, r.grantId ?? null, r.userCode ?? null, r.uid ?? null);
+               user_code = excluded.user_code, uid = excluded.uid, account_id = excluded.account_id`,
+          model, id, JSON.stringify(r.payload), r.expiresAt ?? null, r.grantId ?? null, r.userCode ?? null, r.uid ?? null, r.accountId ?? null);
       },
-      async find(model, id) { const r = one('SELECT * FROM oidc WHERE model = ? AND id = ?', model, id); return r && toOidc(r); },
-      async findByUserCode(model, code) { const r = one('SELECT * FROM oidc WHERE model = ? AND user_code = ?', model, code); return r && toOidc(r); },
-      async findByUid(model, uid) { const r = one('SELECT * FROM oidc WHERE model = ? AND uid = ?', model, uid); return r && toOidc(r); },
+      async find(model, id) { const r = one(`SELECT * FROM oidc WHERE model = ? AND id = ? AND ${LIVE}`, model, id, nowSeconds()); return r && toOidc(r); },
+      async findByUserCode(model, code) { const r = one(`SELECT * FROM oidc WHERE model = ? AND user_code = ? AND ${LIVE}`, model, code, nowSeconds()); return r && toOidc(r); },
+      async findByUid(model, uid) { const r = one(`SELECT * FROM oidc WHERE model = ? AND uid = ? AND ${LIVE}`, model, uid, nowSeconds()); return r && toOidc(r); },
       async consume(model, id) {
         run("UPDATE oidc SET payload = json_set(payload, '$.consumed', ?) WHERE model = ? AND id = ?", Math.floor(Date.now() / 1000), model, id);
       },
       async destroy(model, id) { run('DELETE FROM oidc WHERE model = ? AND id = ?', model, id); },
       async revokeByGrantId(grantId) { run('DELETE FROM oidc WHERE grant_id = ?', grantId); },
+      async listByAccount(model, accountId) {
+        return all(`SELECT * FROM oidc WHERE model = ? AND account_id = ? AND ${LIVE} ORDER BY id`, model, accountId, nowSeconds())
+          .map((r) => ({ id: String(r.id), record: toOidc(r) }));
+      },
       async sweep(now) { return Number(run('DELETE FROM oidc WHERE expires_at IS NOT NULL AND expires_at <= ?', now).changes); },
     },
     meta: {

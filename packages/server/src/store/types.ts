@@ -1,6 +1,7 @@
 /**
- * @module store/types — the durable-store port. Every adapter (SQLite now, PostgreSQL next)
- * implements these repositories and passes the same contract suite (`test/store/contract.ts`).
+ * @module store/types — the durable-store port. Every adapter (SQLite, PostgreSQL) implements these
+ * repositories and passes the same contract suite (`test/store/contract.ts`); the OAuth records
+ * (`OidcRepo`) may instead live in the hot store (Redis), which passes the same OAuth-record suite.
  * All methods are async so a networked adapter fits the same shape.
  */
 import type { ErrorBody, TaskResult, TaskState, Step } from '@palisade/protocol';
@@ -64,6 +65,8 @@ export interface OidcRecord {
   grantId?: string | undefined;
   userCode?: string | undefined;
   uid?: string | undefined;
+  /** The user the record belongs to (grants and sessions), so a user's sessions can be listed. */
+  accountId?: string | undefined;
   consumed?: boolean | undefined;
 }
 
@@ -113,6 +116,8 @@ export interface OidcRepo {
   consume(model: string, id: string): Promise<void>;
   destroy(model: string, id: string): Promise<void>;
   revokeByGrantId(grantId: string): Promise<void>;
+  /** Live (unexpired) records of `model` that belong to `accountId`, with their ids. */
+  listByAccount(model: string, accountId: string): Promise<{ id: string; record: OidcRecord }[]>;
   /** Deletes expired records; returns how many. */
   sweep(now: number): Promise<number>;
 }

@@ -1,6 +1,6 @@
 /**
- * The durable-store contract: every adapter (SQLite now; PostgreSQL with issue 3) runs exactly
- * these tests. Call `storeContract(name, open)` from the adapter's test file.
+ * The durable-store contract: every adapter (SQLite, PostgreSQL) runs exactly these tests (their
+ * OAuth records also run `oidc-contract.ts`). Call `storeContract(name, open)` from the adapter's test file.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -84,24 +84,6 @@ export function storeContract(name: string, open: () => Promise<DurableStore>): 
       await s.tasks.insert(task());
       assert.equal(await s.tasks.countUnfinished(userId), open + 1);
       assert.deepEqual((await s.tasks.byId(t2.id))?.steps, t2.steps);
-    });
-
-    it('oidc records: upsert, lookups, consume, expiry, revoke by grant', async () => {
-      const now = Math.floor(Date.now() / 1000);
-      await s.oidc.upsert('DeviceCode', 'd1', { payload: { a: 1, userCode: 'UC1' }, expiresAt: now + 60, userCode: 'UC1', grantId: 'g1' });
-      await s.oidc.upsert('Interaction', 'i1', { payload: { b: 2 }, expiresAt: now + 60, uid: 'uid1' });
-      await s.oidc.upsert('RefreshToken', 'r1', { payload: { c: 3 }, expiresAt: now - 1, grantId: 'g1' });
-      assert.deepEqual((await s.oidc.find('DeviceCode', 'd1'))?.payload, { a: 1, userCode: 'UC1' });
-      assert.equal((await s.oidc.findByUserCode('DeviceCode', 'UC1'))?.payload.a, 1);
-      assert.equal((await s.oidc.findByUid('Interaction', 'uid1'))?.payload.b, 2);
-      await s.oidc.consume('DeviceCode', 'd1');
-      assert.ok((await s.oidc.find('DeviceCode', 'd1'))?.payload.consumed);
-      assert.ok((await s.oidc.sweep(now)) >= 1, 'expired records are swept');
-      assert.equal(await s.oidc.find('RefreshToken', 'r1'), undefined);
-      await s.oidc.revokeByGrantId('g1');
-      assert.equal(await s.oidc.find('DeviceCode', 'd1'), undefined);
-      await s.oidc.destroy('Interaction', 'i1');
-      assert.equal(await s.oidc.find('Interaction', 'i1'), undefined);
     });
 
     it('meta: set, overwrite, delete', async () => {

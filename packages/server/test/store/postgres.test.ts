@@ -9,6 +9,7 @@ import pg from 'pg';
 import { openPostgresStore } from '../../src/store/postgres.ts';
 import { POSTGRES_URL, dropSchema, postgresSkip } from '../support/postgres.ts';
 import { storeContract } from './contract.ts';
+import { oidcContract } from './oidc-contract.ts';
 
 const schema = `palisade_test_${process.pid}`;
 const skip = await postgresSkip('PostgreSQL store tests');
@@ -18,6 +19,7 @@ if (skip) {
 } else {
   after(() => dropSchema(schema));
   storeContract('postgres', () => openPostgresStore({ connectionString: POSTGRES_URL, schema }));
+  oidcContract('postgres', () => openPostgresStore({ connectionString: POSTGRES_URL, schema }));
 
   describe('postgres migrations', () => {
     it('nodes starting together migrate once', async () => {

@@ -6,8 +6,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openSqliteStore } from '../../src/store/sqlite.ts';
 import { storeContract } from './contract.ts';
+import { oidcContract } from './oidc-contract.ts';
 
 storeContract('sqlite (memory)', async () => openSqliteStore(':memory:'));
+oidcContract('sqlite', async () => openSqliteStore(':memory:'));
 
 describe('sqlite on disk', () => {
   const dir = mkdtempSync(join(tmpdir(), 'palisade-sqlite-'));

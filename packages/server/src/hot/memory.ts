@@ -1,0 +1,129 @@
+/**
+ * @module hot/memory — hot state in this process, for a single node. JavaScript runs one callback
+ * at a time, so each operation is atomic as written. Every map is bounded: expired entries are
+ * dropped as they are met and by a periodic sweep, and the oldest go first past `maxKeys`.
+ */
+import { EventEmitter } from 'node:events';
+import type { HotStore, PresenceEntry } from './types.ts';
+
+export interface MemoryHotStoreOptions {
+  /** Most entries per map. Default 100,000. */
+  maxKeys?: number;
+  now?: () => number;
+}
+
+interface Expiring<T> {
+  value: T;
+  expiresAt: number;
+}
+
+/** A Map whose entries expire, bounded to `maxKeys` (oldest first). */
+class ExpiringMap<T> {
+  readonly #map = new Map<string, Expiring<T>>();
+  readonly #max: number;
+  readonly #now: () => number;
+  constructor(max: number, now: () => number) {
+    this.#max = max;
+    this.#now = now;
+  }
+  get(key: string): Expiring<T> | undefined {
+    const e = this.#map.get(key);
+    if (e && e.expiresAt <= this.#now()) {
+      this.#map.delete(key);
+      return undefined;
+    }
+    return e;
+  }
+  set(key: string, value: T, expiresAt: number): void {
+    this.#map.delete(key);
+    this.#map.set(key, { value, expiresAt });
+    while (this.#map.size > this.#max) this.#map.delete(this.#map.keys().next().value!);
+  }
+  delete(key: string): void {
+    this.#map.delete(key);
+  }
+  sweep(): void {
+    const t = this.#now();
+    for (const [k, e] of this.#map) if (e.expiresAt <= t) this.#map.delete(k);
+  }
+  *entries(): IterableIterator<[string, T]> {
+    const t = this.#now();
+    for (const [k, e] of this.#map) if (e.expiresAt > t) yield [k, e.value];
+  }
+}
+
+export function createMemoryHotStore(o: MemoryHotStoreOptions = {}): HotStore {
+  const max = o.maxKeys ?? 100_000;
+  const now = o.now ?? Date.now;
+  const counters = new ExpiringMap<number>(max, now);
+  const revoked = new ExpiringMap<true>(max, now);
+  const presence = new ExpiringMap<PresenceEntry>(max, now);
+  const transient = new ExpiringMap<string>(max, now);
+  const bus = new EventEmitter().setMaxListeners(0);
+  const sweeper = setInterval(() => {
+    for (const m of [counters, revoked, presence, transient]) m.sweep();
+  }, 60_000).unref();
+
+  return {
+    kind: 'memory',
+    counters: {
+      async attempt(limits, windowMs) {
+        const current = limits.map(({ key }) => counters.get(key));
+        const full = limits.findIndex(({ limit }, i) => (current[i]?.value ?? 0) >= limit);
+        if (full >= 0) return { allowed: false, counts: current.map((c) => c?.value ?? 0), retryAfterMs: Math.max(1, current[full]!.expiresAt - now()) };
+        const counts = limits.map(({ key }, i) => {
+          const c = current[i];
+          counters.set(key, (c?.value ?? 0) + 1, c?.expiresAt ?? now() + windowMs);
+          return (c?.value ?? 0) + 1;
+        });
+        return { allowed: true, counts, retryAfterMs: 0 };
+      },
+      async release(key) {
+        const c = counters.get(key);
+        if (c && c.value > 0) counters.set(key, c.value - 1, c.expiresAt);
+      },
+      async reset(key) {
+        counters.delete(key);
+      },
+      async peek(key) {
+        return counters.get(key)?.value ?? 0;
+      },
+    },
+    revocations: {
+      async revoke(id, ttlMs) {
+        revoked.set(id, true, now() + ttlMs);
+        bus.emit('revoke', id);
+      },
+      has: (id) => revoked.get(id) !== undefined,
+      onRevoke(listener) {
+        bus.on('revoke', listener);
+        return () => bus.off('revoke', listener);
+      },
+    },
+    presence: {
+      async set(entry, ttlMs) {
+        presence.set(entry.agentId, entry, now() + ttlMs);
+      },
+      async remove(agentId, nodeId) {
+        if (presence.get(agentId)?.value.nodeId === nodeId) presence.delete(agentId);
+      },
+      async forUser(userId) {
+        return [...presence.entries()].map(([, e]) => e).filter((e) => e.userId === userId);
+      },
+    },
+    transient: {
+      async put(key, value, ttlMs) {
+        transient.set(key, value, now() + ttlMs);
+      },
+      async take(key) {
+        const e = transient.get(key);
+        transient.delete(key);
+        return e?.value;
+      },
+    },
+    async close() {
+      clearInterval(sweeper);
+      bus.removeAllListeners();
+    },
+  };
+}

@@ -1,0 +1,319 @@
+/**
+ * @module hot/redis — hot state in Redis (`ioredis`), shared by every node; a standalone server or
+ * a Sentinel-managed primary. Each operation is one round trip: multi-key changes are Lua scripts
+ * (run atomically by Redis) or MULTI pipelines. Every key starts with the configured prefix.
+ *
+ * Keys (P = prefix):
+ *   P:cnt:<key>                    attempt counter (INCR, window TTL set on the first attempt)
+ *   P:revoked                      sorted set: revoked id → expiry (ms); channel P:revoked tells nodes
+ *   P:presence:agent:<id>          JSON presence entry, TTL; P:presence:user:<uid> set of agent ids
+ *   P:tmp:<key>                    one-time values (GETDEL)
+ *   P:oidc:<model>:<id>            JSON OAuth record, expiring with it; lookups by user code and
+ *   P:oidc:<model>:uc:<code>/uid:<uid>, sets P:oidc:grant:<grantId> and P:oidc:acct:<model>:<account>
+ *
+ * Failure is closed: a command that cannot reach Redis (down, failing over, timed out) rejects with
+ * PAL_ERR_UNAVAILABLE; ioredis reconnects on its own (and follows Sentinel to the new primary).
+ */
+import { createHash } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { Redis, ReplyError, type RedisOptions } from 'ioredis';
+import { PalisadeError } from '@palisade/protocol';
+import type { OidcRecord, OidcRepo } from '../store/types.ts';
+import type { HotStore, PresenceEntry } from './types.ts';
+
+export interface RedisHotStoreOptions {
+  /** `redis://[:password@]host:port[/db]` (or `rediss://` for TLS). Ignored when `sentinels` is set. */
+  url?: string;
+  /** Sentinel addresses; with them, `sentinelName` names the monitored primary. */
+  sentinels?: { host: string; port: number }[];
+  sentinelName?: string;
+  /** Key prefix, so several deployments (or tests) share one Redis. Default `palisade`. */
+  prefix?: string;
+  /** A command not answered within this many ms fails (closed). Default 2000. */
+  commandTimeoutMs?: number;
+  /** Extra ioredis options (TLS, passwords). */
+  redisOptions?: RedisOptions;
+}
+
+/** Sorted-set trim is done on write, at most this often per node. */
+const TRIM_EVERY_MS = 60_000;
+
+// KEYS: counters; ARGV[1]: window ms; ARGV[1 + i]: limit of KEYS[i].
+// Returns {allowed (0|1), retryAfterMs, count1, count2, …}.
+const ATTEMPT = `
+local counts = {}
+for i, k in ipairs(KEYS) do counts[i] = tonumber(redis.call('GET', k) or '0') end
+for i, k in ipairs(KEYS) do
+  if counts[i] >= tonumber(ARGV[i + 1]) then
+    local ttl = redis.call('PTTL', k)
+    if ttl < 1 then ttl = 1 end
+    return {0, ttl, unpack(counts)}
+  end
+end
+for i, k in ipairs(KEYS) do
+  counts[i] = redis.call('INCR', k)
+  if counts[i] == 1 then redis.call('PEXPIRE', k, ARGV[1]) end
+end
+return {1, 0, unpack(counts)}`;
+
+const RELEASE = `
+local v = tonumber(redis.call('GET', KEYS[1]) or '0')
+if v > 0 then redis.call('DECR', KEYS[1]) end
+return 0`;
+
+// KEYS[1]: presence entry; KEYS[2]: the user's set. ARGV[1]: node id; ARGV[2]: agent id.
+const PRESENCE_REMOVE = `
+local v = redis.call('GET', KEYS[1])
+if v and cjson.decode(v).nodeId == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('SREM', KEYS[2], ARGV[2])
+end
+return 0`;
+
+// KEYS[1]: record. ARGV[1]: now (s). Marks the record consumed, keeping its TTL.
+const CONSUME = `
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local r = cjson.decode(v)
+r.payload.consumed = tonumber(ARGV[1])
+redis.call('SET', KEYS[1], cjson.encode(r), 'KEEPTTL')
+return 1`;
+
+/** Runs a Lua script by its SHA-1, loading it on first use (or after a Redis restart). */
+function script(source: string) {
+  const sha = createHash('sha1').update(source).digest('hex');
+  return async (redis: Redis, keys: string[], args: (string | number)[]): Promise<unknown> => {
+    try {
+      return await redis.evalsha(sha, keys.length, ...keys, ...args);
+    } catch (e) {
+      if (!(e instanceof Error) || !e.message.startsWith('NOSCRIPT')) throw e;
+      return redis.eval(source, keys.length, ...keys, ...args);
+    }
+  };
+}
+const attemptScript = script(ATTEMPT);
+const releaseScript = script(RELEASE);
+const presenceRemoveScript = script(PRESENCE_REMOVE);
+const consumeScript = script(CONSUME);
+
+/** Connects (waiting for the first connection), loads the revocation mirror, and returns the store. */
+export async function openRedisHotStore(o: RedisHotStoreOptions): Promise<HotStore> {
+  const prefix = o.prefix ?? 'palisade';
+  if (!/^[A-Za-z0-9_.-]{1,64}$/.test(prefix)) throw new Error(`invalid Redis key prefix "${prefix}"`);
+  const P = `${prefix}:`;
+  const options: RedisOptions = {
+    commandTimeout: o.commandTimeoutMs ?? 2000,
+    maxRetriesPerRequest: 1,
+    connectTimeout: 3000,
+    retryStrategy: (times) => Math.min(100 * times, 2000),
+    // After a failover the old primary comes back as a read-only replica: reconnect (Sentinel
+    // then names the new primary).
+    reconnectOnError: (err) => err.message.startsWith('READONLY'),
+    lazyConnect: true,
+    ...(o.sentinels ? { sentinels: o.sentinels, name: o.sentinelName ?? 'mymaster', failoverDetector: true } : {}),
+    ...o.redisOptions,
+  };
+  const redis = o.sentinels ? new Redis(options) : new Redis(o.url ?? 'redis://127.0.0.1:6379', options);
+  const sub = redis.duplicate();
+  // Errors surface on each command (as PAL_ERR_UNAVAILABLE); the connection's own error events
+  // must not crash the process while ioredis reconnects.
+  redis.on('error', () => undefined);
+  sub.on('error', () => undefined);
+  try {
+    await redis.connect();
+    await sub.connect();
+  } catch (e) {
+    redis.disconnect();
+    sub.disconnect();
+    throw new PalisadeError('PAL_ERR_UNAVAILABLE', `Redis is unreachable (${o.sentinels ? `sentinels ${o.sentinels.map((s) => `${s.host}:${s.port}`).join(',')}` : o.url ?? 'redis://127.0.0.1:6379'})`, { internal: e });
+  }
+
+  /** Every command: an unreachable Redis becomes PAL_ERR_UNAVAILABLE (fail closed, retryable). */
+  const run = async <T>(op: () => Promise<T>): Promise<T> => {
+    try {
+      return await op();
+    } catch (e) {
+      if (e instanceof ReplyError && !/^(READONLY|LOADING|MASTERDOWN|TRYAGAIN)/.test((e as Error).message)) throw e;
+      throw new PalisadeError('PAL_ERR_UNAVAILABLE', 'the hot-state store (Redis) is unreachable; try again shortly', { internal: e });
+    }
+  };
+
+  // Revocations: a local mirror, loaded on every (re)connection of the subscriber and fed by pub/sub.
+  const revokedKey = `${P}revoked`;
+  const mirror = new Map<string, number>();
+  const bus = new EventEmitter().setMaxListeners(0);
+  const reload = async () => {
+    const rows = await redis.zrangebyscore(revokedKey, Date.now(), '+inf', 'WITHSCORES');
+    for (let i = 0; i + 1 < rows.length; i += 2) {
+      const id = rows[i]!;
+      if (!mirror.has(id)) bus.emit('revoke', id);
+      mirror.set(id, Number(rows[i + 1]));
+    }
+  };
+  sub.on('message', (_channel: string, message: string) => {
+    const sep = message.indexOf(' ');
+    const id = message.slice(sep + 1);
+    mirror.set(id, Number(message.slice(0, sep)));
+    bus.emit('revoke', id);
+  });
+  sub.on('ready', () => void reload().catch(() => undefined));
+  await run(() => sub.subscribe(revokedKey));
+  await run(reload);
+  let lastTrim = 0;
+  const mirrorSweep = setInterval(() => {
+    const t = Date.now();
+    for (const [id, exp] of mirror) if (exp <= t) mirror.delete(id);
+  }, 60_000).unref();
+
+  const presenceKey = (agentId: string) => `${P}presence:agent:${agentId}`;
+  const presenceUserKey = (userId: string) => `${P}presence:user:${userId}`;
+
+  return {
+    kind: 'redis',
+    counters: {
+      async attempt(limits, windowMs) {
+        const r = await run(() => attemptScript(redis, limits.map((l) => `${P}cnt:${l.key}`), [windowMs, ...limits.map((l) => l.limit)])) as number[];
+        return { allowed: r[0] === 1, retryAfterMs: Number(r[1]), counts: r.slice(2).map(Number) };
+      },
+      async release(key) {
+        await run(() => releaseScript(redis, [`${P}cnt:${key}`], []));
+      },
+      async reset(key) {
+        await run(() => redis.del(`${P}cnt:${key}`));
+      },
+      async peek(key) {
+        return Number((await run(() => redis.get(`${P}cnt:${key}`))) ?? 0);
+      },
+    },
+    revocations: {
+      async revoke(id, ttlMs) {
+        const t = Date.now();
+        const until = t + ttlMs;
+        const m = redis.multi().zadd(revokedKey, until, id).pexpireat(revokedKey, until, 'GT').pexpireat(revokedKey, until, 'NX');
+        if (t - lastTrim > TRIM_EVERY_MS) {
+          lastTrim = t;
+          m.zremrangebyscore(revokedKey, '-inf', t);
+        }
+        m.publish(revokedKey, `${until} ${id}`);
+        await run(() => m.exec());
+        mirror.set(id, until);
+      },
+      has(id) {
+        const exp = mirror.get(id);
+        return exp !== undefined && exp > Date.now();
+      },
+      onRevoke(listener) {
+        bus.on('revoke', listener);
+        return () => bus.off('revoke', listener);
+      },
+    },
+    presence: {
+      async set(entry, ttlMs) {
+        const userKey = presenceUserKey(entry.userId);
+        await run(() => redis.multi()
+          .set(presenceKey(entry.agentId), JSON.stringify(entry), 'PX', ttlMs)
+          .sadd(userKey, entry.agentId)
+          .pexpire(userKey, ttlMs, 'GT').pexpire(userKey, ttlMs, 'NX')
+          .exec());
+      },
+      async remove(agentId, nodeId) {
+        const entry = await run(() => redis.get(presenceKey(agentId)));
+        if (!entry) return;
+        const { userId } = JSON.parse(entry) as PresenceEntry;
+        await run(() => presenceRemoveScript(redis, [presenceKey(agentId), presenceUserKey(userId)], [nodeId, agentId]));
+      },
+      async forUser(userId) {
+        const ids = await run(() => redis.smembers(presenceUserKey(userId)));
+        if (ids.length === 0) return [];
+        const values = await run(() => redis.mget(ids.map(presenceKey)));
+        const gone = ids.filter((_, i) => values[i] === null);
+        if (gone.length > 0) await run(() => redis.srem(presenceUserKey(userId), ...gone));
+        return values.filter((v): v is string => v !== null).map((v) => JSON.parse(v) as PresenceEntry);
+      },
+    },
+    transient: {
+      async put(key, value, ttlMs) {
+        await run(() => redis.set(`${P}tmp:${key}`, value, 'PX', ttlMs));
+      },
+      async take(key) {
+        return (await run(() => redis.getdel(`${P}tmp:${key}`))) ?? undefined;
+      },
+    },
+    oidc: redisOidcRepo(redis, `${P}oidc:`, run),
+    async close() {
+      clearInterval(mirrorSweep);
+      bus.removeAllListeners();
+      await Promise.allSettled([sub.quit(), redis.quit()]);
+    },
+  };
+}
+
+/** OAuth records in Redis; each expires with the record (Redis drops it), so `sweep` has nothing to do. */
+function redisOidcRepo(redis: Redis, P: string, run: <T>(op: () => Promise<T>) => Promise<T>): OidcRepo {
+  const key = (model: string, id: string) => `${P}${model}:${id}`;
+  const grantKey = (grantId: string) => `${P}grant:${grantId}`;
+  const accountKey = (model: string, accountId: string) => `${P}acct:${model}:${accountId}`;
+  const parse = (v: string | null): OidcRecord | undefined => {
+    if (v === null) return undefined;
+    const r = JSON.parse(v) as OidcRecord;
+    return r.expiresAt !== undefined && r.expiresAt <= Math.floor(Date.now() / 1000) ? undefined : r;
+  };
+  const byIndex = async (model: string, index: string): Promise<OidcRecord | undefined> => {
+    const id = await run(() => redis.get(index));
+    return id === null ? undefined : parse(await run(() => redis.get(key(model, id))));
+  };
+  return {
+    async upsert(model, id, r) {
+      const k = key(model, id);
+      const at = r.expiresAt === undefined ? undefined : r.expiresAt * 1000;
+      const m = redis.multi();
+      if (at === undefined) m.set(k, JSON.stringify(r));
+      else m.set(k, JSON.stringify(r), 'PXAT', at);
+      // An index lives as long as its record; a set as long as its longest-lived member.
+      const index = (ik: string) => (at === undefined ? m.set(ik, id) : m.set(ik, id, 'PXAT', at));
+      const member = (sk: string, value: string) => {
+        m.sadd(sk, value);
+        if (at === undefined) m.persist(sk);
+        else m.pexpireat(sk, at, 'GT').pexpireat(sk, at, 'NX');
+      };
+      if (r.userCode) index(`${P}${model}:uc:${r.userCode}`);
+      if (r.uid) index(`${P}${model}:uid:${r.uid}`);
+      if (r.grantId) member(grantKey(r.grantId), k);
+      if (r.accountId) member(accountKey(model, r.accountId), id);
+      await run(() => m.exec());
+    },
+    async find(model, id) {
+      return parse(await run(() => redis.get(key(model, id))));
+    },
+    findByUserCode: (model, userCode) => byIndex(model, `${P}${model}:uc:${userCode}`),
+    findByUid: (model, uid) => byIndex(model, `${P}${model}:uid:${uid}`),
+    async consume(model, id) {
+      await run(() => consumeScript(redis, [key(model, id)], [Math.floor(Date.now() / 1000)]));
+    },
+    async destroy(model, id) {
+      await run(() => redis.del(key(model, id)));
+    },
+    async revokeByGrantId(grantId) {
+      const members = await run(() => redis.smembers(grantKey(grantId)));
+      await run(() => redis.del(grantKey(grantId), ...members));
+    },
+    async listByAccount(model, accountId) {
+      const ak = accountKey(model, accountId);
+      const ids = (await run(() => redis.smembers(ak))).sort();
+      if (ids.length === 0) return [];
+      const values = await run(() => redis.mget(ids.map((id) => key(model, id))));
+      const out: { id: string; record: OidcRecord }[] = [];
+      const gone: string[] = [];
+      ids.forEach((id, i) => {
+        const record = parse(values[i] ?? null);
+        if (record) out.push({ id, record });
+        else gone.push(id);
+      });
+      if (gone.length > 0) await run(() => redis.srem(ak, ...gone));
+      return out;
+    },
+    async sweep() {
+      return 0;
+    },
+  };
+}

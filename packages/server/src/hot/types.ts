@@ -1,0 +1,86 @@
+/**
+ * @module hot/types — the hot-state port: short-lived, fast-changing state every node must agree
+ * on. In-process for one node (`memory.ts`), Redis for many (`redis.ts`, Sentinel for failover).
+ * Both pass one contract suite (`test/hot/contract.ts`).
+ *
+ *  - counters     attempt counters updated atomically (sign-in guessing limits)
+ *  - revocations  revoked session ids, mirrored on every node so checks cost no round trip
+ *  - presence     which agents are connected to which node
+ *  - transient    one-time values with a time to live (upstream sign-in transactions)
+ *  - oidc         OAuth records (sessions, grants, refresh tokens…), Redis only: with Redis they
+ *                 live there (AOF for durability); without it they stay in the durable store
+ */
+import type { OidcRepo } from '../store/types.ts';
+
+/** One counter checked and bumped by `Counters.attempt`. */
+export interface CounterLimit {
+  key: string;
+  /** Attempts allowed within the window. */
+  limit: number;
+}
+
+export interface AttemptResult {
+  /** True if every counter was under its limit, and all were bumped. */
+  allowed: boolean;
+  /** Each counter's value after the call (unchanged if refused), in the order given. */
+  counts: number[];
+  /** If refused, ms until the first full counter's window ends; else 0. */
+  retryAfterMs: number;
+}
+
+export interface Counters {
+  /**
+   * Atomically: if every counter is under its limit, bumps them all (a counter's window starts at
+   * its first attempt); otherwise changes nothing. Parallel callers can never pass a limit.
+   */
+  attempt(limits: CounterLimit[], windowMs: number): Promise<AttemptResult>;
+  /** Takes one attempt back (never below zero): a success that should not count against a limit. */
+  release(key: string): Promise<void>;
+  /** Forgets a counter. */
+  reset(key: string): Promise<void>;
+  /** A counter's current value. */
+  peek(key: string): Promise<number>;
+}
+
+export interface Revocations {
+  /** Marks `id` revoked for `ttlMs` and tells every node. */
+  revoke(id: string, ttlMs: number): Promise<void>;
+  /** Whether `id` is revoked, from this node's mirror (no round trip). */
+  has(id: string): boolean;
+  /** Called on this node for each revocation, from any node. Returns an unsubscribe function. */
+  onRevoke(listener: (id: string) => void): () => void;
+}
+
+export interface PresenceEntry {
+  agentId: string;
+  userId: string;
+  nodeId: string;
+  since: string;
+}
+
+export interface Presence {
+  /** Records (or refreshes) that an agent is connected to a node, for `ttlMs`. */
+  set(entry: PresenceEntry, ttlMs: number): Promise<void>;
+  /** Forgets the agent's presence if `nodeId` still holds it. */
+  remove(agentId: string, nodeId: string): Promise<void>;
+  /** The live entries of a user's agents. */
+  forUser(userId: string): Promise<PresenceEntry[]>;
+}
+
+export interface Transient {
+  /** Stores `value` under `key` for `ttlMs`. */
+  put(key: string, value: string, ttlMs: number): Promise<void>;
+  /** Returns and deletes the value atomically: of two concurrent takers, one gets it. */
+  take(key: string): Promise<string | undefined>;
+}
+
+export interface HotStore {
+  readonly kind: 'memory' | 'redis';
+  readonly counters: Counters;
+  readonly revocations: Revocations;
+  readonly presence: Presence;
+  readonly transient: Transient;
+  /** OAuth records, when this store holds them (Redis); otherwise the durable store does. */
+  readonly oidc?: OidcRepo | undefined;
+  close(): Promise<void>;
+}

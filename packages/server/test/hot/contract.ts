@@ -1,0 +1,104 @@
+/**
+ * The hot-state contract: the in-process and the Redis store run exactly these tests. Call
+ * `hotContract(name, open)` from the adapter's test file.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { HotStore } from '../../src/hot/types.ts';
+
+export function hotContract(name: string, open: () => Promise<HotStore>): void {
+  describe(`hot-state contract: ${name}`, () => {
+    let h: HotStore;
+    before(async () => {
+      h = await open();
+    });
+    after(async () => h?.close());
+    const k = () => randomUUID();
+
+    it('counters: allowed up to the limit, then refused with the time left', async () => {
+      const key = k();
+      for (let i = 1; i <= 3; i++) assert.deepEqual(await h.counters.attempt([{ key, limit: 3 }], 10_000), { allowed: true, counts: [i], retryAfterMs: 0 });
+      const refused = await h.counters.attempt([{ key, limit: 3 }], 10_000);
+      assert.equal(refused.allowed, false);
+      assert.deepEqual(refused.counts, [3]);
+      assert.ok(refused.retryAfterMs > 9_000 && refused.retryAfterMs <= 10_000, `retry after ${refused.retryAfterMs}`);
+      assert.equal(await h.counters.peek(key), 3, 'a refused attempt changes nothing');
+    });
+
+    it('counters: parallel attempts never pass the limit', async () => {
+      const key = k();
+      const results = await Promise.all(Array.from({ length: 50 }, () => h.counters.attempt([{ key, limit: 5 }], 10_000)));
+      assert.equal(results.filter((r) => r.allowed).length, 5);
+      assert.equal(await h.counters.peek(key), 5);
+    });
+
+    it('counters: several keys move together or not at all', async () => {
+      const [a, b] = [k(), k()];
+      await h.counters.attempt([{ key: b, limit: 1 }], 10_000);
+      const r = await h.counters.attempt([{ key: a, limit: 5 }, { key: b, limit: 1 }], 10_000);
+      assert.equal(r.allowed, false);
+      assert.deepEqual(r.counts, [0, 1]);
+      assert.equal(await h.counters.peek(a), 0, 'the counter under its limit was not bumped');
+    });
+
+    it('counters: release takes one back (never below zero), reset forgets, the window ends', async () => {
+      const key = k();
+      await h.counters.attempt([{ key, limit: 5 }], 10_000);
+      await h.counters.attempt([{ key, limit: 5 }], 10_000);
+      await h.counters.release(key);
+      assert.equal(await h.counters.peek(key), 1);
+      await h.counters.release(key);
+      await h.counters.release(key);
+      assert.equal(await h.counters.peek(key), 0);
+      await h.counters.attempt([{ key, limit: 5 }], 10_000);
+      await h.counters.reset(key);
+      assert.equal(await h.counters.peek(key), 0);
+      const short = k();
+      await h.counters.attempt([{ key: short, limit: 1 }], 80);
+      assert.equal((await h.counters.attempt([{ key: short, limit: 1 }], 80)).allowed, false);
+      await sleep(150);
+      assert.equal((await h.counters.attempt([{ key: short, limit: 1 }], 80)).allowed, true, 'a new window starts after the old one ends');
+    });
+
+    it('revocations: revoked ids are known at once, listeners hear of them, they expire', async () => {
+      const id = k();
+      const heard: string[] = [];
+      const off = h.revocations.onRevoke((x) => heard.push(x));
+      assert.equal(h.revocations.has(id), false);
+      await h.revocations.revoke(id, 200);
+      assert.equal(h.revocations.has(id), true);
+      for (let i = 0; i < 50 && !heard.includes(id); i++) await sleep(10);
+      assert.ok(heard.includes(id), 'the listener heard of the revocation');
+      off();
+      await sleep(300);
+      assert.equal(h.revocations.has(id), false, 'a revocation ends with its time to live');
+    });
+
+    it('presence: set, list by user, removed only by the node that holds it, expires', async () => {
+      const userId = k();
+      const entry = { agentId: k(), userId, nodeId: 'node-a', since: new Date().toISOString() };
+      await h.presence.set(entry, 10_000);
+      await h.presence.set({ ...entry, agentId: k() }, 100);
+      assert.equal((await h.presence.forUser(userId)).length, 2);
+      await h.presence.remove(entry.agentId, 'node-b');
+      assert.ok((await h.presence.forUser(userId)).some((e) => e.agentId === entry.agentId), 'another node cannot remove it');
+      await sleep(200);
+      assert.deepEqual(await h.presence.forUser(userId), [entry], 'the short-lived entry expired');
+      await h.presence.remove(entry.agentId, 'node-a');
+      assert.deepEqual(await h.presence.forUser(userId), []);
+    });
+
+    it('transient: taken once, by one of concurrent takers, and expires', async () => {
+      const key = k();
+      await h.transient.put(key, 'v', 10_000);
+      const taken = await Promise.all([h.transient.take(key), h.transient.take(key)]);
+      assert.deepEqual(taken.sort(), ['v', undefined].sort());
+      const short = k();
+      await h.transient.put(short, 'v', 50);
+      await sleep(120);
+      assert.equal(await h.transient.take(short), undefined);
+    });
+  });
+}

@@ -1,0 +1,56 @@
+/**
+ * The Redis hot store runs the hot-state contract and the OAuth-record contract against the real
+ * Redis on 127.0.0.1:6379, under a key prefix of its own that is deleted afterwards. In CI
+ * (`CI=true`) it must run; elsewhere, if Redis is unreachable, it is skipped with a loud notice.
+ */
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { PalisadeError } from '@palisade/protocol';
+import { openRedisHotStore } from '../../src/hot/redis.ts';
+import { hotContract } from './contract.ts';
+import { oidcContract } from '../store/oidc-contract.ts';
+import { REDIS_URL, dropPrefix, redisSkip, testPrefix } from '../support/redis.ts';
+
+const prefix = testPrefix();
+const skip = await redisSkip('Redis hot-store tests');
+
+if (skip) {
+  describe('hot-state contract: redis', () => it('skipped: Redis unreachable', { skip }, () => undefined));
+} else {
+  after(() => dropPrefix(prefix));
+  const open = () => openRedisHotStore({ url: REDIS_URL, prefix });
+  hotContract('redis', open);
+  oidcContract('redis', async () => {
+    const h = await open();
+    return { oidc: h.oidc!, close: () => h.close() };
+  });
+
+  describe('redis across nodes', () => {
+    it('a revocation on one node reaches the mirror of another, and a node started later loads it', async () => {
+      const [a, b] = await Promise.all([open(), open()]);
+      const heard: string[] = [];
+      b.revocations.onRevoke((id) => heard.push(id));
+      const id = randomUUID();
+      await a.revocations.revoke(id, 60_000);
+      for (let i = 0; i < 100 && !b.revocations.has(id); i++) await new Promise((r) => setTimeout(r, 10));
+      assert.equal(b.revocations.has(id), true);
+      assert.deepEqual(heard, [id]);
+      const c = await open();
+      assert.equal(c.revocations.has(id), true, 'loaded on start');
+      await Promise.all([a.close(), b.close(), c.close()]);
+    });
+
+    it('counters are shared: two nodes guessing in parallel pass the limit together no more than one could', async () => {
+      const [a, b] = await Promise.all([open(), open()]);
+      const key = randomUUID();
+      const results = await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 ? a : b).counters.attempt([{ key, limit: 7 }], 10_000)));
+      assert.equal(results.filter((r) => r.allowed).length, 7);
+      await Promise.all([a.close(), b.close()]);
+    });
+
+    it('an unreachable Redis fails closed with PAL_ERR_UNAVAILABLE, at start and per command', async () => {
+      await assert.rejects(openRedisHotStore({ url: 'redis://127.0.0.1:1', prefix }), (e: unknown) => e instanceof PalisadeError && e.code === 'PAL_ERR_UNAVAILABLE');
+    });
+  });
+}
