@@ -19,6 +19,7 @@ import { openRedisHotStore } from './hot/redis.ts';
 import type { HotStore } from './hot/types.ts';
 import { createSessionManager, type SessionManager } from './auth/sessions.ts';
 import { createLoginGuard } from './auth/login-guard.ts';
+import { createUpstreamLogin } from './auth/upstream.ts';
 import { loadOrCreateSecrets, publicJwk } from './auth/secrets.ts';
 import { createProvider } from './auth/provider.ts';
 import { createTokenVerifier, type TokenVerifier } from './auth/tokens.ts';
@@ -142,7 +143,10 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
   const wired = new Promise<void>((r) => (ready = r));
 
   function wire(): void {
-    const provider = createProvider({ config, issuer: self.issuer, store, records, secrets, events });
+    const provider = createProvider({
+      config, issuer: self.issuer, store, records, secrets, events,
+      onGrantRevoked: (grantId) => void hot.revocations.revoke(grantId, (config.accessTokenTtl + 60) * 1000).catch((e: unknown) => log.error({ err: e }, 'recording a revoked grant failed')),
+    });
     const verifier = createTokenVerifier({ issuer: self.issuer, audience: config.audience, publicKeys: [publicJwk(secrets.signingKey)], store, sessions });
     Object.assign(self, { provider, verifier });
     gatewayClose = attachAgentGateway(app.server as unknown as HttpServer, { config, verifier, sessions, store, tasks, agents, events, log: log.child({ mod: 'gateway' }) }).close;
@@ -186,7 +190,13 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
 
   await app.register(async (pages) => {
     await pages.register(formbody, { bodyLimit: 16 * 1024 });
-    await pages.register(async (s) => interactionRoutes(s, { provider: lazy(() => self.provider), store, events, loginGuard: createLoginGuard(hot.counters, config.loginLimits) }));
+    await pages.register(async (s) => interactionRoutes(s, {
+      provider: lazy(() => self.provider), store, events, loginGuard: createLoginGuard(hot.counters, config.loginLimits),
+      upstream: config.upstream.length === 0 ? undefined : {
+        login: createUpstreamLogin(config.upstream, { allowInsecureHttp: config.upstreamInsecureHttp }),
+        configs: config.upstream, transient: hot.transient, baseUrl: () => self.url,
+      },
+    }));
   });
 
   await app.register(async (api) => apiRoutes(api, { verifier: lazy(() => self.verifier), store, sessions, tasks, recipes, agents, events }), { prefix: '/api/v1' });

@@ -2,6 +2,7 @@
  * @module config — every setting of the server, its default, and where it comes from
  * (command-line flag, then `PALISADE_*` environment variable, then the default).
  */
+import type { UpstreamProviderConfig } from './auth/upstream.ts';
 
 export interface ServerConfig {
   /** Folder for the SQLite database, keys, secrets and generated TLS material. Default `.palisade`. */
@@ -20,6 +21,12 @@ export interface ServerConfig {
   redisPrefix?: string | undefined;
   /** This node's name in presence records. Default `<hostname>:<pid>`. */
   nodeId?: string | undefined;
+  /** Extension ids allowed the authorization-code flow (`https://<id>.chromiumapp.org/` redirects). Default none: device flow only. */
+  extensionIds: string[];
+  /** Upstream sign-in providers (Google, GitHub, other OpenID Connect), from `--sign-in-config`. */
+  upstream: UpstreamProviderConfig[];
+  /** Allow `http://` upstream providers (local testing only). Default false. */
+  upstreamInsecureHttp: boolean;
   /** Interface to listen on. Default `127.0.0.1`. */
   host: string;
   /** Port. Default `8443` (`0` picks a free one). */
@@ -87,6 +94,9 @@ export const DEFAULTS: ServerConfig = {
   host: '127.0.0.1',
   port: 8443,
   insecureHttp: false,
+  upstream: [],
+  upstreamInsecureHttp: false,
+  extensionIds: [],
   tlsNames: [],
   recipeDirs: [new URL('../../../recipes/', import.meta.url).pathname],
   wsOrigins: ['chrome-extension://*'],

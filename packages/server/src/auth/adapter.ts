@@ -6,6 +6,8 @@
  * never the secret.
  */
 import { createHash } from 'node:crypto';
+import { errors as oidcErrors } from 'oidc-provider';
+import { PalisadeError } from '@palisade/protocol';
 import type { DurableStore, OidcRecord, OidcRepo } from '../store/types.ts';
 
 type Payload = Record<string, unknown> & { grantId?: string; userCode?: string; uid?: string; jti?: string; accountId?: string };
@@ -18,6 +20,21 @@ type Payload = Record<string, unknown> & { grantId?: string; userCode?: string; 
  */
 export const HASHED_MODELS: ReadonlySet<string> = new Set(['RefreshToken', 'AuthorizationCode', 'AccessToken', 'ClientCredentials']);
 const hashId = (id: string) => `sha256:${createHash('sha256').update(id).digest('base64url')}`;
+
+/**
+ * An unreachable store becomes OAuth's `temporarily_unavailable` with HTTP 503 (the provider adds
+ * `Retry-After`), not a 500 `server_error`: the request is refused, and the caller told to retry.
+ */
+async function available<T>(op: Promise<T>): Promise<T> {
+  try {
+    return await op;
+  } catch (e) {
+    if (!(e instanceof PalisadeError) || e.code !== 'PAL_ERR_UNAVAILABLE') throw e;
+    const err = new oidcErrors.TemporarilyUnavailable('a store is unreachable; try again shortly', { cause: e });
+    Object.assign(err, { status: 503, statusCode: 503, expose: true, code: e.code });
+    throw err;
+  }
+}
 
 /** Builds the adapter class oidc-provider instantiates once per model name. */
 export function createOidcAdapter(store: DurableStore, records: OidcRepo = store.oidc) {
@@ -48,33 +65,33 @@ export function createOidcAdapter(store: DurableStore, records: OidcRepo = store
         uid: payload.uid,
         accountId: payload.accountId,
       };
-      await records.upsert(this.model, this.#key(id), record);
+      await available(records.upsert(this.model, this.#key(id), record));
     }
 
     async find(id: string): Promise<Payload | undefined> {
-      if (this.model === 'Client') return findClient(store, id);
-      const payload = live(await records.find(this.model, this.#key(id)));
+      if (this.model === 'Client') return available(findClient(store, id));
+      const payload = live(await available(records.find(this.model, this.#key(id))));
       return payload && this.#hashed ? { ...payload, jti: id } : payload;
     }
 
     async findByUserCode(userCode: string): Promise<Payload | undefined> {
-      return live(await records.findByUserCode(this.model, userCode));
+      return live(await available(records.findByUserCode(this.model, userCode)));
     }
 
     async findByUid(uid: string): Promise<Payload | undefined> {
-      return live(await records.findByUid(this.model, uid));
+      return live(await available(records.findByUid(this.model, uid)));
     }
 
     async consume(id: string): Promise<void> {
-      await records.consume(this.model, this.#key(id));
+      await available(records.consume(this.model, this.#key(id)));
     }
 
     async destroy(id: string): Promise<void> {
-      await records.destroy(this.model, this.#key(id));
+      await available(records.destroy(this.model, this.#key(id)));
     }
 
     async revokeByGrantId(grantId: string): Promise<void> {
-      await records.revokeByGrantId(grantId);
+      await available(records.revokeByGrantId(grantId));
     }
   };
 }

@@ -11,6 +11,8 @@ import type { DurableStore } from '../store/types.ts';
 import type { SecurityEvents } from '../siem/events.ts';
 import { checkPasswordRules, hashPassword, verifyPassword } from './passwords.ts';
 import type { LoginGuard } from './login-guard.ts';
+import type { UpstreamIdentity, UpstreamLogin, UpstreamProviderConfig, UpstreamTransaction } from './upstream.ts';
+import type { Transient } from '../hot/types.ts';
 import { consentPage, loginPage, messagePage, setupPage, STYLESHEET } from './pages.ts';
 import { FIRST_PARTY_CLIENTS } from './provider.ts';
 
@@ -47,10 +49,17 @@ export interface InteractionOptions {
   events: SecurityEvents;
   /** Password-guessing limits (hot-store counters). */
   loginGuard: LoginGuard;
+  /** Upstream sign-in (Google, GitHub…), with the providers' configuration; absent = passwords only. */
+  upstream?: { login: UpstreamLogin; configs: readonly UpstreamProviderConfig[]; transient: Transient; baseUrl: () => string } | undefined;
 }
 
+/** How long an upstream sign-in may take, from the button to the callback. */
+const UPSTREAM_TTL_MS = 10 * 60_000;
+
 /** Registers `/setup`, `/interaction/:uid…` and the stylesheet. */
-export async function interactionRoutes(app: FastifyInstance, { provider, store, events, loginGuard }: InteractionOptions): Promise<void> {
+export async function interactionRoutes(app: FastifyInstance, { provider, store, events, loginGuard, upstream }: InteractionOptions): Promise<void> {
+  const providers = upstream?.login.providers() ?? [];
+  const signIn = (uid: string, client: string, error?: string) => loginPage(uid, client, error, providers);
   app.get('/assets/palisade.css', async (_req, reply) => reply.type('text/css; charset=utf-8').header('cache-control', 'public, max-age=3600').send(STYLESHEET));
 
   app.get<{ Querystring: { token?: string } }>('/setup', async (req, reply) => {
@@ -83,7 +92,7 @@ export async function interactionRoutes(app: FastifyInstance, { provider, store,
     const d = await interactionOf(provider, req, reply);
     if (!d) return reply;
     const client = clientName(String(d.params.client_id));
-    if (d.prompt.name === 'login') return html(reply, 200, loginPage(d.uid, client));
+    if (d.prompt.name === 'login') return html(reply, 200, signIn(d.uid, client));
     const accountId = d.session?.accountId;
     const user = accountId ? await store.users.byId(accountId) : undefined;
     return html(reply, 200, consentPage(d.uid, client, user?.username ?? 'unknown', requestedScopes(d)));
@@ -98,7 +107,7 @@ export async function interactionRoutes(app: FastifyInstance, { provider, store,
     if (!attempt.allowed) {
       events.emit({ class: 'authentication', activity: 'password.login', outcome: 'failure', code: 'PAL_ERR_RATE_LIMITED', message: 'sign-in refused while locked', src: { ip: req.ip } });
       reply.header('retry-after', String(Math.ceil(attempt.retryAfterMs / 1000)));
-      return html(reply, 429, loginPage(d.uid, client, `Too many failed sign-ins. Try again in ${Math.ceil(attempt.retryAfterMs / 60_000)} minutes.`));
+      return html(reply, 429, signIn(d.uid, client, `Too many failed sign-ins. Try again in ${Math.ceil(attempt.retryAfterMs / 60_000)} minutes.`));
     }
     if (attempt.delayMs > 0) await sleep(attempt.delayMs);
     const user = username.length <= 64 ? await store.users.byUsername(username) : undefined;
@@ -107,7 +116,7 @@ export async function interactionRoutes(app: FastifyInstance, { provider, store,
       const locked = await attempt.fail();
       events.emit({ class: 'authentication', activity: 'password.login', outcome: 'failure', code: 'PAL_ERR_UNAUTHENTICATED', message: 'wrong username or password', src: { ip: req.ip } });
       if (locked) events.emit({ class: 'authentication', activity: 'password.lock', outcome: 'failure', severity: 'high', code: 'PAL_ERR_RATE_LIMITED', message: 'too many failed sign-ins: locked for a while', src: { ip: req.ip } });
-      return html(reply, 401, loginPage(d.uid, client, 'Wrong username or password.'));
+      return html(reply, 401, signIn(d.uid, client, 'Wrong username or password.'));
     }
     await attempt.succeed();
     events.emit({ class: 'authentication', activity: 'password.login', outcome: 'success', message: `${user.username} signed in`, actor: { userId: user.id }, src: { ip: req.ip } });
@@ -115,6 +124,60 @@ export async function interactionRoutes(app: FastifyInstance, { provider, store,
     await provider.interactionFinished(req.raw, reply.raw, { login: { accountId: user.id } }, { mergeWithLastSubmission: false });
     return reply;
   });
+
+  if (upstream) {
+    // Upstream sign-in: the button starts the flow (fresh state, nonce, PKCE kept server-side under the
+    // state, bound to this interaction); the provider sends the person back to the callback.
+    app.post<{ Params: { uid: string; provider: string } }>('/interaction/:uid/upstream/:provider', async (req, reply) => {
+      const d = await interactionOf(provider, req, reply);
+      if (!d) return reply;
+      if (d.prompt.name !== 'login') throw new PalisadeError('PAL_ERR_VALIDATION', 'this sign-in request is past the sign-in step');
+      const redirectUri = `${upstream.baseUrl()}/interaction/callback/${encodeURIComponent(req.params.provider)}`;
+      let started;
+      try {
+        started = await upstream.login.start(req.params.provider, redirectUri);
+      } catch (e) {
+        return upstreamRefused(reply, e, req.ip);
+      }
+      await upstream.transient.put(`upstream:${started.transaction.state}`, JSON.stringify({ uid: d.uid, transaction: started.transaction }), UPSTREAM_TTL_MS);
+      return reply.code(303).header('location', started.url).header('cache-control', 'no-store').send();
+    });
+
+    app.get<{ Params: { provider: string }; Querystring: { state?: string } }>('/interaction/callback/:provider', async (req, reply) => {
+      const state = typeof req.query.state === 'string' && req.query.state.length <= 256 ? req.query.state : undefined;
+      const saved = state ? await upstream.transient.take(`upstream:${state}`) : undefined;
+      if (!saved) return upstreamRefused(reply, new PalisadeError('PAL_ERR_UNAUTHENTICATED', 'this sign-in response matches no sign-in in progress (expired, used or forged)'), req.ip);
+      const { uid, transaction } = JSON.parse(saved) as { uid: string; transaction: UpstreamTransaction };
+      let d: Details;
+      try {
+        d = await provider.interactionDetails(req.raw, reply.raw);
+        if (d.uid !== uid) throw new Error('interaction mismatch');
+      } catch (e) {
+        if (unavailable(e)) throw new PalisadeError('PAL_ERR_UNAVAILABLE', 'a store is unreachable; try again shortly', { internal: e });
+        // The response must come back to the browser that started it (the interaction cookie).
+        return upstreamRefused(reply, new PalisadeError('PAL_ERR_UNAUTHENTICATED', 'this sign-in response belongs to another browser or an expired sign-in'), req.ip);
+      }
+      let user;
+      try {
+        const identity = await upstream.login.finish(transaction, new URL(req.url, upstream.baseUrl()));
+        user = await linkedUser(store, upstream.configs, identity);
+        events.emit({ class: 'authentication', activity: 'upstream.login', outcome: 'success', message: `${user.username} signed in with ${identity.provider}`, actor: { userId: user.id }, src: { ip: req.ip }, data: { provider: identity.provider } });
+      } catch (e) {
+        return upstreamRefused(reply, e, req.ip, transaction.provider);
+      }
+      reply.hijack();
+      await provider.interactionFinished(req.raw, reply.raw, { login: { accountId: user.id } }, { mergeWithLastSubmission: false });
+      return reply;
+    });
+  }
+
+  /** An upstream sign-in that did not work: a security event and a page that says why, and nothing else. */
+  function upstreamRefused(reply: FastifyReply, e: unknown, ip: string, via?: string): FastifyReply {
+    const err = e instanceof PalisadeError ? e : new PalisadeError('PAL_ERR_INTERNAL', 'internal error', { internal: e });
+    events.emit({ class: 'authentication', activity: 'upstream.login', outcome: 'failure', severity: err.code === 'PAL_ERR_UNAUTHENTICATED' ? 'high' : undefined, code: err.code, message: err.message, src: { ip }, data: via ? { provider: via } : undefined });
+    const message = err.code === 'PAL_ERR_INTERNAL' ? 'Something went wrong; start again from your device.' : err.message;
+    return html(reply, err.status, messagePage('Sign-in did not work', message));
+  }
 
   app.post<{ Params: { uid: string } }>('/interaction/:uid/confirm', async (req, reply) => {
     const d = await interactionOf(provider, req, reply);
@@ -145,12 +208,42 @@ export async function interactionRoutes(app: FastifyInstance, { provider, store,
 
 type Details = Awaited<ReturnType<Provider['interactionDetails']>>;
 
+/** A store could not be reached (ours, or oidc-provider's wrapping of it in adapter.ts). */
+const unavailable = (e: unknown): boolean => (e as { code?: unknown } | null)?.code === 'PAL_ERR_UNAVAILABLE';
+
+/**
+ * The account linked to an upstream identity; on a first sign-in, a new `user` account if the
+ * provider's policy allows sign-up (see `UpstreamProviderConfig.allowSignUp`). Never an admin.
+ */
+async function linkedUser(store: DurableStore, configs: readonly UpstreamProviderConfig[], identity: UpstreamIdentity) {
+  const existing = await store.users.byIdentity(identity.provider, identity.subject);
+  if (existing) return existing;
+  const config = configs.find((c) => c.id === identity.provider);
+  const signUp = config?.allowSignUp ?? (config?.allowedEmailDomains !== undefined);
+  if (!signUp) throw new PalisadeError('PAL_ERR_FORBIDDEN', `no Palisade account is linked to this ${config?.name ?? identity.provider} account; ask an administrator`);
+  const createdAt = new Date().toISOString();
+  const base = { id: `u_${randomBytes(12).toString('base64url')}`, passwordHash: '', role: 'user' as const, createdAt };
+  const link = { provider: identity.provider, subject: identity.subject, email: identity.email };
+  // A readable name when it is free (`github:ada@example.com`); the subject otherwise.
+  const readable = `${identity.provider}:${identity.email ?? identity.username ?? identity.subject}`.slice(0, 200);
+  if (!(await store.users.byUsername(readable))) {
+    try {
+      return (await store.users.createLinked({ ...base, username: readable }, link)).user;
+    } catch {
+      // The readable name was taken meanwhile: fall through to the subject.
+    }
+  }
+  return (await store.users.createLinked({ ...base, username: `${identity.provider}:${identity.subject}` }, link)).user;
+}
+
 async function interactionOf(provider: Provider, req: FastifyRequest<{ Params: { uid: string } }>, reply: FastifyReply): Promise<Details | undefined> {
   try {
     const d = await provider.interactionDetails(req.raw, reply.raw);
     if (d.uid !== req.params.uid) throw new Error('uid mismatch');
     return d;
-  } catch {
+  } catch (e) {
+    // A store that cannot be reached is not an expired sign-in: 503 (retry), not "start again".
+    if (unavailable(e)) throw new PalisadeError('PAL_ERR_UNAVAILABLE', 'a store is unreachable; try again shortly', { internal: e });
     html(reply, 400, messagePage('Sign-in expired', 'This sign-in request is no longer valid. Start again from your device.'));
     return undefined;
   }

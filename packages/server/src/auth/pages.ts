@@ -30,13 +30,14 @@ button.secondary{background:#e5e7eb;color:#111}.error{color:#b91c1c}.code{font:6
 ul.scopes{padding-left:1.2rem}.row{display:flex;gap:.5rem}`;
 
 /** The sign-in form of an interaction. */
-export function loginPage(uid: string, clientName: string, error?: string): string {
+export function loginPage(uid: string, clientName: string, error?: string, providers: readonly { id: string; name: string }[] = []): string {
+  const upstream = providers.map((p) => `<form method="post" action="/interaction/${esc(uid)}/upstream/${esc(p.id)}"><button type="submit" class="secondary" id="upstream-${esc(p.id)}">Sign in with ${esc(p.name)}</button></form>`).join('\n');
   return page('Sign in', `<p>Sign in to approve <strong>${esc(clientName)}</strong>.</p>
 ${error ? `<p class="error" role="alert">${esc(error)}</p>` : ''}
 <form method="post" action="/interaction/${esc(uid)}/login" autocomplete="on">
 <label for="username">Username</label><input id="username" name="username" autocomplete="username" required maxlength="64" autofocus>
 <label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password" required maxlength="128">
-<button type="submit">Sign in</button></form>`);
+<button type="submit">Sign in</button></form>${upstream ? `\n<p>or</p>\n${upstream}` : ''}`);
 }
 
 const SCOPE_TEXT: Record<string, string> = {

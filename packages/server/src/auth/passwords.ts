@@ -61,9 +61,12 @@ export function hashPassword(password: string): Promise<string> {
 /** A hash of a random password, verified against when the account does not exist, so timing does not tell. */
 let dummyHash: Promise<string> | undefined;
 
-/** Verifies `password` against `hash`; with no hash, spends the same time and returns false. */
+/**
+ * Verifies `password` against `hash`; with no usable hash (no account, or an account that signs in
+ * only through Google/GitHub), spends the same time and returns false.
+ */
 export async function verifyPassword(hash: string | undefined, password: string): Promise<boolean> {
-  if (hash === undefined) {
+  if (hash === undefined || !hash.startsWith('$argon2')) {
     dummyHash ??= hashPassword(crypto.randomUUID());
     await argon2.verify(await dummyHash, password).catch(() => false);
     return false;

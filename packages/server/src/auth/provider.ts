@@ -25,6 +25,11 @@ export const FIRST_PARTY_CLIENTS: Record<string, { name: string; scope: string }
 /** Scopes that live on the API resource server. */
 export const API_SCOPES = 'tasks agent admin';
 
+/** The CLI's loopback redirect (RFC 8252 §7.3): any port is accepted, the rest must match exactly. */
+export const CLI_REDIRECT_URI = 'http://127.0.0.1/callback';
+/** The redirect `chrome.identity.launchWebAuthFlow` uses for an extension id. */
+export const extensionRedirectUri = (extensionId: string): string => `https://${extensionId}.chromiumapp.org/`;
+
 export interface ProviderOptions {
   config: ServerConfig;
   issuer: string;
@@ -33,21 +38,35 @@ export interface ProviderOptions {
   records: OidcRepo;
   secrets: ServerSecrets;
   events: SecurityEvents;
+  /** Called when oidc-provider revokes a whole grant (code or refresh-token reuse, revocation). */
+  onGrantRevoked?: (grantId: string) => void;
 }
 
 /** Creates the provider. */
-export function createProvider({ config, issuer, store, records, secrets, events }: ProviderOptions): Provider {
+export function createProvider({ config, issuer, store, records, secrets, events, onGrantRevoked }: ProviderOptions): Provider {
+  // Authorization code + PKCE (S256 only, the one method oidc-provider 9 implements; required for
+  // these public clients) beside the device grant: the CLI on a loopback redirect, the extension
+  // through launchWebAuthFlow for the extension ids the server is told about.
+  const redirects: Record<string, string[]> = {
+    [CLI_CLIENT_ID]: [CLI_REDIRECT_URI],
+    [EXTENSION_CLIENT_ID]: config.extensionIds.map(extensionRedirectUri),
+  };
   const configuration: Configuration = {
     adapter: createOidcAdapter(store, records),
-    clients: Object.entries(FIRST_PARTY_CLIENTS).map(([clientId, c]) => ({
-      client_id: clientId,
-      client_name: c.name,
-      token_endpoint_auth_method: 'none',
-      grant_types: ['urn:ietf:params:oauth:grant-type:device_code', 'refresh_token'],
-      response_types: [],
-      redirect_uris: [],
-      scope: c.scope,
-    })),
+    clients: Object.entries(FIRST_PARTY_CLIENTS).map(([clientId, c]) => {
+      const uris = redirects[clientId] ?? [];
+      return {
+        client_id: clientId,
+        client_name: c.name,
+        application_type: clientId === CLI_CLIENT_ID ? 'native' : 'web',
+        token_endpoint_auth_method: 'none',
+        grant_types: ['urn:ietf:params:oauth:grant-type:device_code', 'refresh_token', ...(uris.length > 0 ? ['authorization_code'] : [])],
+        response_types: uris.length > 0 ? ['code'] : [],
+        redirect_uris: uris,
+        scope: c.scope,
+      };
+    }),
+    responseTypes: ['code'],
     clientDefaults: { id_token_signed_response_alg: 'ES256', grant_types: [], response_types: [] },
     jwks: { keys: [secrets.signingKey] },
     cookies: { keys: secrets.cookieKeys, long: { signed: true, httpOnly: true, sameSite: 'lax' }, short: { signed: true, httpOnly: true, sameSite: 'lax' } },
@@ -123,6 +142,14 @@ export function createProvider({ config, issuer, store, records, secrets, events
 
   const provider = new Provider(issuer, configuration);
   installHashedSecrets(provider.Client);
+  // A store that cannot be reached: refused with 503 + Retry-After (see adapter.ts), and an alarm.
+  provider.use(async (ctx, next) => {
+    await next();
+    if (ctx.status === 503) {
+      ctx.set('retry-after', '1');
+      events.emit({ class: 'api_activity', activity: 'store.unavailable', outcome: 'failure', severity: 'high', code: 'PAL_ERR_UNAVAILABLE', message: 'a store is unreachable: OAuth request refused', src: { ip: ctx.ip } });
+    }
+  });
 
   // Every token decision is a security event.
   const ip = (ctx: KoaContextWithOIDC) => ctx.ip;
@@ -151,6 +178,8 @@ export function createProvider({ config, issuer, store, records, secrets, events
   });
   provider.on('grant.revoked', (_ctx: KoaContextWithOIDC, grantId: string) => {
     events.emit({ class: 'authorization', activity: 'oauth.grant.revoked', outcome: 'success', message: 'grant revoked', data: { grantId } });
+    // Its access tokens are JWTs nobody stores: the session's revocation refuses them everywhere.
+    onGrantRevoked?.(grantId);
   });
   return provider;
 }

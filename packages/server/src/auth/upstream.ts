@@ -36,6 +36,12 @@ export const UpstreamProviderConfig = Type.Object(
     tokenUrl: Type.Optional(HttpUrl),
     apiUrl: Type.Optional(HttpUrl),
     allowedEmailDomains: Type.Optional(Type.Array(Domain, { minItems: 1, maxItems: 256 })),
+    /**
+     * Whether a first sign-in creates an account (role `user`). Default: only when
+     * `allowedEmailDomains` is set; `true` lets any verified identity in; `false` only admits
+     * identities already linked.
+     */
+    allowSignUp: Type.Optional(Type.Boolean()),
   },
   { additionalProperties: false },
 );

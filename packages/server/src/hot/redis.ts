@@ -244,6 +244,10 @@ export async function openRedisHotStore(o: RedisHotStoreOptions): Promise<HotSto
       clearInterval(mirrorSweep);
       bus.removeAllListeners();
       await Promise.allSettled([sub.quit(), redis.quit()]);
+      // quit() leaves the Sentinel failover detector's subscriptions open (ioredis #1362);
+      // disconnect() closes them, so a closed store holds no connection.
+      sub.disconnect();
+      redis.disconnect();
     },
   };
 }

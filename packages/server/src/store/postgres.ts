@@ -62,6 +62,23 @@ export async function openPostgresStore(o: PostgresStoreOptions): Promise<Durabl
       async byId(id) { const r = await one('SELECT * FROM users WHERE id = $1', [id]); return r && toUser(r); },
       async byUsername(n) { const r = await one('SELECT * FROM users WHERE username = $1', [n]); return r && toUser(r); },
       async count() { return Number((await one('SELECT count(*)::int AS n FROM users'))?.n ?? 0); },
+      async byIdentity(provider, subject) {
+        const r = await one('SELECT users.* FROM identities JOIN users ON users.id = identities.user_id WHERE provider = $1 AND subject = $2', [provider, subject]);
+        return r && toUser(r);
+      },
+      async createLinked(u, identity) {
+        // One statement, so atomic: the user row exists only if the link was made.
+        try {
+          await q(`WITH u AS (INSERT INTO users (id, username, password_hash, role, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING id)
+                   INSERT INTO identities (provider, subject, user_id, email, created_at) SELECT $6, $7, u.id, $8, $5 FROM u`,
+            [u.id, u.username, u.passwordHash, u.role, u.createdAt, identity.provider, identity.subject, identity.email ?? null]);
+          return { user: u, created: true };
+        } catch (e) {
+          const linked = (e as { code?: string }).code === '23505' ? await this.byIdentity(identity.provider, identity.subject) : undefined;
+          if (linked) return { user: linked, created: false };
+          throw e;
+        }
+      },
     },
     clients: {
       async create(c) {

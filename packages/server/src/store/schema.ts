@@ -47,5 +47,10 @@ export function migrations(dialect: Dialect): string[] {
     // 3: a user's sessions (grants) are listed by account.
     `ALTER TABLE oidc ADD COLUMN account_id TEXT;
      CREATE INDEX oidc_account ON oidc(model, account_id);`,
+    // 4: people who sign in with Google, GitHub or another provider: (provider, subject) → user.
+    `CREATE TABLE identities (
+       provider TEXT NOT NULL, subject TEXT NOT NULL, user_id TEXT NOT NULL REFERENCES users(id), email TEXT,
+       created_at TEXT NOT NULL, PRIMARY KEY (provider, subject));
+     CREATE INDEX identities_user ON identities(user_id);`,
   ];
 }

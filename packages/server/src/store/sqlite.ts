@@ -50,6 +50,25 @@ export function openSqliteStore(path: string): DurableStore {
       async byId(id) { const r = one('SELECT * FROM users WHERE id = ?', id); return r && toUser(r); },
       async byUsername(name) { const r = one('SELECT * FROM users WHERE username = ?', name); return r && toUser(r); },
       async count() { return Number(one('SELECT count(*) AS n FROM users')?.n ?? 0); },
+      async byIdentity(provider, subject) {
+        const r = one('SELECT users.* FROM identities JOIN users ON users.id = identities.user_id WHERE provider = ? AND subject = ?', provider, subject);
+        return r && toUser(r);
+      },
+      async createLinked(u, identity) {
+        // Synchronous statements in one transaction: nothing else runs in between.
+        const linked = one('SELECT users.* FROM identities JOIN users ON users.id = identities.user_id WHERE provider = ? AND subject = ?', identity.provider, identity.subject);
+        if (linked) return { user: toUser(linked), created: false };
+        db.exec('BEGIN');
+        try {
+          run('INSERT INTO users (id, username, password_hash, role, created_at) VALUES (?, ?, ?, ?, ?)', u.id, u.username, u.passwordHash, u.role, u.createdAt);
+          run('INSERT INTO identities (provider, subject, user_id, email, created_at) VALUES (?, ?, ?, ?, ?)', identity.provider, identity.subject, u.id, identity.email ?? null, u.createdAt);
+          db.exec('COMMIT');
+        } catch (e) {
+          db.exec('ROLLBACK');
+          throw e;
+        }
+        return { user: u, created: true };
+      },
     },
     clients: {
       async create(c) {

@@ -70,11 +70,25 @@ export interface OidcRecord {
   consumed?: boolean | undefined;
 }
 
+/** An account at an upstream provider (Google, GitHub…) linked to a user. */
+export interface IdentityLink {
+  provider: string;
+  subject: string;
+  email?: string | undefined;
+}
+
 export interface UserRepo {
   create(user: UserRecord): Promise<void>;
   byId(id: string): Promise<UserRecord | undefined>;
   byUsername(username: string): Promise<UserRecord | undefined>;
   count(): Promise<number>;
+  /** The user linked to an upstream identity. */
+  byIdentity(provider: string, subject: string): Promise<UserRecord | undefined>;
+  /**
+   * Creates `user` linked to `identity`, atomically. If the identity is already linked (another
+   * sign-in won the race), creates nothing and returns the linked user.
+   */
+  createLinked(user: UserRecord, identity: IdentityLink): Promise<{ user: UserRecord; created: boolean }>;
 }
 
 export interface ClientRepo {

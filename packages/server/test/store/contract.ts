@@ -29,6 +29,20 @@ export function storeContract(name: string, open: () => Promise<DurableStore>): 
       assert.ok((await s.users.count()) >= 1);
     });
 
+    it('users: linked to an upstream identity atomically, once', async () => {
+      const subject = randomUUID();
+      const mk = (n: number) => ({ id: `u_${randomUUID()}`, username: `github:${subject}:${n}`, passwordHash: '', role: 'user' as const, createdAt: iso() });
+      const link = { provider: 'github', subject, email: 'ada@example.com' };
+      assert.equal(await s.users.byIdentity('github', subject), undefined);
+      const results = await Promise.all([s.users.createLinked(mk(1), link), s.users.createLinked(mk(2), link)]);
+      assert.deepEqual(results.map((r) => r.created).sort(), [false, true], 'of two concurrent first sign-ins, one creates the account');
+      assert.equal(results[0]!.user.id, results[1]!.user.id);
+      assert.equal((await s.users.byIdentity('github', subject))?.id, results[0]!.user.id);
+      assert.equal(await s.users.byIdentity('google', subject), undefined, 'per provider');
+      const loser = results.find((r) => r.created) === results[0] ? 2 : 1;
+      assert.equal(await s.users.byUsername(`github:${subject}:${loser}`), undefined, 'no orphan account from the losing attempt');
+    });
+
     it('clients: create, list by owner, revoke once', async () => {
       const clientId = `pal_${randomUUID()}`;
       await s.clients.create({ clientId, ownerUserId: userId, name: 'c', secretHash: 'sha256:x', scopes: ['tasks'], createdAt: iso() });

@@ -70,7 +70,8 @@ export class Browser {
   constructor(t: TestServer) {
     this.#t = t;
   }
-  async request(path: string, init: { method?: string; form?: Record<string, string> } = {}): Promise<{ status: number; url: string; body: string }> {
+  /** Follows redirects on this server; a redirect elsewhere (an upstream provider) is returned as `location`. */
+  async request(path: string, init: { method?: string; form?: Record<string, string> } = {}): Promise<{ status: number; url: string; body: string; location?: string }> {
     let url = new URL(path, this.#t.url).href;
     let method = init.method ?? 'GET';
     let body: string | undefined = init.form ? new URLSearchParams(init.form).toString() : undefined;
@@ -88,7 +89,12 @@ export class Browser {
       }
       const location = res.headers.get('location');
       if (res.status >= 300 && res.status < 400 && location) {
-        url = new URL(location, url).href;
+        const next = new URL(location, url);
+        if (next.origin !== new URL(this.#t.url).origin) {
+          await res.arrayBuffer();
+          return { status: res.status, url, body: '', location: next.href };
+        }
+        url = next.href;
         method = 'GET';
         body = undefined;
         await res.arrayBuffer();
