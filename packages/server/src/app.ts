@@ -20,7 +20,9 @@ import type { HotStore } from './hot/types.ts';
 import { createSessionManager, type SessionManager } from './auth/sessions.ts';
 import { createLoginGuard } from './auth/login-guard.ts';
 import { createUpstreamLogin } from './auth/upstream.ts';
-import { loadOrCreateSecrets, publicJwk } from './auth/secrets.ts';
+import { readLegacySecrets, sharedCookieKeys } from './auth/secrets.ts';
+import { openKeyRing, type KeyRing, type KeyView } from './auth/keys.ts';
+import { ID_TOKEN_TTL_S } from './auth/provider.ts';
 import { createProvider } from './auth/provider.ts';
 import { createTokenVerifier, type TokenVerifier } from './auth/tokens.ts';
 import { createSetupToken, interactionRoutes } from './auth/interactions.ts';
@@ -43,6 +45,7 @@ export interface Palisade {
   readonly store: DurableStore;
   readonly hot: HotStore;
   readonly sessions: SessionManager;
+  readonly keys: KeyRing;
   readonly provider: Provider;
   readonly events: SecurityEvents;
   readonly verifier: TokenVerifier;
@@ -58,6 +61,8 @@ export interface Palisade {
   /** The one-time admin setup link, when the server has no user yet. */
   setupUrl: string | undefined;
   listen(): Promise<string>;
+  /** Rotates the token-signing keys for every node (see auth/keys.ts) and uses them here at once. */
+  rotateKeys(): Promise<KeyView[]>;
   close(): Promise<void>;
 }
 
@@ -89,7 +94,9 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
   });
   // With Redis, OAuth records (sessions, grants, refresh tokens) live there; otherwise in the durable store.
   const records = hot.oidc ?? store.oidc;
-  const secrets = await loadOrCreateSecrets(config.dataDir);
+  const legacy = readLegacySecrets(config.dataDir);
+  const cookieKeys = await sharedCookieKeys(store.meta, legacy.cookieKeys);
+  const keys = await openKeyRing({ meta: store.meta, seed: legacy.signingKey, keepRetiredMs: (Math.max(config.accessTokenTtl, ID_TOKEN_TTL_S) + 60) * 1000 });
   const events = createSecurityEvents(log);
   const sessions = createSessionManager({ records, revocations: hot.revocations, events, accessTokenTtl: config.accessTokenTtl });
   const recipes = loadRecipes(config.recipeDirs);
@@ -106,7 +113,7 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
 
   // The issuer depends on the port, which is known after listen(); the provider is created lazily once.
   const self: Palisade = {
-    config, app, store, hot, sessions, events, tasks, agents, recipes, log, tls,
+    config, app, store, hot, sessions, keys, events, tasks, agents, recipes, log, tls,
     url: '', issuer: '', setupUrl: undefined,
     provider: undefined as unknown as Provider,
     verifier: undefined as unknown as TokenVerifier,
@@ -125,10 +132,21 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
         records.sweep(Math.floor(Date.now() / 1000)).catch((e: unknown) => log.warn({ err: e }, 'sweeping expired OAuth records failed'));
       }, OIDC_SWEEP_INTERVAL_MS);
       sweeper.unref();
+      // Another node may rotate the signing keys: pick its ring up.
+      keyPoll = setInterval(() => {
+        keys.reload().then((changed) => changed && applyKeys(), (e: unknown) => log.warn({ err: e }, 'reloading the signing keys failed'));
+      }, config.keyReloadMs);
+      keyPoll.unref();
       return self.url;
+    },
+    async rotateKeys() {
+      await keys.rotate();
+      applyKeys();
+      return keys.view();
     },
     async close() {
       clearInterval(sweeper);
+      clearInterval(keyPoll);
       tasks.stop();
       await gatewayClose?.();
       await app.close();
@@ -139,18 +157,28 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
 
   let gatewayClose: (() => Promise<void>) | undefined;
   let sweeper: NodeJS.Timeout | undefined;
+  let keyPoll: NodeJS.Timeout | undefined;
   let ready!: () => void;
   const wired = new Promise<void>((r) => (ready = r));
 
+  /** An authorization server for the current key ring (rebuilt when the ring changes; it holds no other state). */
+  const newProvider = () => createProvider({
+    config, issuer: self.issuer, store, records, jwks: keys.providerJwks(), cookieKeys, events,
+    onGrantRevoked: (grantId) => void hot.revocations.revoke(grantId, (config.accessTokenTtl + 60) * 1000).catch((e: unknown) => log.error({ err: e }, 'recording a revoked grant failed')),
+  });
+
   function wire(): void {
-    const provider = createProvider({
-      config, issuer: self.issuer, store, records, secrets, events,
-      onGrantRevoked: (grantId) => void hot.revocations.revoke(grantId, (config.accessTokenTtl + 60) * 1000).catch((e: unknown) => log.error({ err: e }, 'recording a revoked grant failed')),
-    });
-    const verifier = createTokenVerifier({ issuer: self.issuer, audience: config.audience, publicKeys: [publicJwk(secrets.signingKey)], store, sessions });
-    Object.assign(self, { provider, verifier });
+    const verifier = createTokenVerifier({ issuer: self.issuer, audience: config.audience, publicKeys: keys.publicKeys(), store, sessions });
+    Object.assign(self, { provider: newProvider(), verifier });
     gatewayClose = attachAgentGateway(app.server as unknown as HttpServer, { config, verifier, sessions, store, tasks, agents, events, log: log.child({ mod: 'gateway' }) }).close;
     ready();
+  }
+
+  /** The key ring changed (rotated here or on another node): sign and verify with the new one. */
+  function applyKeys(): void {
+    self.verifier.setPublicKeys(keys.publicKeys());
+    Object.assign(self, { provider: newProvider() });
+    events.emit({ class: 'account_change', activity: 'keys.applied', outcome: 'success', message: `signing keys v${keys.set.version} in use`, data: { keys: keys.view() } });
   }
 
   app.setErrorHandler((err, req, reply) => {
@@ -199,7 +227,7 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
     }));
   });
 
-  await app.register(async (api) => apiRoutes(api, { verifier: lazy(() => self.verifier), store, sessions, tasks, recipes, agents, events }), { prefix: '/api/v1' });
+  await app.register(async (api) => apiRoutes(api, { verifier: lazy(() => self.verifier), store, sessions, tasks, recipes, agents, events, rotateKeys: () => self.rotateKeys(), keyView: () => keys.view() }), { prefix: '/api/v1' });
 
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/', async (_req, reply) => reply.type('application/json').send({ name: 'Palisade', issuer: self.issuer, api: `${self.url}/api/v1`, agents: `${self.url.replace(/^http/, 'ws')}/ws/agent` }));

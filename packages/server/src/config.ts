@@ -70,6 +70,8 @@ export interface ServerConfig {
   maxUnfinishedTasksPerUser: number;
   /** Sign-in limits: attempts per account and per IP within `windowMs`, then locked for the rest of it. */
   loginLimits: LoginLimits;
+  /** How often a node checks whether another node rotated the signing keys, ms. Default 30000. */
+  keyReloadMs: number;
   /** Log level. Default `info`. */
   logLevel: string;
 }
@@ -113,6 +115,7 @@ export const DEFAULTS: ServerConfig = {
   reconnectGraceMs: 15_000,
   maxUnfinishedTasksPerUser: 1000,
   loginLimits: { perAccount: 5, perIp: 20, windowMs: 15 * 60_000, freeFailures: 2, delayMs: 500, maxDelayMs: 4000 },
+  keyReloadMs: 30_000,
   logLevel: 'info',
 };
 

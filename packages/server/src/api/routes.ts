@@ -9,6 +9,7 @@ import { bearer, requireScope, type Principal, type TokenVerifier } from '../aut
 import { newApiClient, CLIENT_SCOPES } from '../auth/clients.ts';
 import type { DurableStore } from '../store/types.ts';
 import type { SessionManager } from '../auth/sessions.ts';
+import type { KeyView } from '../auth/keys.ts';
 import type { SecurityEvents } from '../siem/events.ts';
 import type { TaskService } from '../tasks/service.ts';
 import type { RecipeRegistry } from '../tasks/recipes.ts';
@@ -28,6 +29,9 @@ export interface ApiOptions {
   recipes: RecipeRegistry;
   agents: AgentRegistry;
   events: SecurityEvents;
+  /** Rotates the signing keys (admin) and returns the ring. */
+  rotateKeys: () => Promise<KeyView[]>;
+  keyView: () => KeyView[];
   /** Interval of SSE keep-alive comments, ms. Default 15000. */
   sseKeepAliveMs?: number;
 }
@@ -139,6 +143,19 @@ export async function apiRoutes(app: FastifyInstance, o: ApiOptions): Promise<vo
     }
     o.events.emit({ class: 'account_change', activity: 'client.revoke', outcome: 'success', message: `API client ${c.clientId} revoked`, actor: { userId: p.userId } });
     return reply.code(204).send();
+  });
+
+  // Token-signing keys (admins): list, and rotate without downtime (auth/keys.ts).
+  app.get('/keys', async (req) => {
+    requireAdmin(req);
+    return { keys: o.keyView() };
+  });
+
+  app.post('/keys/rotate', async (req) => {
+    const p = requireAdmin(req);
+    const keys = await o.rotateKeys();
+    o.events.emit({ class: 'account_change', activity: 'keys.rotate', outcome: 'success', severity: 'medium', message: 'token-signing keys rotated', actor: { userId: p.userId, clientId: p.clientId }, src: { ip: req.ip }, data: { current: keys.find((k) => k.status === 'current')?.kid } });
+    return { keys };
   });
 
   // A person's own sessions (sign-ins of the extension, the CLI): listed and revoked by a person's

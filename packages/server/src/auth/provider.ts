@@ -5,10 +5,10 @@
  * ES256) for one audience.
  */
 import Provider, { errors as oidcErrors, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import type { JWK } from 'jose';
 import type { ServerConfig } from '../config.ts';
 import type { DurableStore, OidcRepo } from '../store/types.ts';
 import type { SecurityEvents } from '../siem/events.ts';
-import type { ServerSecrets } from './secrets.ts';
 import { createOidcAdapter } from './adapter.ts';
 import { installHashedSecrets } from './clients.ts';
 import { esc, page } from './pages.ts';
@@ -25,6 +25,9 @@ export const FIRST_PARTY_CLIENTS: Record<string, { name: string; scope: string }
 /** Scopes that live on the API resource server. */
 export const API_SCOPES = 'tasks agent admin';
 
+/** ID-token lifetime, s: with the access-token lifetime, how long a retired signing key stays published. */
+export const ID_TOKEN_TTL_S = 3600;
+
 /** The CLI's loopback redirect (RFC 8252 §7.3): any port is accepted, the rest must match exactly. */
 export const CLI_REDIRECT_URI = 'http://127.0.0.1/callback';
 /** The redirect `chrome.identity.launchWebAuthFlow` uses for an extension id. */
@@ -36,14 +39,16 @@ export interface ProviderOptions {
   store: DurableStore;
   /** Where OAuth records live: the durable store's, or the hot store's (Redis). */
   records: OidcRepo;
-  secrets: ServerSecrets;
+  /** Signing keys: oidc-provider signs with the one without `key_ops: ['verify']` (see keys.ts). */
+  jwks: JWK[];
+  cookieKeys: string[];
   events: SecurityEvents;
   /** Called when oidc-provider revokes a whole grant (code or refresh-token reuse, revocation). */
   onGrantRevoked?: (grantId: string) => void;
 }
 
 /** Creates the provider. */
-export function createProvider({ config, issuer, store, records, secrets, events, onGrantRevoked }: ProviderOptions): Provider {
+export function createProvider({ config, issuer, store, records, jwks, cookieKeys, events, onGrantRevoked }: ProviderOptions): Provider {
   // Authorization code + PKCE (S256 only, the one method oidc-provider 9 implements; required for
   // these public clients) beside the device grant: the CLI on a loopback redirect, the extension
   // through launchWebAuthFlow for the extension ids the server is told about.
@@ -68,8 +73,8 @@ export function createProvider({ config, issuer, store, records, secrets, events
     }),
     responseTypes: ['code'],
     clientDefaults: { id_token_signed_response_alg: 'ES256', grant_types: [], response_types: [] },
-    jwks: { keys: [secrets.signingKey] },
-    cookies: { keys: secrets.cookieKeys, long: { signed: true, httpOnly: true, sameSite: 'lax' }, short: { signed: true, httpOnly: true, sameSite: 'lax' } },
+    jwks: { keys: jwks as NonNullable<Configuration['jwks']>['keys'] },
+    cookies: { keys: cookieKeys, long: { signed: true, httpOnly: true, sameSite: 'lax' }, short: { signed: true, httpOnly: true, sameSite: 'lax' } },
     scopes: ['openid', 'offline_access', 'tasks', 'agent', 'admin'],
     claims: { openid: ['sub'] },
     findAccount: async (_ctx, sub) => {
@@ -130,7 +135,7 @@ export function createProvider({ config, issuer, store, records, secrets, events
       Grant: config.refreshTokenTtl,
       Interaction: 600,
       Session: 24 * 3600,
-      IdToken: 3600,
+      IdToken: ID_TOKEN_TTL_S,
       RefreshToken: config.refreshTokenTtl,
     },
     enabledJWA: { authorizationSigningAlgValues: ['ES256'], idTokenSigningAlgValues: ['ES256'] },

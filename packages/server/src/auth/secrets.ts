@@ -1,36 +1,34 @@
 /**
- * @module auth/secrets — key material created on first start and kept in the data folder at mode
- * 0600: the ES256 token-signing key (a private JWK) and the cookie-signing keys. Never committed,
- * never logged.
+ * @module auth/secrets — key material shared by every node, kept in the durable store and created
+ * on first start: the cookie-signing keys here, the token-signing key ring in `keys.ts`. Never
+ * committed, never logged.
+ *
+ * Earlier versions kept them in `<data dir>/secrets.json`; if that file exists, its keys seed the
+ * store, so sessions and tokens from before the upgrade stay valid.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { exportJWK, generateKeyPair, type JWK } from 'jose';
+import type { MetaRepo } from '../store/types.ts';
+import type { PrivateJwk } from './keys.ts';
 
-export interface ServerSecrets {
-  /** Private signing key (ES256) with its `kid`. */
-  signingKey: JWK & { kid: string; alg: 'ES256' };
-  cookieKeys: string[];
+/** What an earlier version kept in `secrets.json`. */
+export interface LegacySecrets {
+  signingKey?: PrivateJwk;
+  cookieKeys?: string[];
 }
 
-/** Loads the server's secrets from `dir/secrets.json`, creating them on first use. */
-export async function loadOrCreateSecrets(dir: string): Promise<ServerSecrets> {
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
+/** Reads `dir/secrets.json` if an earlier version wrote one. */
+export function readLegacySecrets(dir: string): LegacySecrets {
   const file = join(dir, 'secrets.json');
-  if (existsSync(file)) return JSON.parse(readFileSync(file, 'utf8')) as ServerSecrets;
-  const { privateKey } = await generateKeyPair('ES256', { extractable: true });
-  const jwk = await exportJWK(privateKey);
-  const secrets: ServerSecrets = {
-    signingKey: { ...jwk, kid: randomBytes(12).toString('base64url'), alg: 'ES256', use: 'sig' } as ServerSecrets['signingKey'],
-    cookieKeys: [randomBytes(32).toString('base64url')],
-  };
-  writeFileSync(file, JSON.stringify(secrets, null, 2), { mode: 0o600 });
-  return secrets;
+  return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as LegacySecrets) : {};
 }
 
-/** The public half of a private JWK. */
-export function publicJwk(jwk: JWK): JWK {
-  const { d: _d, p: _p, q: _q, dp: _dp, dq: _dq, qi: _qi, ...pub } = jwk;
-  return pub;
+/** The cookie-signing keys every node uses, created once (atomically) on first start. */
+export async function sharedCookieKeys(meta: MetaRepo, seed?: string[]): Promise<string[]> {
+  const fresh = JSON.stringify(seed ?? [randomBytes(32).toString('base64url')]);
+  await meta.compareAndSet('cookie_keys', undefined, fresh);
+  const stored = await meta.get('cookie_keys');
+  if (!stored) throw new Error('the cookie keys could not be stored');
+  return JSON.parse(stored) as string[];
 }

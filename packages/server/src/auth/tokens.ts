@@ -26,6 +26,8 @@ export interface Principal {
 
 export interface TokenVerifier {
   verify(token: string | undefined): Promise<Principal>;
+  /** Replaces the keys tokens are verified against (after a key rotation); forgets verified tokens. */
+  setPublicKeys(keys: JWK[]): void;
 }
 
 export interface TokenVerifierOptions {
@@ -41,7 +43,7 @@ export interface TokenVerifierOptions {
 export const VERIFIED_CACHE_SIZE = 10_000;
 
 export function createTokenVerifier({ issuer, audience, publicKeys, store, sessions }: TokenVerifierOptions): TokenVerifier {
-  const jwks = createLocalJWKSet({ keys: publicKeys });
+  let jwks = createLocalJWKSet({ keys: publicKeys });
   // Signature checks are the costly part (WebCrypto, off the main thread); a token whose signature and
   // claims were checked is remembered until it expires. Who it acts for is resolved on every use, so
   // a revoked client or deleted user is refused at once.
@@ -61,6 +63,10 @@ export function createTokenVerifier({ issuer, audience, publicKeys, store, sessi
     return payload;
   };
   return {
+    setPublicKeys(keys) {
+      jwks = createLocalJWKSet({ keys });
+      verified.clear();
+    },
     async verify(token) {
       if (!token) throw new PalisadeError('PAL_ERR_UNAUTHENTICATED', 'an access token is required');
       let payload;

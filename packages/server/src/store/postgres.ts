@@ -164,6 +164,12 @@ export async function openPostgresStore(o: PostgresStoreOptions): Promise<Durabl
       async set(key, value) { await q('INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value', [key, value]); },
       async delete(key) { await q('DELETE FROM meta WHERE key = $1', [key]); },
       async deleteIf(key, value) { return ((await run('DELETE FROM meta WHERE key = $1 AND value = $2', [key, value])).rowCount ?? 0) === 1; },
+      async compareAndSet(key, expected, value) {
+        const r = expected === undefined
+          ? await run('INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING', [key, value])
+          : await run('UPDATE meta SET value = $3 WHERE key = $1 AND value = $2', [key, expected, value]);
+        return (r.rowCount ?? 0) === 1;
+      },
     },
     async close() { await pool.end(); },
   };

@@ -155,6 +155,12 @@ export function openSqliteStore(path: string): DurableStore {
       async set(key, value) { run('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value', key, value); },
       async delete(key) { run('DELETE FROM meta WHERE key = ?', key); },
       async deleteIf(key, value) { return Number(run('DELETE FROM meta WHERE key = ? AND value = ?', key, value).changes) === 1; },
+      async compareAndSet(key, expected, value) {
+        const r = expected === undefined
+          ? run('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING', key, value)
+          : run('UPDATE meta SET value = ? WHERE key = ? AND value = ?', value, key, expected);
+        return Number(r.changes) === 1;
+      },
     },
     async close() {
       await checkpointer?.stop();

@@ -142,6 +142,11 @@ export interface MetaRepo {
   delete(key: string): Promise<void>;
   /** Deletes `key` only if it still holds `value`; true if this call deleted it (an atomic consume). */
   deleteIf(key: string, value: string): Promise<boolean>;
+  /**
+   * Sets `key` to `value` only if it holds `expected` (`undefined`: only if absent); true if this
+   * call wrote it. Of concurrent writers from the same `expected`, exactly one wins.
+   */
+  compareAndSet(key: string, expected: string | undefined, value: string): Promise<boolean>;
 }
 
 /** The durable store: every repository plus lifecycle. */

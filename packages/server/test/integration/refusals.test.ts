@@ -6,8 +6,6 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { SignJWT, generateKeyPair, importJWK, type JWK } from 'jose';
 import { WS_BEARER_PREFIX, WS_SUBPROTOCOL, type Problem } from '@palisade/protocol';
 import { SyntheticAgent, rawAgentSocket } from '../support/agent.ts';
@@ -50,7 +48,7 @@ describe('refusals', () => {
     agentToken = (await deviceLogin(t, 'palisade-extension', 'openid offline_access agent')).access_token;
     agent = await SyntheticAgent.connect({ url: t.url, token: agentToken, ca: t.server.tls?.ca, grants: [SITE], onTask: () => 'ignore' });
     ({ token } = await apiClient(t));
-    signingKey = (JSON.parse(readFileSync(join(t.server.config.dataDir, 'secrets.json'), 'utf8')) as { signingKey: JWK }).signingKey;
+    signingKey = t.server.keys.set.keys.find((k) => k.status === 'current')!.jwk;
   });
   after(async () => {
     agent?.close();

@@ -110,6 +110,13 @@ export function storeContract(name: string, open: () => Promise<DurableStore>): 
       assert.equal(await s.meta.deleteIf('once', 'other'), false, 'a different value is not consumed');
       const both = await Promise.all([s.meta.deleteIf('once', 'v'), s.meta.deleteIf('once', 'v')]);
       assert.deepEqual(both.sort(), [false, true], 'exactly one concurrent consume wins');
+      const key = `cas-${randomUUID()}`;
+      const created = await Promise.all([s.meta.compareAndSet(key, undefined, 'a'), s.meta.compareAndSet(key, undefined, 'b')]);
+      assert.deepEqual(created.sort(), [false, true], 'exactly one concurrent create wins');
+      const won = (await s.meta.get(key))!;
+      assert.equal(await s.meta.compareAndSet(key, 'stale', 'c'), false, 'a stale expectation changes nothing');
+      const moved = await Promise.all([s.meta.compareAndSet(key, won, 'x'), s.meta.compareAndSet(key, won, 'y')]);
+      assert.deepEqual(moved.sort(), [false, true], 'exactly one concurrent update wins');
     });
   });
 }

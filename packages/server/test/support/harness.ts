@@ -34,7 +34,9 @@ export async function startTestServer(options: CreateOptions = {}): Promise<Test
     ...options,
     dataDir,
   });
-  const url = await server.listen();
+  const publicUrl = await server.listen();
+  // Nodes of one deployment share a public URL (and so an issuer); requests go to this node itself.
+  const url = options.publicUrl ? `${server.tls ? 'https' : 'http'}://127.0.0.1:${(server.app.server.address() as { port: number }).port}` : publicUrl;
   const dispatcher = new Agent({ connect: server.tls?.ca ? { ca: server.tls.ca } : {} });
   const securityEvents: SecurityEvent[] = [];
   server.events.subscribe((e) => securityEvents.push(e));
