@@ -104,6 +104,7 @@ async function main(argv: string[]): Promise<number> {
   const server = await createPalisade({
     dataDir: values['data-dir'] ?? env.PALISADE_DATA_DIR,
     databaseUrl: values.database ?? env.PALISADE_DATABASE_URL,
+    databaseSchema: env.PALISADE_DATABASE_SCHEMA,
     redisUrl,
     redisSentinels: sentinels,
     redisSentinelName: values['redis-sentinel-name'] ?? env.PALISADE_REDIS_SENTINEL_NAME,
