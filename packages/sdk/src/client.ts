@@ -88,6 +88,23 @@ export interface NewApiClient extends ApiClient {
   clientSecret: string;
 }
 
+/**
+ * A session: one sign-in of the person on one app (the extension, the CLI), as listed by
+ * `sessions.list()`. Revoking it ends every token of that sign-in.
+ */
+export interface Session {
+  id: string;
+  /** The app signed in, e.g. `palisade-cli`, `palisade-extension`. */
+  clientId: string;
+  /** The app's display name. */
+  clientName: string;
+  createdAt: string;
+  /** When the sign-in ends unless used; absent when the server keeps no end. */
+  expiresAt?: string;
+  /** Whether this is the session of the token making the call. */
+  current: boolean;
+}
+
 /** Who the token belongs to. */
 export interface Me {
   sub: string;
@@ -126,6 +143,19 @@ export class Palisade {
     create(options: { name: string; scopes?: string[] }, call?: CallOptions): Promise<NewApiClient>;
     list(call?: CallOptions): Promise<ApiClient[]>;
     delete(clientId: string, call?: CallOptions): Promise<void>;
+  };
+  /**
+   * The person's own sessions (needs a person's token, as from `palisade login`; an API client's
+   * gets `PAL_ERR_FORBIDDEN`). Revoking closes the session's agent WebSockets (close code 4410)
+   * and its tokens are refused from then on with `PAL_ERR_SESSION_REVOKED`.
+   */
+  readonly sessions: {
+    /** Live sessions, oldest first; the caller's own has `current: true`. */
+    list(call?: CallOptions): Promise<Session[]>;
+    /** Revokes one session; `PAL_ERR_NOT_FOUND` if the person has none of that id. */
+    revoke(id: string, call?: CallOptions): Promise<void>;
+    /** Revokes every session of the person, the caller's own included; resolves with how many. */
+    revokeAll(call?: CallOptions): Promise<number>;
   };
   readonly #transport: Transport;
   readonly #token: TokenProvider | undefined;
@@ -168,6 +198,17 @@ export class Palisade {
       list: async (call) => ((await this.#json<{ clients: ApiClient[] }>('GET', '/api/v1/clients', undefined, call))?.clients ?? []),
       delete: async (clientId, call) => {
         await this.#json('DELETE', `/api/v1/clients/${encodeURIComponent(clientId)}`, undefined, call);
+      },
+    };
+    this.sessions = {
+      list: async (call) => ((await this.#json<{ sessions: Session[] }>('GET', '/api/v1/sessions', undefined, call))?.sessions ?? []),
+      revoke: async (id, call) => {
+        await this.#json('DELETE', `/api/v1/sessions/${encodeURIComponent(id)}`, undefined, call);
+      },
+      revokeAll: async (call) => {
+        const revoked = (await this.#json<{ revoked: number }>('DELETE', '/api/v1/sessions', undefined, call))?.revoked;
+        if (typeof revoked !== 'number') throw new PalisadeError('PAL_ERR_INTERNAL', 'DELETE /api/v1/sessions: the server did not say how many sessions it revoked');
+        return revoked;
       },
     };
   }
@@ -342,7 +383,10 @@ export class Palisade {
     }
   }
 
-  /** Sends an authorized request; retries once with a fresh token after a 401; throws on non-2xx. */
+  /**
+   * Sends an authorized request; throws on non-2xx. After a 401 it retries once with a fresh token,
+   * except when the session was revoked: no token of that sign-in can succeed again.
+   */
   async #fetch(
     method: string,
     path: string,
@@ -362,7 +406,8 @@ export class Palisade {
       }
       const res = await this.#transport.send(url, init, { signal: options.signal, timeoutMs: options.timeoutMs, what });
       if (res.status === 401 && attempt === 0 && this.#canRefresh && this.#token) {
-        await res.body?.cancel().catch(() => undefined);
+        const refused = await errorFromResponse(res);
+        if (refused.code === 'PAL_ERR_SESSION_REVOKED') throw refused;
         token = await this.#token({ forceRefresh: true, rejected: token });
         continue;
       }

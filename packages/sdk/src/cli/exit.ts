@@ -15,7 +15,7 @@ export const EXIT = {
   USAGE: 2,
   /** Not signed in, token refused, or not allowed. */
   AUTH: 3,
-  /** No such recipe, task, or client. */
+  /** No such recipe, task, client, or session. */
   NOT_FOUND: 4,
   /** Server unreachable, unavailable, overloaded, or timing out. */
   UNAVAILABLE: 5,
@@ -31,7 +31,7 @@ export const EXIT_DOC: ReadonlyArray<readonly [ExitCode, string]> = [
   [EXIT.TASK_FAILED, 'the task failed, was cancelled or expired'],
   [EXIT.USAGE, 'usage error: unknown command or flag, bad --input, request refused as invalid'],
   [EXIT.AUTH, 'authentication or authorization error (not signed in, token refused, not allowed)'],
-  [EXIT.NOT_FOUND, 'not found (recipe, task, client)'],
+  [EXIT.NOT_FOUND, 'not found (recipe, task, client, session)'],
   [EXIT.UNAVAILABLE, 'server unreachable or unavailable (also rate limited, timed out)'],
   [EXIT.NO_AGENT, 'no eligible agent connected, or the site is not granted'],
 ];
@@ -87,8 +87,10 @@ export function hintFor(err: PalisadeError): string | undefined {
     case 'PAL_ERR_UNAUTHENTICATED':
     case 'PAL_ERR_TOKEN_INVALID':
       return 'sign in with `palisade login`, or pass --client-id/--client-secret (PALISADE_CLIENT_ID/PALISADE_CLIENT_SECRET)';
+    case 'PAL_ERR_SESSION_REVOKED':
+      return 'this sign-in was revoked; sign in again with `palisade login`';
     case 'PAL_ERR_FORBIDDEN':
-      return 'the token does not allow this; admin commands need `palisade login` as an admin';
+      return "the token does not allow this; admin commands need `palisade login` as an admin, sessions commands a person's `palisade login` (not an API client)";
     case 'PAL_ERR_SETUP_REQUIRED':
       return 'create the admin account on the server first (see the server README)';
     case 'PAL_ERR_NO_AGENT':
@@ -98,7 +100,7 @@ export function hintFor(err: PalisadeError): string | undefined {
     case 'PAL_ERR_UNKNOWN_RECIPE':
       return 'list the recipes with `palisade recipes`';
     case 'PAL_ERR_NOT_FOUND':
-      return 'check the id (tasks and clients are only visible to their owner)';
+      return 'check the id (tasks, clients and sessions are only visible to their owner; `palisade sessions` lists yours)';
     case 'PAL_ERR_UNAVAILABLE':
     case 'PAL_ERR_TIMEOUT':
       return /certificate|self.signed|CERT|UNABLE_TO_VERIFY/i.test(cause)

@@ -13,16 +13,16 @@ import { TaskError } from '../lib/errors.ts';
 import { normaliseServer } from '../lib/http.ts';
 import { TOKEN_REFRESH_MARGIN_MS, type TokenSet } from '../lib/oauth.ts';
 import { parseDuration, parseInputs, parseList, UsageError } from './args.ts';
+import type { Command, Context, Values } from './command.ts';
 import { credentialsPath, deleteLogin, loadLogin, saveLogin, withLock, type SavedLogin } from './credentials.ts';
 import { EXIT, EXIT_DOC, exitCodeFor, hintFor } from './exit.ts';
-import { duration, paintFor, table, type CliIO, type Paint } from './output.ts';
+import { duration, paintFor, table, type CliIO } from './output.ts';
+import { sessionsList, sessionsRevoke } from './sessions.ts';
 
 export type { CliIO } from './output.ts';
 
 /** The server used when neither `--server`, `PALISADE_SERVER` nor a saved login names one. */
 export const DEFAULT_SERVER = 'https://127.0.0.1:8443';
-
-type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
 
 const GLOBAL_OPTIONS = {
   server: { type: 'string' },
@@ -43,31 +43,6 @@ const GLOBAL_HELP: Array<[string, string]> = [
   ['-h, --help', 'show help'],
   ['-V, --version', 'show the version'],
 ];
-
-interface Context {
-  io: CliIO;
-  values: Values;
-  json: boolean;
-  out: Paint;
-  err: Paint;
-  /** A client with the credentials of the command line, environment or saved login. */
-  client(): Promise<Palisade>;
-  print(text: string): void;
-  note(text: string): void;
-  printJson(value: unknown): void;
-}
-
-interface Command {
-  name: string;
-  args: string;
-  summary: string;
-  details?: string;
-  options: ParseArgsOptionsConfig;
-  optionHelp: Array<[string, string]>;
-  minArgs: number;
-  maxArgs: number;
-  run(ctx: Context, args: string[]): Promise<number>;
-}
 
 // ── helpers ───────────────────────────────────────────────────────────────────────────────────
 
@@ -503,10 +478,11 @@ const tasksCancel: Command = {
 /** Every command, in the order `--help` lists them. */
 export const COMMANDS: readonly Command[] = [
   login, logout, whoami, run, recipesList, recipesShow, agents, tasksGet, tasksCancel, clientsCreate, clientsList, clientsDelete,
+  sessionsList, sessionsRevoke,
 ];
 
-/** Short forms: `palisade recipes` is `palisade recipes list`. */
-const ALIASES: Record<string, string> = { recipes: 'recipes list', clients: 'clients list' };
+/** Short forms: `palisade recipes` is `palisade recipes list` (the same for clients and sessions). */
+const ALIASES: Record<string, string> = { recipes: 'recipes list', clients: 'clients list', sessions: 'sessions list' };
 
 // ── help ──────────────────────────────────────────────────────────────────────────────────────
 
@@ -622,7 +598,12 @@ function findCommand(positionals: string[]): { command: Command | undefined; res
 function parseError(err: unknown): UsageError {
   const e = err as { code?: string; message?: string };
   if (typeof e.code === 'string' && e.code.startsWith('ERR_PARSE_ARGS')) {
-    return new UsageError((e.message ?? 'bad arguments').replace(/\. To specify a positional argument.*$/s, ''));
+    const message = (e.message ?? 'bad arguments').replace(/\. To specify a positional argument.*$/s, '');
+    // `-nqK…` is read as short options; it may be an ID (session ids can start with "-").
+    if (e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && /^Unknown option '-[^-]/.test(message)) {
+      return new UsageError(`${message}; if it is an argument that starts with "-", such as an ID, put it after "--"`);
+    }
+    return new UsageError(message);
   }
   return new UsageError(String(e.message ?? err));
 }
@@ -646,13 +627,15 @@ export async function main(argv: string[], io: CliIO): Promise<number> {
     printJson: (value) => void io.stdout.write(`${JSON.stringify(value, null, 2)}\n`),
   };
   try {
-    let loose: { values: Values; positionals: string[] };
+    let loose: { values: Values; positionals: string[]; tokens: Array<{ kind: string; name?: string; rawName?: string; index: number }> };
     try {
-      loose = parseArgs({ args: argv, options: ALL_OPTIONS, strict: false, allowPositionals: true }) as typeof loose;
+      loose = parseArgs({ args: argv, options: ALL_OPTIONS, strict: false, allowPositionals: true, tokens: true }) as typeof loose;
     } catch (err) {
       throw parseError(err);
     }
-    if (loose.values.version === true) {
+    // Only a flag standing alone counts: `-V` inside `-nqVx` (an ID starting with "-") is not --version.
+    const asked = new Set(loose.tokens.filter((t) => t.kind === 'option' && argv[t.index] === t.rawName).map((t) => t.name));
+    if (asked.has('version')) {
       ctx.print(`${version()}\n`);
       return EXIT.OK;
     }
@@ -665,7 +648,7 @@ export async function main(argv: string[], io: CliIO): Promise<number> {
     const found = findCommand(positionals);
     command = found.command;
     if (!command) {
-      if (positionals.length === 0 && loose.values.help === true) {
+      if (positionals.length === 0 && asked.has('help')) {
         ctx.print(globalHelp());
         return EXIT.OK;
       }
@@ -675,7 +658,7 @@ export async function main(argv: string[], io: CliIO): Promise<number> {
       }
       throw new UsageError(`unknown command "${found.words.join(' ')}"`);
     }
-    if (loose.values.help === true) {
+    if (asked.has('help')) {
       ctx.print(commandHelp(command));
       return EXIT.OK;
     }
@@ -684,6 +667,10 @@ export async function main(argv: string[], io: CliIO): Promise<number> {
       strict = parseArgs({ args: argv, options: { ...GLOBAL_OPTIONS, ...command.options }, strict: true, allowPositionals: true }) as typeof strict;
     } catch (err) {
       throw parseError(err);
+    }
+    if (strict.values.help === true) {
+      ctx.print(commandHelp(command));
+      return EXIT.OK;
     }
     ctx.values = strict.values;
     const args = strict.positionals.slice(found.words.length);
