@@ -3,6 +3,7 @@
  * authorization server, the REST API, the agent gateway and the task service, on one port.
  */
 import { mkdirSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Server as HttpServer } from 'node:http';
@@ -98,6 +99,7 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
   const cookieKeys = await sharedCookieKeys(store.meta, legacy.cookieKeys);
   const keys = await openKeyRing({ meta: store.meta, seed: legacy.signingKey, keepRetiredMs: (Math.max(config.accessTokenTtl, ID_TOKEN_TTL_S) + 60) * 1000 });
   const events = createSecurityEvents(log);
+  const nodeId = config.nodeId ?? `${hostname()}:${process.pid}`;
   const sessions = createSessionManager({ records, revocations: hot.revocations, events, accessTokenTtl: config.accessTokenTtl });
   const recipes = loadRecipes(config.recipeDirs);
   const agents = new AgentRegistry();
@@ -170,7 +172,7 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
   function wire(): void {
     const verifier = createTokenVerifier({ issuer: self.issuer, audience: config.audience, publicKeys: keys.publicKeys(), store, sessions });
     Object.assign(self, { provider: newProvider(), verifier });
-    gatewayClose = attachAgentGateway(app.server as unknown as HttpServer, { config, verifier, sessions, store, tasks, agents, events, log: log.child({ mod: 'gateway' }) }).close;
+    gatewayClose = attachAgentGateway(app.server as unknown as HttpServer, { config, verifier, sessions, presence: hot.presence, nodeId, store, tasks, agents, events, log: log.child({ mod: 'gateway' }) }).close;
     ready();
   }
 
@@ -227,7 +229,7 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
     }));
   });
 
-  await app.register(async (api) => apiRoutes(api, { verifier: lazy(() => self.verifier), store, sessions, tasks, recipes, agents, events, rotateKeys: () => self.rotateKeys(), keyView: () => keys.view() }), { prefix: '/api/v1' });
+  await app.register(async (api) => apiRoutes(api, { verifier: lazy(() => self.verifier), store, sessions, presence: hot.presence, tasks, recipes, agents, events, rotateKeys: () => self.rotateKeys(), keyView: () => keys.view() }), { prefix: '/api/v1' });
 
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/', async (_req, reply) => reply.type('application/json').send({ name: 'Palisade', issuer: self.issuer, api: `${self.url}/api/v1`, agents: `${self.url.replace(/^http/, 'ws')}/ws/agent` }));

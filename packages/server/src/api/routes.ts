@@ -10,6 +10,7 @@ import { newApiClient, CLIENT_SCOPES } from '../auth/clients.ts';
 import type { DurableStore } from '../store/types.ts';
 import type { SessionManager } from '../auth/sessions.ts';
 import type { KeyView } from '../auth/keys.ts';
+import type { Presence } from '../hot/types.ts';
 import type { SecurityEvents } from '../siem/events.ts';
 import type { TaskService } from '../tasks/service.ts';
 import type { RecipeRegistry } from '../tasks/recipes.ts';
@@ -25,6 +26,7 @@ export interface ApiOptions {
   verifier: TokenVerifier;
   store: DurableStore;
   sessions: SessionManager;
+  presence: Presence;
   tasks: TaskService;
   recipes: RecipeRegistry;
   agents: AgentRegistry;
@@ -108,11 +110,16 @@ export async function apiRoutes(app: FastifyInstance, o: ApiOptions): Promise<vo
   app.get('/agents', async (req) => {
     const p = principal(req);
     requireScope(p, 'tasks');
-    const stored = await o.store.agents.listByUser(p.userId);
+    const [stored, present] = await Promise.all([o.store.agents.listByUser(p.userId), o.presence.forUser(p.userId)]);
+    const where = new Map(present.map((e) => [e.agentId, e]));
     return {
       agents: stored.map((a) => {
         const live = o.agents.get(a.id);
-        return { id: a.id, name: a.name, version: a.version, connected: !!live, grants: live ? [...live.grants] : a.grants, lastSeenAt: a.lastSeenAt };
+        const seen = where.get(a.id);
+        return {
+          id: a.id, name: a.name, version: a.version, connected: !!live || !!seen, node: seen?.nodeId, connectedSince: seen?.since,
+          grants: live ? [...live.grants] : a.grants, lastSeenAt: a.lastSeenAt,
+        };
       }),
     };
   });

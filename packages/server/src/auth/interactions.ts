@@ -107,7 +107,7 @@ export async function interactionRoutes(app: FastifyInstance, { provider, store,
     if (!attempt.allowed) {
       events.emit({ class: 'authentication', activity: 'password.login', outcome: 'failure', code: 'PAL_ERR_RATE_LIMITED', message: 'sign-in refused while locked', src: { ip: req.ip } });
       reply.header('retry-after', String(Math.ceil(attempt.retryAfterMs / 1000)));
-      return html(reply, 429, signIn(d.uid, client, `Too many failed sign-ins. Try again in ${Math.ceil(attempt.retryAfterMs / 60_000)} minutes.`));
+      return html(reply, 429, signIn(d.uid, client, `Too many failed sign-ins. Try again in ${waitText(attempt.retryAfterMs)}.`));
     }
     if (attempt.delayMs > 0) await sleep(attempt.delayMs);
     const user = username.length <= 64 ? await store.users.byUsername(username) : undefined;
@@ -207,6 +207,14 @@ export async function interactionRoutes(app: FastifyInstance, { provider, store,
 }
 
 type Details = Awaited<ReturnType<Provider['interactionDetails']>>;
+
+/** "1 minute", "12 minutes", "40 seconds". */
+function waitText(ms: number): string {
+  const s = Math.ceil(ms / 1000);
+  if (s < 60) return `${s} second${s === 1 ? '' : 's'}`;
+  const m = Math.ceil(s / 60);
+  return `${m} minute${m === 1 ? '' : 's'}`;
+}
 
 /** A store could not be reached (ours, or oidc-provider's wrapping of it in adapter.ts). */
 const unavailable = (e: unknown): boolean => (e as { code?: unknown } | null)?.code === 'PAL_ERR_UNAVAILABLE';

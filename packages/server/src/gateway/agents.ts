@@ -21,6 +21,7 @@ import { originAllowed } from '../config.ts';
 import type { Principal, TokenVerifier } from '../auth/tokens.ts';
 import type { DurableStore } from '../store/types.ts';
 import type { SessionManager } from '../auth/sessions.ts';
+import type { Presence } from '../hot/types.ts';
 import type { SecurityEvents } from '../siem/events.ts';
 import type { TaskService } from '../tasks/service.ts';
 import { agentFrame } from '../edge/validators.ts';
@@ -34,6 +35,10 @@ export interface GatewayOptions {
   config: ServerConfig;
   verifier: TokenVerifier;
   sessions: SessionManager;
+  /** Where agents are connected, for every node to see (hot store). */
+  presence: Presence;
+  /** This node's name in presence records. */
+  nodeId: string;
   store: DurableStore;
   tasks: TaskService;
   agents: AgentRegistry;
@@ -236,6 +241,7 @@ class AgentConnection {
       }
       this.#alive = false;
       ws.ping();
+      this.#present();
     }, this.#o.config.heartbeatMs);
     hb.unref();
     this.#timers.push(hb);
@@ -354,6 +360,8 @@ class AgentConnection {
       previous.close(1000, 'replaced by a newer connection of the same agent');
       await this.#o.tasks.agentGone(previous);
     }
+    this.#since = at;
+    this.#present();
     this.#send({ type: 'welcome', v: PROTOCOL_VERSION, agentId: record.id, heartbeatMs: this.#o.config.heartbeatMs });
     this.#event('ws.hello', 'success', undefined, `agent ${record.id} connected with ${grants.size} granted site(s)`);
     await this.#o.tasks.agentReady(handle);
@@ -368,9 +376,20 @@ class AgentConnection {
     clearTimeout(this.#expiry);
     const h = this.#handle;
     if (h && this.#o.agents.remove(h)) {
+      void this.#o.presence.remove(h.id, this.#o.nodeId).catch(() => undefined);
       void this.#o.store.agents.touch(h.id, new Date().toISOString()).catch(() => undefined);
       void this.#o.tasks.agentGone(h).catch((e: unknown) => this.#o.log.error({ err: e }, 'agentGone failed'));
     }
+  }
+
+  #since = '';
+
+  /** Records (or refreshes, each heartbeat) that this agent is connected here; lives 3 heartbeats. */
+  #present(): void {
+    const h = this.#handle;
+    if (!h || this.#closed) return;
+    this.#o.presence.set({ agentId: h.id, userId: h.userId, nodeId: this.#o.nodeId, since: this.#since }, 3 * this.#o.config.heartbeatMs)
+      .catch((e: unknown) => this.#o.log.warn({ err: (e as Error).message, agentId: h.id }, 'presence not recorded'));
   }
 
   #send(frame: ServerFrame): void {
