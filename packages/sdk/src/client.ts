@@ -105,6 +105,20 @@ export interface Session {
   current: boolean;
 }
 
+/**
+ * A token-signing key of the server, as `keys.list()` shows it. `current` signs new tokens; `next`
+ * is already published and signs after the next rotation; `retired` only verifies the tokens it
+ * signed, until `retireAfter`.
+ */
+export interface SigningKey {
+  /** The key id, the `kid` in the header of the tokens it signs. */
+  kid: string;
+  status: 'current' | 'next' | 'retired';
+  createdAt: string;
+  /** When a retired key is dropped: the last token it signed has expired by then. */
+  retireAfter?: string;
+}
+
 /** Who the token belongs to. */
 export interface Me {
   sub: string;
@@ -156,6 +170,19 @@ export class Palisade {
     revoke(id: string, call?: CallOptions): Promise<void>;
     /** Revokes every session of the person, the caller's own included; resolves with how many. */
     revokeAll(call?: CallOptions): Promise<number>;
+  };
+  /**
+   * The server's token-signing keys (needs an admin's token with the `admin` scope, as from
+   * `palisade login`; others get `PAL_ERR_FORBIDDEN`).
+   */
+  readonly keys: {
+    /** The key ring: one `current`, one `next`, and the `retired` keys still verifying tokens. */
+    list(call?: CallOptions): Promise<SigningKey[]>;
+    /**
+     * Rotates without downtime: `next` becomes `current`, `current` becomes `retired` (its tokens
+     * keep working until they expire), a new `next` is made. Resolves with the new ring.
+     */
+    rotate(call?: CallOptions): Promise<SigningKey[]>;
   };
   readonly #transport: Transport;
   readonly #token: TokenProvider | undefined;
@@ -210,6 +237,15 @@ export class Palisade {
         if (typeof revoked !== 'number') throw new PalisadeError('PAL_ERR_INTERNAL', 'DELETE /api/v1/sessions: the server did not say how many sessions it revoked');
         return revoked;
       },
+    };
+    const ring = async (method: string, path: string, call: CallOptions | undefined): Promise<SigningKey[]> => {
+      const keys = (await this.#json<{ keys: SigningKey[] }>(method, path, undefined, call))?.keys;
+      if (!Array.isArray(keys)) throw new PalisadeError('PAL_ERR_INTERNAL', `${method} ${path}: the server did not list the keys`);
+      return keys;
+    };
+    this.keys = {
+      list: (call) => ring('GET', '/api/v1/keys', call),
+      rotate: (call) => ring('POST', '/api/v1/keys/rotate', call),
     };
   }
 

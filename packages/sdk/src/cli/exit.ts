@@ -90,6 +90,7 @@ export function hintFor(err: PalisadeError): string | undefined {
     case 'PAL_ERR_SESSION_REVOKED':
       return 'this sign-in was revoked; sign in again with `palisade login`';
     case 'PAL_ERR_FORBIDDEN':
+      if (/\bsign-in was denied\b/.test(err.message)) return 'run `palisade login` again and approve the sign-in';
       return "the token does not allow this; admin commands need `palisade login` as an admin, sessions commands a person's `palisade login` (not an API client)";
     case 'PAL_ERR_SETUP_REQUIRED':
       return 'create the admin account on the server first (see the server README)';
@@ -103,6 +104,9 @@ export function hintFor(err: PalisadeError): string | undefined {
       return 'check the id (tasks, clients and sessions are only visible to their owner; `palisade sessions` lists yours)';
     case 'PAL_ERR_UNAVAILABLE':
     case 'PAL_ERR_TIMEOUT':
+      if (err.code === 'PAL_ERR_TIMEOUT' && /\bsign-in\b/.test(err.message)) {
+        return 'run `palisade login` again and finish in the browser in time (with --browser, --timeout gives more time)';
+      }
       return /certificate|self.signed|CERT|UNABLE_TO_VERIFY/i.test(cause)
         ? "the server's certificate is not trusted: pass --ca FILE (or PALISADE_CA_FILE) with the server's CA"
         : 'check --server (or PALISADE_SERVER) and that the server is running';

@@ -8,6 +8,7 @@ import { resolve as resolvePath } from 'node:path';
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
 import { FINAL_STATES, PalisadeError, type Recipe, type TaskEvent, type TaskView } from '@palisade/protocol';
 import { Palisade, type PalisadeOptions } from '../client.ts';
+import { BROWSER_LOGIN_TIMEOUT_MS, browserLogin } from '../browser-login.ts';
 import { CLI_CLIENT_ID, deviceLogin, refreshingTokenProvider, refreshTokens, revokeToken } from '../device.ts';
 import { TaskError } from '../lib/errors.ts';
 import { normaliseServer } from '../lib/http.ts';
@@ -17,6 +18,7 @@ import type { Command, Context, Values } from './command.ts';
 import { credentialsPath, deleteLogin, loadLogin, saveLogin, withLock, type SavedLogin } from './credentials.ts';
 import { EXIT, EXIT_DOC, exitCodeFor, hintFor } from './exit.ts';
 import { duration, paintFor, table, type CliIO } from './output.ts';
+import { keysList, keysRotate } from './keys.ts';
 import { sessionsList, sessionsRevoke } from './sessions.ts';
 
 export type { CliIO } from './output.ts';
@@ -109,36 +111,67 @@ function printTask(ctx: Context, task: TaskView): void {
 
 const login: Command = {
   name: 'login',
-  args: '',
-  summary: 'sign in with the device grant and save the login',
+  args: '[--browser]',
+  summary: 'sign in and save the login: the device grant, or with --browser the authorization code flow',
   details:
-    'Shows a link and a code; confirm them in a browser where you are signed in to Palisade.\n' +
+    'By default (device grant) it shows a link and a code; confirm them in any browser where you can sign in to\n' +
+    'Palisade, even on another machine. Use this over SSH, in a container, or without a browser here.\n' +
+    'With --browser it signs in through a browser on this machine: it listens on 127.0.0.1 (a free port) for\n' +
+    'the redirect back, shows the link and tries to open it; you sign in and approve, and the browser returns\n' +
+    'to palisade by itself (authorization code + PKCE). Use it when the browser runs on this machine.\n' +
     'Saves the server and tokens in $XDG_CONFIG_HOME/palisade/credentials.json (default ~/.config/palisade/), mode 0600.',
-  options: {},
-  optionHelp: [],
+  options: { browser: { type: 'boolean' }, 'no-open': { type: 'boolean' }, timeout: { type: 'string' } },
+  optionHelp: [
+    ['--browser', 'sign in through a browser on this machine (authorization code + PKCE, loopback redirect)'],
+    ['--no-open', 'with --browser: only show the link, do not open the browser'],
+    ['--timeout DURATION', 'with --browser: how long to wait for the sign-in, e.g. 90s, 10m (default 5m)'],
+  ],
   minArgs: 0,
   maxArgs: 0,
   async run(ctx) {
     const { io, values } = ctx;
+    const browser = values.browser === true;
+    if (!browser && values['no-open'] === true) throw new UsageError('--no-open goes with --browser');
+    const timeout = str(values, 'timeout');
+    if (!browser && timeout !== undefined) throw new UsageError('--timeout goes with --browser (the device code says how long it is valid)');
+    const timeoutMs = timeout !== undefined ? parseDuration(timeout) : BROWSER_LOGIN_TIMEOUT_MS;
     const path = credentialsPath(io.env);
     const saved = loadLogin(path);
     const server = normaliseServer(str(values, 'server') ?? io.env.PALISADE_SERVER ?? saved?.server ?? DEFAULT_SERVER);
     const caOption = str(values, 'ca') ?? io.env.PALISADE_CA_FILE;
     const caFile = caOption ? resolvePath(caOption) : saved?.server === server ? saved.caFile : undefined;
     const ca = caFile ? readPem(caFile) : undefined;
-    const tokens = await deviceLogin({
-      server,
-      ca,
-      signal: io.signal,
-      onCode: (code) => {
-        const e = ctx.err;
-        const link = code.verificationUriComplete ?? code.verificationUri;
-        io.stderr.write(
-          `To sign in, open\n\n  ${e.bold(link)}\n\nand check that it shows the code ${e.bold(code.userCode)}` +
-            ` (valid ${Math.round(code.expiresIn / 60)} min). Waiting…\n`,
-        );
-      },
-    });
+    const e = ctx.err;
+    const tokens = browser
+      ? await browserLogin({
+          server,
+          ca,
+          signal: io.signal,
+          timeoutMs,
+          open: values['no-open'] !== true,
+          onUrl: (url) => {
+            io.stderr.write(
+              `Open this link to sign in:\n\n  ${e.bold(url)}\n\n` +
+                (values['no-open'] === true ? '' : 'Trying to open it in your browser; if nothing opens, copy the link. ') +
+                `Waiting up to ${waitText(timeoutMs)}…\n`,
+            );
+          },
+          onRefusedCallback: (reason) => {
+            io.stderr.write(`${e.yellow('!')} refused ${reason} on the loopback port; still waiting\n`);
+          },
+        })
+      : await deviceLogin({
+          server,
+          ca,
+          signal: io.signal,
+          onCode: (code) => {
+            const link = code.verificationUriComplete ?? code.verificationUri;
+            io.stderr.write(
+              `To sign in, open\n\n  ${e.bold(link)}\n\nand check that it shows the code ${e.bold(code.userCode)}` +
+                ` (valid ${Math.round(code.expiresIn / 60)} min). Waiting…\n`,
+            );
+          },
+        });
     const record: SavedLogin = { version: 1, server, clientId: CLI_CLIENT_ID, ...tokens, savedAt: new Date().toISOString() };
     if (caFile) record.caFile = caFile;
     saveLogin(path, record);
@@ -153,6 +186,11 @@ const login: Command = {
     return EXIT.OK;
   },
 };
+
+/** `300000` → `5 min`, `90000` → `90 s`. */
+function waitText(ms: number): string {
+  return ms % 60_000 === 0 ? `${ms / 60_000} min` : `${Math.round(ms / 1000)} s`;
+}
 
 const logout: Command = {
   name: 'logout',
@@ -478,11 +516,11 @@ const tasksCancel: Command = {
 /** Every command, in the order `--help` lists them. */
 export const COMMANDS: readonly Command[] = [
   login, logout, whoami, run, recipesList, recipesShow, agents, tasksGet, tasksCancel, clientsCreate, clientsList, clientsDelete,
-  sessionsList, sessionsRevoke,
+  sessionsList, sessionsRevoke, keysList, keysRotate,
 ];
 
-/** Short forms: `palisade recipes` is `palisade recipes list` (the same for clients and sessions). */
-const ALIASES: Record<string, string> = { recipes: 'recipes list', clients: 'clients list', sessions: 'sessions list' };
+/** Short forms: `palisade recipes` is `palisade recipes list` (the same for clients, sessions and keys). */
+const ALIASES: Record<string, string> = { recipes: 'recipes list', clients: 'clients list', sessions: 'sessions list', keys: 'keys list' };
 
 // ── help ──────────────────────────────────────────────────────────────────────────────────────
 

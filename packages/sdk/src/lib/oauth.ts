@@ -10,6 +10,10 @@ import { normaliseServer, type Transport } from './http.ts';
 export interface DiscoveryDocument {
   issuer: string;
   token_endpoint: string;
+  /** Where a browser starts the authorization code flow. */
+  authorization_endpoint?: string;
+  /** Whether the authorization response carries `iss` (RFC 9207). */
+  authorization_response_iss_parameter_supported?: boolean;
   device_authorization_endpoint?: string;
   revocation_endpoint?: string;
 }
@@ -70,6 +74,8 @@ export class Discovery {
       issuer: typeof body.issuer === 'string' ? body.issuer : '',
       token_endpoint: endpoint(body.token_endpoint, 'token_endpoint'),
     };
+    if (body.authorization_endpoint !== undefined) doc.authorization_endpoint = endpoint(body.authorization_endpoint, 'authorization_endpoint');
+    if (body.authorization_response_iss_parameter_supported === true) doc.authorization_response_iss_parameter_supported = true;
     if (body.device_authorization_endpoint !== undefined) {
       doc.device_authorization_endpoint = endpoint(body.device_authorization_endpoint, 'device_authorization_endpoint');
     }
