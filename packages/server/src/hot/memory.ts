@@ -37,7 +37,15 @@ class ExpiringMap<T> {
   set(key: string, value: T, expiresAt: number): void {
     this.#map.delete(key);
     this.#map.set(key, { value, expiresAt });
-    while (this.#map.size > this.#max) this.#map.delete(this.#map.keys().next().value!);
+    // Past the bound the oldest 1 % go at once: evicting one per insert would make every insert walk
+    // the holes earlier deletions left at the front of the Map.
+    if (this.#map.size > this.#max) {
+      let n = Math.max(1, Math.ceil(this.#max / 100));
+      for (const k of this.#map.keys()) {
+        this.#map.delete(k);
+        if (--n === 0) break;
+      }
+    }
   }
   delete(key: string): void {
     this.#map.delete(key);

@@ -7,7 +7,7 @@
 import pg from 'pg';
 import { PalisadeError } from '@palisade/protocol';
 import type { DurableStore } from './types.ts';
-import { nowSeconds, TASK_COLUMNS, TASK_JSON_FIELDS, mappers, opt, withPatch, type Row } from './rows.ts';
+import { byId, nowSeconds, TASK_COLUMNS, TASK_JSON_FIELDS, mappers, opt, withPatch, type Row } from './rows.ts';
 import { migrations } from './schema.ts';
 
 const MIGRATIONS = migrations('postgres');
@@ -154,8 +154,8 @@ export async function openPostgresStore(o: PostgresStoreOptions): Promise<Durabl
       async destroy(model, id) { await q('DELETE FROM oidc WHERE model = $1 AND id = $2', [model, id]); },
       async revokeByGrantId(grantId) { await q('DELETE FROM oidc WHERE grant_id = $1', [grantId]); },
       async listByAccount(model, accountId) {
-        const rows = await q(`SELECT * FROM oidc WHERE model = $1 AND account_id = $2 AND ${LIVE} ORDER BY id`, [model, accountId, nowSeconds()]);
-        return rows.map((r) => ({ id: String(r.id), record: toOidc(r) }));
+        const rows = await q(`SELECT * FROM oidc WHERE model = $1 AND account_id = $2 AND ${LIVE}`, [model, accountId, nowSeconds()]);
+        return rows.map((r) => ({ id: String(r.id), record: toOidc(r) })).sort(byId);
       },
       async sweep(now) { return (await run('DELETE FROM oidc WHERE expires_at IS NOT NULL AND expires_at <= $1', [now])).rowCount ?? 0; },
     },

@@ -79,3 +79,6 @@ export function withPatch(current: TaskRecord, patch: Partial<TaskRecord>): Task
 
 /** Epoch seconds now: OAuth records past their `expires_at` are never returned, swept or not. */
 export const nowSeconds = (): number => Math.floor(Date.now() / 1000);
+
+/** Orders records by id (code-point order, as Redis's adapter and the contract expect). */
+export const byId = (a: { id: string }, b: { id: string }): number => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);

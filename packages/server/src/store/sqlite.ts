@@ -5,7 +5,7 @@
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { startCheckpointer } from './sqlite-checkpointer.ts';
 import type { DurableStore } from './types.ts';
-import { nowSeconds, TASK_COLUMNS, TASK_JSON_FIELDS, mappers, opt, withPatch, type Row } from './rows.ts';
+import { byId, nowSeconds, TASK_COLUMNS, TASK_JSON_FIELDS, mappers, opt, withPatch, type Row } from './rows.ts';
 import { migrations } from './schema.ts';
 
 const MIGRATIONS = migrations('sqlite');
@@ -145,8 +145,9 @@ export function openSqliteStore(path: string): DurableStore {
       async destroy(model, id) { run('DELETE FROM oidc WHERE model = ? AND id = ?', model, id); },
       async revokeByGrantId(grantId) { run('DELETE FROM oidc WHERE grant_id = ?', grantId); },
       async listByAccount(model, accountId) {
-        return all(`SELECT * FROM oidc WHERE model = ? AND account_id = ? AND ${LIVE} ORDER BY id`, model, accountId, nowSeconds())
-          .map((r) => ({ id: String(r.id), record: toOidc(r) }));
+        // Sorted here: `ORDER BY id` would make SQLite walk the primary key over every account's records.
+        return all(`SELECT * FROM oidc WHERE model = ? AND account_id = ? AND ${LIVE}`, model, accountId, nowSeconds())
+          .map((r) => ({ id: String(r.id), record: toOidc(r) })).sort(byId);
       },
       async sweep(now) { return Number(run('DELETE FROM oidc WHERE expires_at IS NOT NULL AND expires_at <= ?', now).changes); },
     },
