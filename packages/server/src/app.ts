@@ -257,7 +257,9 @@ function lazy<T extends object>(get: () => T): T {
     get: (_t, prop) => {
       const target = get();
       const v = Reflect.get(target, prop, target) as unknown;
-      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      // Methods (no `prototype`) are bound to the current target; classes such as `provider.Grant`
+      // are returned as they are (a bound class loses its static methods, e.g. `Grant.find`).
+      return typeof v === 'function' && !Object.hasOwn(v, 'prototype') ? (v as (...a: unknown[]) => unknown).bind(target) : v;
     },
   });
 }

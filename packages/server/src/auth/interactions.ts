@@ -107,7 +107,8 @@ export async function interactionRoutes(app: FastifyInstance, { provider, store,
     if (!attempt.allowed) {
       events.emit({ class: 'authentication', activity: 'password.login', outcome: 'failure', code: 'PAL_ERR_RATE_LIMITED', message: 'sign-in refused while locked', src: { ip: req.ip } });
       reply.header('retry-after', String(Math.ceil(attempt.retryAfterMs / 1000)));
-      return html(reply, 429, signIn(d.uid, client, `Too many failed sign-ins. Try again in ${waitText(attempt.retryAfterMs)}.`));
+      // 200, not 429: the form is shown again with the reason (see the note on wrong passwords).
+      return html(reply, 200, signIn(d.uid, client, `Too many failed sign-ins. Try again in ${waitText(attempt.retryAfterMs)}.`));
     }
     if (attempt.delayMs > 0) await sleep(attempt.delayMs);
     const user = username.length <= 64 ? await store.users.byUsername(username) : undefined;
@@ -116,7 +117,9 @@ export async function interactionRoutes(app: FastifyInstance, { provider, store,
       const locked = await attempt.fail();
       events.emit({ class: 'authentication', activity: 'password.login', outcome: 'failure', code: 'PAL_ERR_UNAUTHENTICATED', message: 'wrong username or password', src: { ip: req.ip } });
       if (locked) events.emit({ class: 'authentication', activity: 'password.lock', outcome: 'failure', severity: 'high', code: 'PAL_ERR_RATE_LIMITED', message: 'too many failed sign-ins: locked for a while', src: { ip: req.ip } });
-      return html(reply, 401, signIn(d.uid, client, 'Wrong username or password.'));
+      // The form again, with 200: launchWebAuthFlow's window closes on an error status before the
+      // person can read why. The outcome is in the page and in the security event.
+      return html(reply, 200, signIn(d.uid, client, 'Wrong username or password.'));
     }
     await attempt.succeed();
     events.emit({ class: 'authentication', activity: 'password.login', outcome: 'success', message: `${user.username} signed in`, actor: { userId: user.id }, src: { ip: req.ip } });

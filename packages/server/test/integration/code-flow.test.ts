@@ -56,6 +56,28 @@ describe('authorization code + PKCE', () => {
     assert.equal((await t.fetch('/api/v1/me', { token: tokens.access_token })).status, 200);
   });
 
+  it('a second sign-in in the same browser (an existing session and grant) is approved again', async () => {
+    const b = new Browser(t);
+    for (let i = 0; i < 2; i++) {
+      const { verifier, challenge } = pkce();
+      const redirect = 'http://127.0.0.1:50010/callback';
+      let page = await b.request(authorizeUrl({ client_id: 'palisade-cli', redirect_uri: redirect, code_challenge: challenge, code_challenge_method: 'S256', state: `s${i}` }));
+      if (page.body.includes('name="password"')) {
+        const login = readForm(page.body);
+        page = await b.request(login.action, { method: 'POST', form: { username: ADMIN.username, password: ADMIN.password } });
+      } else {
+        assert.equal(i, 1, 'the second time the browser is already signed in');
+      }
+      assert.ok(page.body.includes('id="approve"'), `consent ${i}: ${page.status} ${page.body.slice(0, 200)}`);
+      const consent = readForm(page.body);
+      page = await b.request(consent.action, { method: 'POST', form: {} });
+      const back = new URL(page.location!);
+      assert.equal(back.searchParams.get('state'), `s${i}`);
+      const res = await token({ grant_type: 'authorization_code', code: back.searchParams.get('code')!, redirect_uri: redirect, client_id: 'palisade-cli', code_verifier: verifier });
+      assert.equal(res.status, 200, `token ${i}`);
+    }
+  });
+
   it('a code used twice is refused, and the tokens it already gave are revoked', async () => {
     const { verifier, challenge } = pkce();
     const redirect = 'http://127.0.0.1:50000/callback';
