@@ -35,6 +35,12 @@ export function manifest(): Record<string, unknown> {
       'tabs', // open/close/navigate a task's tab and read its URL to keep it on the granted site
       'downloads', // the `download` step saves into the palisade/ folder
       'alarms', // wakes a suspended worker to reconnect while the server is unreachable
+      // Sign-in in a browser window (authorization code + PKCE, worker/auth.ts + worker/code-flow.ts):
+      // chrome.identity.launchWebAuthFlow opens the server's own sign-in page in a window and hands
+      // back its redirect to https://<extension id>.chromiumapp.org/. No install warning; only
+      // launchWebAuthFlow and getRedirectURL are used, never the Google-account calls (getAuthToken,
+      // getProfileUserInfo, getAccounts; bundle.test.ts checks).
+      'identity',
       // Blocks, before they are sent, the requests of a task's tab that would leave the task's site
       // (clicks, form submits, redirects): session rules scoped to that one tab (worker/netguard.ts).
       // Not `declarativeNetRequestWithHostAccess`: that variant applies a rule only to URLs the

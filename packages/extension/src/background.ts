@@ -49,6 +49,9 @@ const auth = new Auth({
   fetch: (input, init) => fetch(input, init),
   local: trustedOnly(chrome.storage.local, localRestricted),
   session: chrome.storage.session,
+  identity: chrome.identity,
+  // An extension API call resets the worker's idle timer while a sign-in window is open.
+  keepAlive: () => void chrome.runtime.getPlatformInfo(),
   onChange: () => {
     if (auth.state === 'signed-in') connection.ensure();
     else connection.stop();
@@ -157,6 +160,7 @@ async function status(): Promise<Status> {
     device: auth.device
       ? { userCode: auth.device.userCode, verificationUri: auth.device.verificationUriComplete ?? auth.device.verificationUri, expiresAt: auth.device.expiresAt }
       : undefined,
+    browserSignIn: auth.browserSignIn,
     connection: connection.state,
     lastError: connection.state === 'error' || connection.state === 'reconnecting' ? (connection.detail ?? auth.lastError) : auth.lastError,
     agentId,
@@ -174,6 +178,10 @@ const popupHandlers: Handlers = {
   'popup.signIn': async (m) => {
     const flow = await auth.signIn(m.server);
     return { userCode: flow.userCode, verificationUri: flow.verificationUriComplete ?? flow.verificationUri, expiresAt: flow.expiresAt };
+  },
+  'popup.signInBrowser': async (m) => {
+    await auth.signInWithBrowser(m.server);
+    return { account: auth.account };
   },
   'popup.cancelSignIn': async () => {
     auth.cancelSignIn();

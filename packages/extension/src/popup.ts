@@ -1,8 +1,9 @@
 /**
- * @module popup — the toolbar popup: server URL and device sign-in, connection status, the granted
- * sites and sign-out. Every action is a typed message to the service worker; the only thing done
- * here is `chrome.permissions.request`, because Chrome shows a permission prompt only in answer to
- * a user gesture in a page. The DOM is built with `createElement`/`textContent` only.
+ * @module popup — the toolbar popup: server URL, sign-in (with a code, or in a browser window),
+ * connection status, the granted sites and sign-out. Every action is a typed message to the service
+ * worker; the only thing done here is `chrome.permissions.request`, because Chrome shows a
+ * permission prompt only in answer to a user gesture in a page. The DOM is built with
+ * `createElement`/`textContent` only.
  */
 import { parseOrigin } from '@palisade/protocol';
 import type { PopupMessage, PopupReplies, Reply, Status } from './shared/messages.ts';
@@ -67,8 +68,9 @@ let serverFieldTouched = false;
 function render(s: Status): void {
   const conn = $('conn');
   conn.dataset.state = s.connection;
-  conn.textContent = s.auth === 'signed-in' ? s.connection : s.auth === 'pending' ? 'signing in' : 'signed out';
-  $('signed-out').hidden = s.auth !== 'signed-out';
+  conn.textContent = s.auth === 'signed-in' ? s.connection : s.auth === 'pending' || s.browserSignIn ? 'signing in' : 'signed out';
+  $('signed-out').hidden = s.auth !== 'signed-out' || s.browserSignIn;
+  $('browser-pending').hidden = !s.browserSignIn || s.auth === 'signed-in';
   $('pending').hidden = s.auth !== 'pending';
   $('signed-in').hidden = s.auth !== 'signed-in';
   const server = $<HTMLInputElement>('server');
@@ -96,6 +98,22 @@ $('sign-in').addEventListener('click', () => {
     $('user-code').textContent = d.userCode;
     return refresh();
   }, showError);
+});
+
+// The worker runs the whole flow (this popup closes when the sign-in window takes the focus); the
+// answer comes once signed in, or with the reason it failed.
+$('sign-in-browser').addEventListener('click', () => {
+  showError(undefined);
+  const done = send({ type: 'popup.signInBrowser', server: $<HTMLInputElement>('server').value });
+  void refresh().catch(showError);
+  done.then(refresh, (e: unknown) => {
+    showError(e);
+    return refresh();
+  }).catch(showError);
+});
+
+$('cancel-browser').addEventListener('click', () => {
+  send({ type: 'popup.cancelSignIn' }).then(refresh, showError);
 });
 
 $('verify').addEventListener('click', (ev) => {

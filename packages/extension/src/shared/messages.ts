@@ -15,6 +15,8 @@ const msg = <T extends string, P extends Record<string, TSchema>>(type: T, props
 export const PopupMessageSchemas = {
   'popup.status': msg('popup.status', {}),
   'popup.signIn': msg('popup.signIn', { server: Str(2048) }),
+  /** Sign-in in a browser window (authorization code + PKCE through `chrome.identity.launchWebAuthFlow`). */
+  'popup.signInBrowser': msg('popup.signInBrowser', { server: Str(2048) }),
   'popup.cancelSignIn': msg('popup.cancelSignIn', {}),
   'popup.openVerification': msg('popup.openVerification', {}),
   'popup.signOut': msg('popup.signOut', {}),
@@ -76,6 +78,8 @@ export interface Status {
   auth: 'signed-out' | 'pending' | 'signed-in';
   account: string | undefined;
   device: { userCode: string; verificationUri: string; expiresAt: number } | undefined;
+  /** A sign-in window is open (sign-in in a browser window). */
+  browserSignIn: boolean;
   connection: 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'error';
   lastError: string | undefined;
   agentId: string | undefined;
@@ -89,6 +93,8 @@ export interface Status {
 export interface PopupReplies {
   'popup.status': Status;
   'popup.signIn': { userCode: string; verificationUri: string; expiresAt: number };
+  /** Answered once signed in (or refused: the error says why). */
+  'popup.signInBrowser': { account: string | undefined };
   'popup.cancelSignIn': null;
   'popup.openVerification': null;
   'popup.signOut': null;

@@ -1,13 +1,16 @@
 /**
- * @module worker/auth — sign-in with the OAuth 2.0 device authorization grant (RFC 8628) against the
- * server the user entered, and the tokens that follow: the rotating refresh token in local storage,
- * the access token in session storage, refreshed before it expires.
+ * @module worker/auth — sign-in against the server the user entered, two ways: the OAuth 2.0 device
+ * authorization grant (RFC 8628: a code typed on the server's page) and the authorization code flow
+ * with PKCE in a browser window (`chrome.identity.launchWebAuthFlow`, pieces in `worker/code-flow`);
+ * and the tokens that follow either: the rotating refresh token in local storage, the access token
+ * in session storage, refreshed before it expires.
  *
  * Endpoints come from `${server}/oauth2/.well-known/openid-configuration` and must be on the
- * server's own origin (a discovery document cannot send the device code or tokens elsewhere).
+ * server's own origin (a discovery document cannot send a code, a verifier or tokens elsewhere).
  */
 import { Type } from '@sinclair/typebox';
 import { PalisadeError, validator } from '@palisade/protocol';
+import { authorizationParams, createPkce, describeOAuthError, launchError, randomToken, readRedirect } from './code-flow.ts';
 import { LOCAL, SESSION, num, str, type KeyValue } from './storage.ts';
 
 /** OAuth client of the extension (public, no secret). */
@@ -18,6 +21,10 @@ const DEVICE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
 export const REFRESH_MARGIN_MS = 60_000;
 /** Bound on any OAuth response body we read. */
 const MAX_BODY = 64 * 1024;
+/** A sign-in window is given up after this long (the server's sign-in interaction lasts 10 minutes). */
+export const BROWSER_SIGNIN_TIMEOUT_MS = 10 * 60_000;
+/** While a sign-in window is open, an extension API is called this often so Chrome keeps the worker alive. */
+export const KEEP_ALIVE_MS = 25_000;
 
 const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]']);
 
@@ -45,9 +52,20 @@ export function agentSocketUrl(server: string): string {
   return url.href;
 }
 
+const Url = Type.String({ maxLength: 2048 });
 const Discovery = validator(
-  Type.Object({ device_authorization_endpoint: Type.String({ maxLength: 2048 }), token_endpoint: Type.String({ maxLength: 2048 }) }),
+  Type.Object({
+    issuer: Type.Optional(Url),
+    device_authorization_endpoint: Url,
+    token_endpoint: Url,
+    authorization_endpoint: Type.Optional(Url),
+    pushed_authorization_request_endpoint: Type.Optional(Url),
+    code_challenge_methods_supported: Type.Optional(Type.Array(Type.String({ maxLength: 32 }), { maxItems: 16 })),
+    authorization_response_iss_parameter_supported: Type.Optional(Type.Boolean()),
+  }),
 );
+/** Answer of the pushed authorization request endpoint (RFC 9126 §2.2). */
+const ParResponse = validator(Type.Object({ request_uri: Type.String({ minLength: 1, maxLength: 2048 }), expires_in: Type.Number({ minimum: 1 }) }));
 const DeviceResponse = validator(
   Type.Object({
     device_code: Type.String({ minLength: 1, maxLength: 4096 }),
@@ -81,17 +99,35 @@ export interface DeviceFlow {
   expiresAt: number;
 }
 
+/** `pending` is a device sign-in waiting for its code; a sign-in window open is `Auth.browserSignIn`. */
 export type AuthState = 'signed-out' | 'pending' | 'signed-in';
+
+/** The part of `chrome.identity` that sign-in in a browser window uses. */
+export interface Identity {
+  launchWebAuthFlow(details: { url: string; interactive: boolean }): Promise<string | undefined>;
+  /** `https://<extension id>.chromiumapp.org/`. */
+  getRedirectURL(): string;
+}
 
 export interface AuthDeps {
   fetch: typeof fetch;
   local: KeyValue;
   session: KeyValue;
+  /** `chrome.identity`; without it only the device grant is offered. */
+  identity?: Identity;
   now?: () => number;
   /** Waits `ms`, or rejects when `signal` aborts. */
   sleep?: (ms: number, signal: AbortSignal) => Promise<void>;
   /** Called after every change of state (sign-in, refresh, sign-out, error). */
   onChange?: () => void;
+  /**
+   * Called every `KEEP_ALIVE_MS` while a sign-in window is open. In the worker, a cheap extension
+   * API call (`chrome.runtime.getPlatformInfo`), which resets Chrome's 30-second idle timer so the
+   * worker (and the PKCE verifier it holds in memory) outlives the user typing a password. Default: nothing.
+   */
+  keepAlive?: () => void;
+  /** How long a sign-in window may stay open. Default `BROWSER_SIGNIN_TIMEOUT_MS` (10 minutes). */
+  browserSignInTimeoutMs?: number;
 }
 
 const defaultSleep = (ms: number, signal: AbortSignal): Promise<void> =>
@@ -116,14 +152,20 @@ export class Auth {
   account: string | undefined;
   device: DeviceFlow | undefined;
   lastError: string | undefined;
+  /** A sign-in window (`signInWithBrowser`) is open. */
+  browserSignIn = false;
 
-  readonly #d: Required<AuthDeps>;
+  readonly #d: Required<Omit<AuthDeps, 'identity'>>;
+  readonly #identity: Identity | undefined;
   #poll: AbortController | undefined;
+  #browser: AbortController | undefined;
   #refreshing: Promise<string | undefined> | undefined;
   #refreshTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(deps: AuthDeps) {
-    this.#d = { now: Date.now, sleep: defaultSleep, onChange: () => {}, ...deps };
+    const { identity, ...rest } = deps;
+    this.#d = { now: Date.now, sleep: defaultSleep, onChange: () => {}, keepAlive: () => {}, browserSignInTimeoutMs: BROWSER_SIGNIN_TIMEOUT_MS, ...rest };
+    this.#identity = identity;
   }
 
   /** Reads the stored state; resumes a pending device sign-in and the refresh schedule. */
@@ -180,8 +222,153 @@ export class Auth {
     return flow;
   }
 
-  /** Abandons a pending device sign-in. */
+  /**
+   * Signs in with the authorization code flow and PKCE in a browser window:
+   * discovery → the request (pushed to the server first when it offers PAR, RFC 9126, so a refusal —
+   * an extension id the server is not configured with — is reported here before any window opens)
+   * → `launchWebAuthFlow` opens the server's sign-in and consent pages → the answer passes
+   * `readRedirect`'s checks → the code and verifier are exchanged at the token endpoint → the tokens
+   * are stored as after a device sign-in, and the connection starts.
+   * Resolves when signed in; rejects (and sets `lastError`) on a refusal, an error or cancellation.
+   */
+  async signInWithBrowser(rawServer: string): Promise<void> {
+    const { server, insecure } = checkServerUrl(rawServer);
+    const identity = this.#identity;
+    if (identity === undefined) throw new PalisadeError('PAL_ERR_INTERNAL', 'sign-in in a browser window is not available here');
+    if (this.#browser !== undefined) throw new PalisadeError('PAL_ERR_CONFLICT', 'a sign-in window is already open; finish or close it first');
+    this.cancelSignIn();
+    const ctl = new AbortController();
+    this.#browser = ctl;
+    this.browserSignIn = true;
+    this.lastError = undefined;
+    this.#d.onChange();
+    try {
+      const tokens = await this.#browserFlow(server, insecure, identity, ctl.signal);
+      if (ctl.signal.aborted) throw cancelled();
+      await this.#storeTokens(tokens); // → signed-in
+    } catch (e) {
+      const error = e instanceof PalisadeError ? e : new PalisadeError('PAL_ERR_INTERNAL', (e as Error).message);
+      if (this.#browser === ctl) this.lastError = error.message;
+      throw error;
+    } finally {
+      if (this.#browser === ctl) {
+        this.#browser = undefined;
+        this.browserSignIn = false;
+        this.#d.onChange();
+      }
+    }
+  }
+
+  async #browserFlow(server: string, insecure: boolean, identity: Identity, signal: AbortSignal): Promise<TokenSet> {
+    const discovery = await this.#json(`${server}/oauth2/.well-known/openid-configuration`, undefined, Discovery, 'discovery document');
+    if (discovery.authorization_endpoint === undefined) throw new PalisadeError('PAL_ERR_UNAVAILABLE', 'this server does not offer sign-in in a browser window; sign in with a code');
+    const authorizationEndpoint = sameOrigin(discovery.authorization_endpoint, server);
+    const tokenEndpoint = sameOrigin(discovery.token_endpoint, server);
+    const parEndpoint = discovery.pushed_authorization_request_endpoint === undefined ? undefined : sameOrigin(discovery.pushed_authorization_request_endpoint, server);
+    const methods = discovery.code_challenge_methods_supported;
+    if (methods !== undefined && !methods.includes('S256')) throw new PalisadeError('PAL_ERR_UNAVAILABLE', 'this server does not support PKCE with S256; sign in with a code');
+
+    const redirectUri = identity.getRedirectURL();
+    const state = randomToken();
+    const { verifier, challenge } = await createPkce();
+    const params = authorizationParams({ clientId: CLIENT_ID, scope: SCOPE, redirectUri, state, challenge });
+    const url = new URL(authorizationEndpoint);
+    if (parEndpoint === undefined) {
+      for (const [k, v] of params) url.searchParams.append(k, v);
+    } else {
+      url.searchParams.set('client_id', CLIENT_ID);
+      url.searchParams.set('request_uri', await this.#pushRequest(parEndpoint, params, redirectUri));
+    }
+
+    await this.#d.local.set({ [LOCAL.server]: server, [LOCAL.insecure]: insecure });
+    this.server = server;
+    this.insecure = insecure;
+    if (signal.aborted) throw cancelled();
+    const responseUrl = await this.#launch(identity, url.href, signal);
+    const code = readRedirect(responseUrl, {
+      redirectUri,
+      state,
+      issuer: discovery.issuer,
+      issRequired: discovery.authorization_response_iss_parameter_supported === true,
+    });
+
+    const body = new URLSearchParams({ grant_type: 'authorization_code', code, redirect_uri: redirectUri, client_id: CLIENT_ID, code_verifier: verifier });
+    let res: { status: number; body: unknown };
+    try {
+      res = await this.#post(tokenEndpoint, body);
+    } catch (e) {
+      throw new PalisadeError('PAL_ERR_UNAVAILABLE', `cannot reach the server for the token exchange: ${(e as Error).message}`);
+    }
+    if (res.status >= 200 && res.status < 300 && TokenResponse.check(res.body)) return res.body;
+    if (OAuthError.check(res.body)) throw new PalisadeError('PAL_ERR_UNAUTHENTICATED', describeOAuthError(res.body.error, res.body.error_description));
+    throw new PalisadeError('PAL_ERR_UNAVAILABLE', `the server's token answer is not valid (HTTP ${res.status})`);
+  }
+
+  /** Pushes the authorization request (RFC 9126); its `request_uri`, or a clear refusal. */
+  async #pushRequest(endpoint: string, params: URLSearchParams, redirectUri: string): Promise<string> {
+    let res: { status: number; body: unknown };
+    try {
+      res = await this.#post(endpoint, params);
+    } catch (e) {
+      throw new PalisadeError('PAL_ERR_UNAVAILABLE', `cannot reach the server for the sign-in request: ${(e as Error).message}`);
+    }
+    if (res.status >= 200 && res.status < 300 && ParResponse.check(res.body)) return res.body.request_uri;
+    if (OAuthError.check(res.body)) {
+      const { error, error_description: description } = res.body;
+      // Every parameter is fixed but the redirect URI, so a malformed or unauthorized request means
+      // this client has no such redirect on the server: a server started without this extension's
+      // id ("requested response_type is not allowed"), or with other ids ("redirect_uri did not match").
+      if (NOT_CONFIGURED.has(error)) {
+        const id = new URL(redirectUri).hostname.split('.')[0] ?? '';
+        throw new PalisadeError(
+          'PAL_ERR_ORIGIN_REFUSED',
+          `this server does not allow sign-in in a browser window for this extension (id ${id}); its administrator can allow it with --extension-id ${id}. Sign in with a code instead. (The server said: ${(description ?? error).slice(0, 200)})`,
+        );
+      }
+      throw new PalisadeError('PAL_ERR_UNAUTHENTICATED', describeOAuthError(error, description));
+    }
+    throw new PalisadeError('PAL_ERR_UNAVAILABLE', `the server's answer to the sign-in request is not valid (HTTP ${res.status})`);
+  }
+
+  /** `launchWebAuthFlow`, kept alive while it runs, given up after the timeout or when `signal` aborts. */
+  async #launch(identity: Identity, url: string, signal: AbortSignal): Promise<string> {
+    const keepAlive = setInterval(() => this.#d.keepAlive(), KEEP_ALIVE_MS);
+    (keepAlive as { unref?: () => void }).unref?.();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let onAbort: (() => void) | undefined;
+    try {
+      const stop = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new PalisadeError('PAL_ERR_TIMEOUT', 'the sign-in window was open too long; start again')), this.#d.browserSignInTimeoutMs);
+        (timer as { unref?: () => void }).unref?.(); // (Node only) never keeps a test process alive
+        onAbort = () => reject(cancelled());
+        signal.addEventListener('abort', onAbort, { once: true });
+      });
+      const flow = identity.launchWebAuthFlow({ url, interactive: true }).then(
+        (r) => {
+          if (typeof r !== 'string') throw new PalisadeError('PAL_ERR_UNAUTHENTICATED', 'the sign-in window returned nothing');
+          return r;
+        },
+        (e: unknown) => {
+          throw launchError(e);
+        },
+      );
+      flow.catch(() => {}); // settles after a timeout or a cancel too; nobody is listening then
+      return await Promise.race([flow, stop]);
+    } finally {
+      clearInterval(keepAlive);
+      clearTimeout(timer);
+      if (onAbort) signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /** Abandons a pending sign-in: stops polling a device code; a sign-in window's answer will be ignored. */
   cancelSignIn(): void {
+    if (this.#browser !== undefined) {
+      this.#browser.abort(cancelled());
+      this.#browser = undefined;
+      this.browserSignIn = false;
+      this.#d.onChange();
+    }
     this.#poll?.abort(new Error('cancelled'));
     this.#poll = undefined;
     if (this.state === 'pending') {
@@ -293,7 +480,7 @@ export class Auth {
     }
   }
 
-  async #storeTokens(t: { access_token: string; expires_in?: number; refresh_token?: string; id_token?: string }): Promise<void> {
+  async #storeTokens(t: TokenSet): Promise<void> {
     const expiresAt = this.#d.now() + (t.expires_in ?? 900) * 1000;
     const local: Record<string, unknown> = {};
     if (t.refresh_token !== undefined) local[LOCAL.refreshToken] = t.refresh_token;
@@ -344,6 +531,13 @@ export class Auth {
     throw new PalisadeError('PAL_ERR_UNAVAILABLE', `the server's ${what} is not valid (HTTP ${res.status})`);
   }
 }
+
+type TokenSet = { access_token: string; expires_in?: number; refresh_token?: string; id_token?: string };
+
+/** Answers of the pushed-request endpoint that mean: this extension's redirect is not configured on the server. */
+const NOT_CONFIGURED = new Set(['invalid_request', 'invalid_redirect_uri', 'unauthorized_client', 'unsupported_response_type']);
+
+const cancelled = (): PalisadeError => new PalisadeError('PAL_ERR_UNAUTHENTICATED', 'sign-in was cancelled');
 
 async function readJson(res: Response): Promise<unknown> {
   const text = await res.text();

@@ -63,7 +63,7 @@ const storage = () =>
 test('device sign-in from the popup: code shown, verification page opens, tokens stored, agent connects', async () => {
   await popup.locator('#server').fill(server.origin);
   await popup.locator('#insecure').waitFor({ state: 'visible' }); // plain http is allowed on 127.0.0.1, with a warning
-  await popup.getByRole('button', { name: 'Sign in' }).click();
+  await popup.getByRole('button', { name: 'Sign in with a code' }).click();
   await popup.locator('#user-code', { hasText: 'WDJB-MJHT' }).waitFor();
   assert.equal(await popup.locator('#pending').isVisible(), true);
 
@@ -140,7 +140,7 @@ test('sign out clears the tokens and closes the connection', async () => {
 });
 
 test('closed with 4410 (session revoked on the server): the refresh is refused and the extension signs out', async () => {
-  await popup.getByRole('button', { name: 'Sign in' }).click();
+  await popup.getByRole('button', { name: 'Sign in with a code' }).click();
   await server.waitFor((f) => f.type === 'hello', 20_000, false);
   await popup.locator('#conn', { hasText: 'connected' }).waitFor();
   const refreshes = tokenRequests.filter((r) => r.grant_type === 'refresh_token').length;

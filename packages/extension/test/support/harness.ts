@@ -3,8 +3,9 @@
  * endpoints + the agent WebSocket, speaking the real frames), and a headless Chromium with the
  * test build of the extension loaded.
  */
+import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, extname, join, normalize } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -180,6 +181,16 @@ export class FakePalisade {
     await new Promise<void>((r) => this.wss.close(() => r()));
     await closeServer(this.http);
   }
+}
+
+/**
+ * The id Chromium gives an unpacked extension loaded from `dir` (no `key` in its manifest): the
+ * SHA-256 of its absolute path, first 32 hex digits written with the letters a–p. Known before the
+ * browser starts, so a server can be configured with it (`extensionIds`) first.
+ */
+export function unpackedExtensionId(dir = EXTENSION_DIR): string {
+  const hex = createHash('sha256').update(realpathSync(dir)).digest('hex').slice(0, 32);
+  return [...hex].map((c) => String.fromCharCode(97 + parseInt(c, 16))).join('');
 }
 
 /** A headless Chromium with the test build loaded, and its service worker. */

@@ -67,7 +67,12 @@ test('release manifest: least privilege', () => {
   assert.equal(m.manifest_version, 3);
   assert.equal(m.name, 'Palisade');
   assert.deepEqual(m.background, { service_worker: 'background.js', type: 'module' });
-  assert.deepEqual([...m.permissions].sort(), ['alarms', 'declarativeNetRequest', 'downloads', 'scripting', 'storage', 'tabs'], 'declarativeNetRequest, not ...WithHostAccess (see build.ts)');
+  assert.deepEqual(
+    [...m.permissions].sort(),
+    ['alarms', 'declarativeNetRequest', 'downloads', 'identity', 'scripting', 'storage', 'tabs'],
+    'declarativeNetRequest, not ...WithHostAccess; identity for launchWebAuthFlow (see build.ts)',
+  );
+  assert.equal(m.oauth2, undefined, 'no Google OAuth client: only launchWebAuthFlow against the Palisade server is used');
   assert.equal(m.host_permissions, undefined);
   assert.deepEqual(m.optional_host_permissions, ['https://*/*', 'http://*/*']);
   assert.equal(m.content_scripts, undefined);
@@ -76,6 +81,13 @@ test('release manifest: least privilege', () => {
   assert.deepEqual(m.content_security_policy, { extension_pages: "script-src 'self'; object-src 'none'" });
   assert.ok(Number(m.minimum_chrome_version) >= 116);
   assert.doesNotMatch(JSON.stringify(m), /<all_urls>|\*:\/\/\*/);
+});
+
+test('chrome.identity is used for launchWebAuthFlow only, never for Google accounts', () => {
+  const bg = built(DIST)['background.js'] ?? '';
+  assert.match(bg, /launchWebAuthFlow/);
+  assert.match(bg, /getRedirectURL/);
+  assert.doesNotMatch(bg, /getAuthToken|getProfileUserInfo|getAccounts|removeCachedAuthToken|clearAllCachedAuthTokens/);
 });
 
 test('test manifest: only the 127.0.0.1 fixture origins are added; localhost stays ungranted', () => {
