@@ -6,7 +6,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from '@sinclair/typebox';
 import { FINAL_STATES, PalisadeError, parse, validator, type TaskEvent } from '@palisade/protocol';
 import { bearer, requireScope, type Principal, type TokenVerifier } from '../auth/tokens.ts';
-import { newApiClient, CLIENT_SCOPES } from '../auth/clients.ts';
+import { newApiClient, CLIENT_SCOPES, type ClientDirectory } from '../auth/clients.ts';
 import type { DurableStore } from '../store/types.ts';
 import type { SessionManager } from '../auth/sessions.ts';
 import type { KeyView } from '../auth/keys.ts';
@@ -26,6 +26,7 @@ export interface ApiOptions {
   verifier: TokenVerifier;
   store: DurableStore;
   sessions: SessionManager;
+  clients: ClientDirectory;
   presence: Presence;
   tasks: TaskService;
   recipes: RecipeRegistry;
@@ -145,7 +146,7 @@ export async function apiRoutes(app: FastifyInstance, o: ApiOptions): Promise<vo
   app.delete<{ Params: { id: string } }>('/clients/:id', async (req, reply) => {
     const p = requireAdmin(req);
     const c = await o.store.clients.byId(req.params.id);
-    if (!c || c.ownerUserId !== p.userId || !(await o.store.clients.revoke(c.clientId, new Date().toISOString()))) {
+    if (!c || c.ownerUserId !== p.userId || !(await o.clients.revoke(c.clientId))) {
       throw new PalisadeError('PAL_ERR_NOT_FOUND', `no client ${req.params.id}`);
     }
     o.events.emit({ class: 'account_change', activity: 'client.revoke', outcome: 'success', message: `API client ${c.clientId} revoked`, actor: { userId: p.userId } });

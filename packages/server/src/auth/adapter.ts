@@ -8,7 +8,8 @@
 import { createHash } from 'node:crypto';
 import { errors as oidcErrors } from 'oidc-provider';
 import { PalisadeError } from '@palisade/protocol';
-import type { DurableStore, OidcRecord, OidcRepo } from '../store/types.ts';
+import type { OidcRecord, OidcRepo } from '../store/types.ts';
+import type { ClientDirectory } from './clients.ts';
 
 type Payload = Record<string, unknown> & { grantId?: string; userCode?: string; uid?: string; jti?: string; accountId?: string };
 
@@ -37,7 +38,7 @@ async function available<T>(op: Promise<T>): Promise<T> {
 }
 
 /** Builds the adapter class oidc-provider instantiates once per model name. */
-export function createOidcAdapter(store: DurableStore, records: OidcRepo = store.oidc) {
+export function createOidcAdapter(records: OidcRepo, clients: ClientDirectory) {
   return class PalisadeOidcAdapter {
     readonly model: string;
     constructor(model: string) {
@@ -69,7 +70,7 @@ export function createOidcAdapter(store: DurableStore, records: OidcRepo = store
     }
 
     async find(id: string): Promise<Payload | undefined> {
-      if (this.model === 'Client') return available(findClient(store, id));
+      if (this.model === 'Client') return available(findClient(clients, id));
       const payload = live(await available(records.find(this.model, this.#key(id))));
       return payload && this.#hashed ? { ...payload, jti: id } : payload;
     }
@@ -101,9 +102,9 @@ function live(r: OidcRecord | undefined): Payload | undefined {
   return r?.payload as Payload | undefined;
 }
 
-async function findClient(store: DurableStore, id: string): Promise<Payload | undefined> {
-  const c = await store.clients.byId(id);
-  if (!c || c.revokedAt) return undefined;
+async function findClient(clients: ClientDirectory, id: string): Promise<Payload | undefined> {
+  const c = await clients.get(id);
+  if (!c) return undefined;
   return {
     client_id: c.clientId,
     client_secret: c.secretHash,

@@ -5,7 +5,8 @@
  * `installHashedSecrets` points at the hash.
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import type { ApiClientRecord } from '../store/types.ts';
+import type { ApiClientRecord, ClientRepo } from '../store/types.ts';
+import type { Revocations } from '../hot/types.ts';
 
 export const CLIENT_SCOPES = ['tasks'] as const;
 
@@ -46,4 +47,56 @@ export function installHashedSecrets(ClientClass: { prototype: object }): void {
       return typeof stored === 'string' && stored.startsWith('sha256:') && clientSecretMatches(stored, presented);
     },
   });
+}
+
+/**
+ * API clients as the token endpoint and the token checks see them: read from the store at most once
+ * per `ttlMs` per node (the token endpoint reads the client on every request; this was 10–15 % of
+ * its cost). A revocation reaches every node's cache at once through the hot store's revocation
+ * channel, so a revoked client is refused everywhere immediately, cache or not.
+ */
+export interface ClientDirectory {
+  /** The client if it exists and is not revoked. */
+  get(clientId: string): Promise<ApiClientRecord | undefined>;
+  /** Revokes the client in the store and on every node; false if there was nothing to revoke. */
+  revoke(clientId: string): Promise<boolean>;
+}
+
+export interface ClientDirectoryOptions {
+  clients: ClientRepo;
+  revocations: Revocations;
+  /** How long a client read from the store is reused, ms. Default 30 s. */
+  ttlMs?: number;
+  /** Most clients cached. Default 10,000. */
+  max?: number;
+  /** How long the revocation notice is kept (at least the cache's lifetime), ms. */
+  noticeMs: number;
+}
+
+const revokedId = (clientId: string) => `client:${clientId}`;
+
+export function createClientDirectory({ clients, revocations, ttlMs = 30_000, max = 10_000, noticeMs }: ClientDirectoryOptions): ClientDirectory {
+  const cache = new Map<string, { record: ApiClientRecord; until: number }>();
+  revocations.onRevoke((id) => {
+    if (id.startsWith('client:')) cache.delete(id.slice('client:'.length));
+  });
+  return {
+    async get(clientId) {
+      if (revocations.has(revokedId(clientId))) return undefined;
+      const hit = cache.get(clientId);
+      if (hit && hit.until > Date.now()) return hit.record;
+      const record = await clients.byId(clientId);
+      cache.delete(clientId);
+      if (!record || record.revokedAt) return undefined;
+      if (cache.size >= max) cache.delete(cache.keys().next().value!);
+      cache.set(clientId, { record, until: Date.now() + ttlMs });
+      return record;
+    },
+    async revoke(clientId) {
+      const done = await clients.revoke(clientId, new Date().toISOString());
+      if (done) await revocations.revoke(revokedId(clientId), Math.max(noticeMs, ttlMs + 60_000));
+      cache.delete(clientId);
+      return done;
+    },
+  };
 }

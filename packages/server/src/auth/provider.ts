@@ -10,7 +10,7 @@ import type { ServerConfig } from '../config.ts';
 import type { DurableStore, OidcRepo } from '../store/types.ts';
 import type { SecurityEvents } from '../siem/events.ts';
 import { createOidcAdapter } from './adapter.ts';
-import { installHashedSecrets } from './clients.ts';
+import { installHashedSecrets, type ClientDirectory } from './clients.ts';
 import { esc, page } from './pages.ts';
 
 /** The extension's public client. */
@@ -39,6 +39,8 @@ export interface ProviderOptions {
   store: DurableStore;
   /** Where OAuth records live: the durable store's, or the hot store's (Redis). */
   records: OidcRepo;
+  /** API clients (cached; revocations reach every node). */
+  clients: ClientDirectory;
   /** Signing keys: oidc-provider signs with the one without `key_ops: ['verify']` (see keys.ts). */
   jwks: JWK[];
   cookieKeys: string[];
@@ -48,7 +50,7 @@ export interface ProviderOptions {
 }
 
 /** Creates the provider. */
-export function createProvider({ config, issuer, store, records, jwks, cookieKeys, events, onGrantRevoked }: ProviderOptions): Provider {
+export function createProvider({ config, issuer, store, records, clients, jwks, cookieKeys, events, onGrantRevoked }: ProviderOptions): Provider {
   // Authorization code + PKCE (S256 only, the one method oidc-provider 9 implements; required for
   // these public clients) beside the device grant: the CLI on a loopback redirect, the extension
   // through launchWebAuthFlow for the extension ids the server is told about.
@@ -57,7 +59,7 @@ export function createProvider({ config, issuer, store, records, jwks, cookieKey
     [EXTENSION_CLIENT_ID]: config.extensionIds.map(extensionRedirectUri),
   };
   const configuration: Configuration = {
-    adapter: createOidcAdapter(store, records),
+    adapter: createOidcAdapter(records, clients),
     clients: Object.entries(FIRST_PARTY_CLIENTS).map(([clientId, c]) => {
       const uris = redirects[clientId] ?? [];
       return {

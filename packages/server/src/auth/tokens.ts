@@ -9,6 +9,7 @@ import { PalisadeError } from '@palisade/protocol';
 import type { DurableStore } from '../store/types.ts';
 import { FIRST_PARTY_CLIENTS } from './provider.ts';
 import { assertSessionLive, type SessionManager } from './sessions.ts';
+import type { ClientDirectory } from './clients.ts';
 
 /** Who a request acts for. */
 export interface Principal {
@@ -35,6 +36,8 @@ export interface TokenVerifierOptions {
   audience: string;
   publicKeys: JWK[];
   store: DurableStore;
+  /** API clients (cached; a revoked client is refused at once). */
+  clients: ClientDirectory;
   /** Sessions: a person's token is refused once its session is revoked. */
   sessions: SessionManager;
 }
@@ -42,7 +45,7 @@ export interface TokenVerifierOptions {
 /** Most signature-checked tokens remembered at once. */
 export const VERIFIED_CACHE_SIZE = 10_000;
 
-export function createTokenVerifier({ issuer, audience, publicKeys, store, sessions }: TokenVerifierOptions): TokenVerifier {
+export function createTokenVerifier({ issuer, audience, publicKeys, store, clients, sessions }: TokenVerifierOptions): TokenVerifier {
   let jwks = createLocalJWKSet({ keys: publicKeys });
   // Signature checks are the costly part (WebCrypto, off the main thread); a token whose signature and
   // claims were checked is remembered until it expires. Who it acts for is resolved on every use, so
@@ -89,8 +92,8 @@ export function createTokenVerifier({ issuer, audience, publicKeys, store, sessi
         assertSessionLive(sessions, sessionId);
         return { userId: user.id, clientId, scopes, kind: 'user', role: user.role, exp, sessionId };
       }
-      const client = await store.clients.byId(clientId);
-      if (!client || client.revokedAt) throw new PalisadeError('PAL_ERR_TOKEN_INVALID', 'the token belongs to an unknown or revoked client');
+      const client = await clients.get(clientId);
+      if (!client) throw new PalisadeError('PAL_ERR_TOKEN_INVALID', 'the token belongs to an unknown or revoked client');
       return { userId: client.ownerUserId, clientId, scopes, kind: 'client', role: 'user', exp };
     },
   };

@@ -5,7 +5,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { decodeJwt } from 'jose';
-import { apiClient, createAdmin, deviceLogin, startTestServer, type TestServer } from '../support/harness.ts';
+import { apiClient, clientToken, createAdmin, deviceLogin, startTestServer, type TestServer } from '../support/harness.ts';
 import { SyntheticAgent } from '../support/agent.ts';
 import { POSTGRES_URL, dropSchema, postgresSkip } from '../support/postgres.ts';
 import { REDIS_URL, dropPrefix, redisSkip, testPrefix } from '../support/redis.ts';
@@ -63,5 +63,24 @@ describe('two nodes sharing PostgreSQL and Redis', { skip }, () => {
     assert.equal(code, 4410);
     assert.ok(Date.now() - started < 3000, `closed after ${Date.now() - started} ms`);
     assert.equal((await b.fetch('/api/v1/me', { token: ext.access_token })).status, 401, 'refused on node B too');
+  });
+
+  it('an API client revoked on node A is refused on node B at once, though B had it cached', async () => {
+    const client = await apiClient(a, 'revoked across nodes');
+    const tokenB = await clientToken(b, client.clientId, client.clientSecret);
+    assert.equal((await b.fetch('/api/v1/recipes', { token: tokenB })).status, 200, 'B has read (and cached) the client');
+    assert.equal((await a.fetch(`/api/v1/clients/${client.clientId}`, { method: 'DELETE', token: client.adminToken })).status, 204);
+    let status = 200;
+    for (let i = 0; i < 40 && status === 200; i++) {
+      status = (await b.fetch('/api/v1/recipes', { token: tokenB })).status;
+      if (status === 200) await new Promise((r) => setTimeout(r, 25));
+    }
+    assert.equal(status, 401, 'its tokens are refused on B');
+    const res = await b.fetch('/oauth2/token', {
+      method: 'POST',
+      headers: { authorization: `Basic ${Buffer.from(`${client.clientId}:${client.clientSecret}`).toString('base64')}` },
+      body: new URLSearchParams({ grant_type: 'client_credentials', scope: 'tasks' }),
+    });
+    assert.equal(res.status, 401, 'and B issues it no new token');
   });
 });
