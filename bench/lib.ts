@@ -1,6 +1,7 @@
 /** Shared helpers for benchmarks: percentiles, machine description, markdown output. */
 import { cpus, totalmem } from 'node:os';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
 
 export function percentiles(samples: number[]): { p50: number; p99: number; p999: number; mean: number } {
   const s = [...samples].sort((a, b) => a - b);
@@ -30,4 +31,64 @@ export function writeSection(name: string, title: string, body: string): void {
   const j = doc.indexOf(end);
   doc = i >= 0 && j > i ? doc.slice(0, i) + block + doc.slice(j + end.length) : `${doc.trimEnd()}\n\n${block}\n`;
   writeFileSync(DOC, doc);
+}
+
+/** Busy CPU seconds of the whole machine so far, from /proc/stat (Linux), else NaN. */
+export function machineBusy(): number {
+  try {
+    const [user, nice, system, , , irq, softirq] = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+    return (user! + nice! + system! + irq! + softirq!) / 100;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/** The next IPC message of `child` that `pick` accepts; rejects if the child exits first. */
+export function nextMessage<T>(child: ChildProcess, pick: (m: unknown) => T | undefined): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const onMessage = (m: unknown) => {
+      const v = pick(m);
+      if (v === undefined) return;
+      child.off('message', onMessage).off('exit', onExit);
+      resolve(v);
+    };
+    const onExit = (code: number | null) => reject(new Error(`child exited (${code}) before answering`));
+    child.on('message', onMessage).once('exit', onExit);
+  });
+}
+
+/** Sends `message` to `child` and waits for the answer `pick` accepts. */
+export function ask<T>(child: ChildProcess, message: unknown, pick: (m: unknown) => T | undefined): Promise<T> {
+  const answer = nextMessage(child, pick);
+  child.send(message as object);
+  return answer;
+}
+
+interface CpuProfile {
+  nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; children?: number[] }[];
+  samples: number[];
+  timeDeltas: number[];
+}
+
+/**
+ * Adds a V8 CPU profile's self time (µs) to `areas` (by package, Node subsystem or Palisade file;
+ * a native frame counts for the JavaScript that called it) and to `fns` (by function).
+ */
+export function addProfile(file: string, areas: Map<string, number>, fns: Map<string, number>): void {
+  const prof = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;
+  const byId = new Map(prof.nodes.map((n) => [n.id, n]));
+  const parent = new Map<number, number>();
+  for (const n of prof.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  prof.samples.forEach((id, i) => {
+    const us = prof.timeDeltas[i] ?? 0;
+    const f = byId.get(id)!.callFrame;
+    const fn = `${f.functionName || '(anonymous)'} ${f.url.replace(/^.*node_modules\//, '').replace(/^file:\/\/.*?\/(packages|bench)\//, '$1/')}${f.url ? `:${f.lineNumber + 1}` : ''}`;
+    fns.set(fn, (fns.get(fn) ?? 0) + us);
+    let cur: number | undefined = id;
+    while (cur !== undefined && !byId.get(cur)!.callFrame.url && parent.get(cur) !== undefined && byId.get(parent.get(cur)!)!.callFrame.url) cur = parent.get(cur);
+    const url = byId.get(cur ?? id)!.callFrame.url;
+    const pkg = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url)?.[1];
+    const area = pkg ?? (url.startsWith('node:') ? `node:${url.slice(5).replace(/^internal\//, '').split('/')[0]}` : url.includes('/packages/') ? `palisade ${url.replace(/^.*\/packages\/[^/]+\/src\//, '')}` : url ? 'bench' : f.functionName);
+    areas.set(area, (areas.get(area) ?? 0) + us);
+  });
 }

@@ -8,6 +8,9 @@ const quick = process.argv.includes('--quick');
 const benches: [string, string[]][] = [
   ['bench/validation.bench.ts', quick ? ['--iterations', '20000'] : []],
   ['bench/dispatch.bench.ts', quick ? ['--tasks', '300', '--rounds', '1'] : []],
+  ['bench/token.bench.ts', quick ? ['--seconds', '2', '--warmup', '1', '--rounds', '1'] : []],
+  ['bench/login.bench.ts', quick ? ['--logins', '40', '--slice', '20', '--warmup', '4', '--rounds', '1'] : []],
+  ['bench/hot.bench.ts', quick ? ['--seconds', '0.2', '--warmup', '0.05', '--rounds', '1'] : []],
 ];
 for (const [file, args] of benches) {
   process.stdout.write(`\n▶ ${file}\n`);

@@ -1,0 +1,94 @@
+/**
+ * The load side of `token.bench.ts`, in its own process so the server under test has a core of its
+ * own: keeps `connections` kept-alive HTTPS connections busy with client-credentials token requests
+ * (one in flight per connection), warms up, then times every request for `seconds`. Tells its parent
+ * when the timed window opens and closes (so the parent can read the server's CPU time over exactly
+ * that window) and prints {requests, seconds, rps, p50, p99, …} as JSON.
+ */
+import { Pool } from 'undici';
+import { percentiles } from './lib.ts';
+
+interface DriverInput {
+  url: string;
+  path: string;
+  ca: string;
+  clientId: string;
+  clientSecret: string;
+  connections: number;
+  warmupSeconds: number;
+  seconds: number;
+}
+
+/** What the driver prints: counts and latencies (ms) of the timed window only. */
+export interface DriverResult {
+  requests: number;
+  errors: number;
+  seconds: number;
+  rps: number;
+  p50: number;
+  p99: number;
+  p999: number;
+  mean: number;
+  /** CPU time of this process over the window, as a fraction of one core. */
+  driverCpu: number;
+}
+
+const input = JSON.parse(process.env.BENCH_DRIVER ?? '{}') as DriverInput;
+const pool = new Pool(input.url, { connections: input.connections, pipelining: 1, connect: { ca: input.ca } });
+const headers = {
+  authorization: `Basic ${Buffer.from(`${encodeURIComponent(input.clientId)}:${encodeURIComponent(input.clientSecret)}`).toString('base64')}`,
+  'content-type': 'application/x-www-form-urlencoded',
+};
+const body = new URLSearchParams({ grant_type: 'client_credentials', scope: 'tasks' }).toString();
+const tell = (phase: string) => process.send?.({ phase });
+
+const now = () => Number(process.hrtime.bigint()) / 1e6;
+const t0 = now();
+const windowStart = t0 + input.warmupSeconds * 1000;
+const windowEnd = windowStart + input.seconds * 1000;
+const samples: number[] = [];
+let errors = 0;
+let firstError = '';
+let cpuStart = process.cpuUsage();
+setTimeout(() => {
+  cpuStart = process.cpuUsage();
+  tell('window-open');
+}, windowStart - t0);
+const closed = new Promise<NodeJS.CpuUsage>((resolve) => setTimeout(() => {
+  resolve(process.cpuUsage(cpuStart));
+  tell('window-closed');
+}, windowEnd - t0));
+
+async function connection(): Promise<void> {
+  while (now() < windowEnd) {
+    const start = now();
+    let ok = false;
+    try {
+      const res = await pool.request({ path: input.path, method: 'POST', headers, body });
+      const text = await res.body.text();
+      ok = res.statusCode === 200 && text.includes('"access_token"');
+      if (!ok && !firstError) firstError = `${res.statusCode} ${text.slice(0, 200)}`;
+    } catch (e) {
+      if (!firstError) firstError = String(e);
+    }
+    const end = now();
+    // Throughput counts the requests that completed inside the window.
+    if (end >= windowStart && end <= windowEnd) {
+      if (ok) samples.push(end - start);
+      else errors++;
+    }
+  }
+}
+
+await Promise.all(Array.from({ length: input.connections }, connection));
+const cpu = await closed;
+await pool.close();
+if (samples.length === 0) throw new Error(`no successful request in the window; first error: ${firstError}`);
+const p = percentiles(samples);
+const result: DriverResult = {
+  requests: samples.length, errors, seconds: input.seconds, rps: samples.length / input.seconds,
+  p50: p.p50, p99: p.p99, p999: p.p999, mean: p.mean,
+  driverCpu: (cpu.user + cpu.system) / 1e6 / input.seconds,
+};
+if (errors > 0) process.stderr.write(`  driver: ${errors} failed requests; first: ${firstError}\n`);
+process.stdout.write(JSON.stringify(result));
