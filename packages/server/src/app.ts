@@ -128,6 +128,8 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
     loggerInstance: log.child({ mod: 'http' }),
     logController: new LogController({ disableRequestLogging: config.logLevel !== 'debug' && config.logLevel !== 'trace' }),
     bodyLimit: config.maxBodyBytes,
+    // Only tells Fastify the server speaks TLS (for its own log lines); serverFactory builds it.
+    ...(tls ? { https: { key: tls.key, cert: tls.cert, minVersion: 'TLSv1.3' as const } } : {}),
     serverFactory: (handler) => {
       const server = tls
         ? createHttpsServer({ key: tls.key, cert: tls.cert, minVersion: 'TLSv1.3' }, dispatch(handler))
