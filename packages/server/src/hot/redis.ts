@@ -87,7 +87,8 @@ function script(source: string) {
       return await redis.evalsha(sha, keys.length, ...keys, ...args);
     } catch (e) {
       if (!(e instanceof Error) || !e.message.startsWith('NOSCRIPT')) throw e;
-      return redis.eval(source, keys.length, ...keys, ...args);
+      // Redis's EVAL (a Lua script run by the Redis server), not JavaScript's eval.
+      return redis.call('EVAL', source, keys.length, ...keys, ...args);
     }
   };
 }

@@ -7,6 +7,7 @@ import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { PalisadeError } from '@palisade/protocol';
+import { Redis } from 'ioredis';
 import { openRedisHotStore } from '../../src/hot/redis.ts';
 import { hotContract } from './contract.ts';
 import { oidcContract } from '../store/oidc-contract.ts';
@@ -47,6 +48,17 @@ if (skip) {
       const results = await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 ? a : b).counters.attempt([{ key, limit: 7 }], 10_000)));
       assert.equal(results.filter((r) => r.allowed).length, 7);
       await Promise.all([a.close(), b.close()]);
+    });
+
+    it('scripts flushed from Redis (a restart, SCRIPT FLUSH) are loaded again on first use', async () => {
+      const h = await open();
+      const key = randomUUID();
+      assert.equal((await h.counters.attempt([{ key, limit: 3 }], 10_000)).allowed, true);
+      const direct = new Redis(REDIS_URL);
+      await direct.script('FLUSH');
+      direct.disconnect();
+      assert.deepEqual((await h.counters.attempt([{ key, limit: 3 }], 10_000)).counts, [2]);
+      await h.close();
     });
 
     it('an unreachable Redis fails closed with PAL_ERR_UNAVAILABLE, at start and per command', async () => {
