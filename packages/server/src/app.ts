@@ -194,7 +194,7 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
   /** An authorization server for the current key ring (rebuilt when the ring changes; it holds no other state). */
   const newProvider = () => createProvider({
     config, issuer: self.issuer, store, records, clients, jwks: keys.providerJwks(), cookieKeys, events,
-    onGrantRevoked: (grantId) => void hot.revocations.revoke(grantId, (config.accessTokenTtl + 60) * 1000).catch((e: unknown) => log.error({ err: e }, 'recording a revoked grant failed')),
+    onGrantRevoked: (grantId) => void sessions.markRevoked(grantId).catch((e: unknown) => log.error({ err: e }, 'recording a revoked grant failed')),
   });
 
   function wire(): void {

@@ -156,7 +156,7 @@ export async function interactionRoutes(app: FastifyInstance, { provider, store,
         d = await provider.interactionDetails(req.raw, reply.raw);
         if (d.uid !== uid) throw new Error('interaction mismatch');
       } catch (e) {
-        if (unavailable(e)) throw new PalisadeError('PAL_ERR_UNAVAILABLE', 'a store is unreachable; try again shortly', { internal: e });
+        throwIfUnavailable(e);
         // The response must come back to the browser that started it (the interaction cookie).
         return upstreamRefused(reply, new PalisadeError('PAL_ERR_UNAUTHENTICATED', 'this sign-in response belongs to another browser or an expired sign-in'), req.ip);
       }
@@ -219,8 +219,10 @@ function waitText(ms: number): string {
   return `${m} minute${m === 1 ? '' : 's'}`;
 }
 
-/** A store could not be reached (ours, or oidc-provider's wrapping of it in adapter.ts). */
-const unavailable = (e: unknown): boolean => (e as { code?: unknown } | null)?.code === 'PAL_ERR_UNAVAILABLE';
+/** Rethrows as PAL_ERR_UNAVAILABLE if a store could not be reached (ours, or oidc-provider's wrapping of it in adapter.ts). */
+function throwIfUnavailable(e: unknown): void {
+  if ((e as { code?: unknown } | null)?.code === 'PAL_ERR_UNAVAILABLE') throw new PalisadeError('PAL_ERR_UNAVAILABLE', 'a store is unreachable; try again shortly', { internal: e });
+}
 
 /**
  * The account linked to an upstream identity; on a first sign-in, a new `user` account if the
@@ -254,7 +256,7 @@ async function interactionOf(provider: Provider, req: FastifyRequest<{ Params: {
     return d;
   } catch (e) {
     // A store that cannot be reached is not an expired sign-in: 503 (retry), not "start again".
-    if (unavailable(e)) throw new PalisadeError('PAL_ERR_UNAVAILABLE', 'a store is unreachable; try again shortly', { internal: e });
+    throwIfUnavailable(e);
     html(reply, 400, messagePage('Sign-in expired', 'This sign-in request is no longer valid. Start again from your device.'));
     return undefined;
   }

@@ -30,6 +30,11 @@ export interface SessionManager {
   validate(sessionId: string): Promise<boolean>;
   /** Whether the session is revoked, from this node's mirror (no round trip). */
   isRevoked(sessionId: string): boolean;
+  /**
+   * Refuses the session's access tokens on every node, for as long as one may live. For a grant the
+   * authorization server has already deleted (code or refresh-token reuse); `revoke` does both.
+   */
+  markRevoked(sessionId: string): Promise<void>;
   /** The user's live sessions, oldest first. */
   list(userId: string): Promise<SessionView[]>;
   /** Revokes one of the user's sessions; false if the user has no such session. */
@@ -52,9 +57,10 @@ const GRANT = 'Grant';
 const iso = (epochS: unknown) => (typeof epochS === 'number' ? new Date(epochS * 1000).toISOString() : undefined);
 
 export function createSessionManager({ records, revocations, events, accessTokenTtl }: SessionManagerOptions): SessionManager {
+  const markRevoked = (sessionId: string) => revocations.revoke(sessionId, (accessTokenTtl + 60) * 1000);
   const drop = async (userId: string, sessionId: string, ip: string | undefined): Promise<void> => {
     // Mark revoked first: from here no access token of the session is accepted anywhere.
-    await revocations.revoke(sessionId, (accessTokenTtl + 60) * 1000);
+    await markRevoked(sessionId);
     await records.revokeByGrantId(sessionId);
     await records.destroy(GRANT, sessionId);
     events.emit({ class: 'authentication', activity: 'session.revoke', outcome: 'success', message: 'session revoked', actor: { userId }, src: { ip }, data: { sessionId } });
@@ -70,6 +76,7 @@ export function createSessionManager({ records, revocations, events, accessToken
       return (await records.find(GRANT, sessionId)) !== undefined;
     },
     isRevoked: (sessionId) => revocations.has(sessionId),
+    markRevoked,
     async list(userId) {
       const grants = await records.listByAccount(GRANT, userId);
       return grants
