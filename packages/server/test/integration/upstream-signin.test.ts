@@ -6,16 +6,8 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
-import { ADMIN, Browser, createAdmin, pollDeviceToken, readForm, startTestServer, type TestServer } from '../support/harness.ts';
+import { ADMIN, Browser, createAdmin, freePort, pollDeviceToken, readForm, startTestServer, type TestServer } from '../support/harness.ts';
 import { followToCallback, startGitHubStandIn, startOidcStandIn, type GitHubStandIn, type OidcStandIn } from '../support/upstream-fixtures.ts';
-
-const freePort = () => new Promise<number>((resolve) => {
-  const s = createServer().listen(0, '127.0.0.1', () => {
-    const { port } = s.address() as { port: number };
-    s.close(() => resolve(port));
-  });
-});
 
 describe('upstream sign-in through Palisade', () => {
   let t: TestServer;

@@ -7,6 +7,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { Agent, fetch as ufetch, type Dispatcher } from 'undici';
 import { pino } from 'pino';
 import { createPalisade, type Palisade, type CreateOptions } from '../../src/app.ts';
@@ -22,6 +23,15 @@ export interface TestServer {
   securityEvents: SecurityEvent[];
   fetch(path: string, init?: RequestInit & { token?: string }): Promise<Response>;
   close(): Promise<void>;
+}
+
+/** A port nobody listens on right now on 127.0.0.1 (bound to port 0, then released). */
+export async function freePort(): Promise<number> {
+  const server = createNetServer();
+  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(0, '127.0.0.1', () => resolve()));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
 }
 
 /** Starts a server node on a free port in a fresh data folder. */

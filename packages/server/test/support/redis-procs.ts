@@ -7,10 +7,10 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
+import { freePort } from './harness.ts';
 
 /** The Redis binary (Debian's `redis-server`; Sentinel is `redis-server --sentinel <conf>`). */
 export const REDIS_SERVER = process.env.PALISADE_TEST_REDIS_SERVER ?? 'redis-server';
@@ -99,15 +99,6 @@ export async function stopAllRedis(): Promise<void> {
   await Promise.all(exits);
   for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
   tempDirs.clear();
-}
-
-/** A port nobody listens on right now (bound to port 0, then released). */
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(0, HOST, () => resolve()));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 /**
