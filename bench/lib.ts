@@ -2,6 +2,7 @@
 import { cpus, totalmem } from 'node:os';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import type { ChildProcess } from 'node:child_process';
+import { Session } from 'node:inspector/promises';
 
 export function percentiles(samples: number[]): { p50: number; p99: number; p999: number; mean: number } {
   const s = [...samples].sort((a, b) => a - b);
@@ -90,5 +91,36 @@ export function addProfile(file: string, areas: Map<string, number>, fns: Map<st
     const pkg = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url)?.[1];
     const area = pkg ?? (url.startsWith('node:') ? `node:${url.slice(5).replace(/^internal\//, '').split('/')[0]}` : url.includes('/packages/') ? `palisade ${url.replace(/^.*\/packages\/[^/]+\/src\//, '')}` : url ? 'bench' : f.functionName);
     areas.set(area, (areas.get(area) ?? 0) + us);
+  });
+}
+
+/** What a benchmark asks the server process it started. */
+export type Ask = { ask: 'cpu' | 'profile-start' | 'stop' } | { ask: 'profile-stop'; file: string };
+
+/**
+ * In a benchmark's server process: answers the parent's asks — its CPU use, a CPU profile of a
+ * window (`profile-start`, then `profile-stop` writes it to `file`), and `stop` (runs `stop`, exits 0).
+ */
+export function answerAsks(stop: () => Promise<void>): void {
+  const inspector = new Session();
+  process.on('message', (m: Ask) => {
+    void (async () => {
+      if (m.ask === 'cpu') process.send!({ cpu: process.cpuUsage() });
+      else if (m.ask === 'profile-start') {
+        inspector.connect();
+        await inspector.post('Profiler.enable');
+        await inspector.post('Profiler.setSamplingInterval', { interval: 200 });
+        await inspector.post('Profiler.start');
+        process.send!({ profiling: true });
+      } else if (m.ask === 'profile-stop') {
+        const { profile } = await inspector.post('Profiler.stop');
+        writeFileSync(m.file, JSON.stringify(profile));
+        inspector.disconnect();
+        process.send!({ profiled: m.file });
+      } else if (m.ask === 'stop') {
+        await stop();
+        process.exit(0);
+      }
+    })();
   });
 }

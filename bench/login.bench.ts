@@ -28,8 +28,7 @@
 import { parseArgs } from 'node:util';
 import { fork, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { Session } from 'node:inspector/promises';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -40,7 +39,7 @@ import { DEFAULTS } from '../packages/server/src/config.ts';
 import { ADMIN, createAdmin, type TestServer } from '../packages/server/test/support/harness.ts';
 import type { BurstResult } from './login.driver.ts';
 import type { Slice, SliceCommand } from './login.bound.ts';
-import { addProfile, ask, machine, machineBusy, nextMessage, percentiles, table, writeSection } from './lib.ts';
+import { addProfile, answerAsks, ask, type Ask, machine, machineBusy, nextMessage, percentiles, table, writeSection } from './lib.ts';
 
 const { values } = parseArgs({
   options: {
@@ -72,7 +71,6 @@ process.on('exit', () => {
 const DRIVER = new URL('./login.driver.ts', import.meta.url).pathname;
 const BOUND = new URL('./login.bound.ts', import.meta.url).pathname;
 
-type Ask = { ask: 'cpu' | 'profile-start' | 'stop' } | { ask: 'profile-stop'; file: string };
 interface Account { username: string; password: string }
 interface Ready { url: string; ca: string; accounts: Account[] }
 
@@ -102,31 +100,13 @@ async function serve(): Promise<void> {
     await server.store.users.create({ id: `u_${randomBytes(12).toString('base64url')}`, username: a.username, passwordHash: await hashPassword(a.password), role: 'user', createdAt: new Date().toISOString() });
     accounts.push(a);
   }
-  const inspector = new Session();
   process.once('SIGTERM', () => {
     rmSync(dataDir, { recursive: true, force: true });
     process.exit(1);
   });
-  process.on('message', (m: Ask) => {
-    void (async () => {
-      if (m.ask === 'cpu') process.send!({ cpu: process.cpuUsage() });
-      else if (m.ask === 'profile-start') {
-        inspector.connect();
-        await inspector.post('Profiler.enable');
-        await inspector.post('Profiler.setSamplingInterval', { interval: 200 });
-        await inspector.post('Profiler.start');
-        process.send!({ profiling: true });
-      } else if (m.ask === 'profile-stop') {
-        const { profile } = await inspector.post('Profiler.stop');
-        writeFileSync(m.file, JSON.stringify(profile));
-        inspector.disconnect();
-        process.send!({ profiled: m.file });
-      } else if (m.ask === 'stop') {
-        await server.close();
-        rmSync(dataDir, { recursive: true, force: true });
-        process.exit(0);
-      }
-    })();
+  answerAsks(async () => {
+    await server.close();
+    rmSync(dataDir, { recursive: true, force: true });
   });
   process.send!({ ready: { url, ca: server.tls!.ca!, accounts } satisfies Ready });
 }

@@ -19,8 +19,7 @@
 import { parseArgs } from 'node:util';
 import { fork, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { cpSync, mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { Session } from 'node:inspector/promises';
+import { cpSync, mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomBytes } from 'node:crypto';
@@ -34,7 +33,7 @@ import { createPalisade } from '../packages/server/src/app.ts';
 import { ensureDevTls } from '../packages/server/src/tls/devca.ts';
 import { apiClient, createAdmin, type TestServer } from '../packages/server/test/support/harness.ts';
 import type { DriverResult } from './token.driver.ts';
-import { addProfile, ask, machine, machineBusy, nextMessage, table, writeSection } from './lib.ts';
+import { addProfile, answerAsks, ask, type Ask, machine, machineBusy, nextMessage, table, writeSection } from './lib.ts';
 
 const { values } = parseArgs({
   options: {
@@ -49,7 +48,6 @@ const TOKEN_PATH = '/oauth2/token';
 type Target = 'palisade' | 'bare';
 interface Ready { url: string; clientId: string; clientSecret: string }
 interface ServeInput { tlsDir: string }
-type Ask = { ask: 'cpu' | 'profile-start' | 'stop' } | { ask: 'profile-stop'; file: string };
 
 // ---- server side (a child process: `--serve palisade|bare`) ----------------------------------------
 
@@ -131,26 +129,7 @@ async function serveBare(input: ServeInput): Promise<{ ready: Ready; close: () =
 async function serve(target: Target): Promise<void> {
   const input = JSON.parse(process.env.BENCH_SERVE ?? '{}') as ServeInput;
   const { ready, close } = target === 'palisade' ? await servePalisade(input) : await serveBare(input);
-  const inspector = new Session();
-  process.on('message', (m: Ask) => {
-    void (async () => {
-      if (m.ask === 'cpu') process.send!({ cpu: process.cpuUsage() });
-      else if (m.ask === 'profile-start') {
-        inspector.connect();
-        await inspector.post('Profiler.enable');
-        await inspector.post('Profiler.setSamplingInterval', { interval: 200 });
-        await inspector.post('Profiler.start');
-      } else if (m.ask === 'profile-stop') {
-        const { profile } = await inspector.post('Profiler.stop');
-        writeFileSync(m.file, JSON.stringify(profile));
-        inspector.disconnect();
-        process.send!({ profiled: m.file });
-      } else if (m.ask === 'stop') {
-        await close();
-        process.exit(0);
-      }
-    })();
-  });
+  answerAsks(close);
   process.send!({ ready });
 }
 
