@@ -36,7 +36,7 @@ import { Agent, fetch as ufetch } from 'undici';
 import { createPalisade } from '../packages/server/src/app.ts';
 import { ARGON2_OPTIONS, hashPassword } from '../packages/server/src/auth/passwords.ts';
 import { DEFAULTS } from '../packages/server/src/config.ts';
-import { ADMIN, createAdmin, type TestServer } from '../packages/server/test/support/harness.ts';
+import { ADMIN, createAdmin, ROOMY_RATE_LIMITS, type TestServer } from '../packages/server/test/support/harness.ts';
 import type { BurstResult } from './login.driver.ts';
 import type { Slice, SliceCommand } from './login.bound.ts';
 import { addProfile, answerAsks, ask, type Ask, machine, machineBusy, nextMessage, percentiles, table, writeSection } from './lib.ts';
@@ -84,7 +84,8 @@ interface Ready { url: string; ca: string; accounts: Account[] }
 async function serve(): Promise<void> {
   const { accounts: count } = JSON.parse(process.env.BENCH_SERVE ?? '{}') as { accounts: number };
   const dataDir = mkdtempSync(join(tmpdir(), 'palisade-login-bench-'));
-  const server = await createPalisade({ dataDir, port: 0 });
+  // Rate limits on and checked on every request, with rates no load generator here reaches.
+  const server = await createPalisade({ dataDir, port: 0, rateLimits: ROOMY_RATE_LIMITS });
   const url = await server.listen();
   const dispatcher = new Agent({ connect: { ca: server.tls!.ca! } });
   const t: TestServer = {

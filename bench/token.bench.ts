@@ -31,7 +31,7 @@ import { exportJWK, generateKeyPair } from 'jose';
 import Provider from 'oidc-provider';
 import { createPalisade } from '../packages/server/src/app.ts';
 import { ensureDevTls } from '../packages/server/src/tls/devca.ts';
-import { apiClient, createAdmin, type TestServer } from '../packages/server/test/support/harness.ts';
+import { apiClient, createAdmin, ROOMY_RATE_LIMITS, type TestServer } from '../packages/server/test/support/harness.ts';
 import type { DriverResult } from './token.driver.ts';
 import { addProfile, answerAsks, ask, type Ask, machine, machineBusy, nextMessage, table, writeSection } from './lib.ts';
 
@@ -55,7 +55,8 @@ interface ServeInput { tlsDir: string }
 async function servePalisade(input: ServeInput): Promise<{ ready: Ready; close: () => Promise<void> }> {
   const dataDir = mkdtempSync(join(tmpdir(), 'palisade-bench-'));
   cpSync(input.tlsDir, join(dataDir, 'tls'), { recursive: true });
-  const server = await createPalisade({ dataDir, port: 0 });
+  // Rate limits on and checked on every request, with rates no load generator here reaches.
+  const server = await createPalisade({ dataDir, port: 0, rateLimits: ROOMY_RATE_LIMITS });
   const url = await server.listen();
   const dispatcher = new Agent({ connect: { ca: server.tls!.ca! } });
   // The test harness's shape, without its in-memory list of every security event (which would grow

@@ -35,6 +35,10 @@ export const ERROR_CODES = {
   PAL_ERR_CONFLICT: { status: 409, title: 'The resource already exists', close: 1008 },
   PAL_ERR_UNAVAILABLE: { status: 503, title: 'The service is unavailable; try again', close: 1013 },
   PAL_ERR_INTERNAL: { status: 500, title: 'Internal error', close: 1011 },
+  PAL_ERR_URI_TOO_LONG: { status: 414, title: 'The request URL is longer than allowed', close: 1008 },
+  PAL_ERR_HEADERS_TOO_LARGE: { status: 431, title: 'The request headers are larger than allowed', close: 1008 },
+  PAL_ERR_TOO_MANY_CONNECTIONS: { status: 429, title: 'Too many open connections for this user or address', close: 1013 },
+  PAL_ERR_SLOW_CONSUMER: { status: 503, title: 'The peer reads too slowly; its unsent data passed the limit', close: 1008 },
 } as const satisfies Record<string, { status: number; title: string; close: number }>;
 
 /** Closed union of every error code. */

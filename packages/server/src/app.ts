@@ -7,7 +7,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
-import { createServer as createHttpsServer } from 'node:https';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import Fastify, { LogController, type FastifyInstance } from 'fastify';
 import formbody from '@fastify/formbody';
 import { pino, type Logger } from 'pino';
@@ -31,9 +31,21 @@ import { createTokenVerifier, type TokenVerifier } from './auth/tokens.ts';
 import { createSetupToken, interactionRoutes } from './auth/interactions.ts';
 import { createSecurityEvents, type SecurityEvents } from './siem/events.ts';
 import { toPalisadeError } from './edge/problem.ts';
-import { ensureDevTls, loadTlsFiles, type TlsMaterial } from './tls/devca.ts';
+import { responseHeaders, securityHeaders } from './edge/headers.ts';
+import { cors } from './edge/cors.ts';
+import { createClientIpResolver } from './edge/client-ip.ts';
+import { InsecureConfigError, productionProblems } from './edge/production.ts';
+import { createRateLimiter } from './edge/rate-limit.ts';
+import { createRequestGuard, jsonDepthExceeds, onClientError } from './edge/request-guard.ts';
+import { PalisadeError } from '@palisade/protocol';
+import { ensureDevTls, loadTlsFiles, spkiHash, type TlsMaterial } from './tls/devca.ts';
+import { tlsServerOptions } from './tls/options.ts';
+import { watchTls, type TlsWatch } from './tls/watch.ts';
+import { postgresSslOptions, readCaFile, redisTlsOptions } from './tls/clients.ts';
+import { createMetrics, type NodeMetrics } from './metrics.ts';
+import { startInternalListener, type InternalListener } from './edge/internal.ts';
 import { AgentRegistry } from './gateway/registry.ts';
-import { attachAgentGateway } from './gateway/agents.ts';
+import { attachAgentGateway, type ConnectionCaps } from './gateway/agents.ts';
 import { loadRecipes, type RecipeRegistry } from './tasks/recipes.ts';
 import { TaskService } from './tasks/service.ts';
 import { apiRoutes } from './api/routes.ts';
@@ -57,6 +69,12 @@ export interface Palisade {
   readonly recipes: RecipeRegistry;
   readonly log: Logger;
   readonly tls: (TlsMaterial & { generated?: boolean }) | undefined;
+  /** This node's Prometheus registry (served by the internal listener's `GET /metrics`). */
+  readonly metrics: NodeMetrics;
+  /** Open WebSocket connections and their caps (known after `listen()`). */
+  readonly connections: ConnectionCaps | undefined;
+  /** URL of the internal mutual-TLS listener (edge/internal.ts), when `internalPort` is set; known after `listen()`. */
+  internalUrl?: string | undefined;
   /** Base URL, known after `listen()`. */
   url: string;
   /** OAuth issuer (`${url}/oauth2`). */
@@ -86,13 +104,25 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
   const log = logger ?? pino({ level: config.logLevel, base: { svc: 'palisade' } }, pino.destination({ dest: 1, sync: false }));
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
 
+  // Production mode: refuse an insecure configuration before anything is generated or opened.
+  if (config.production) {
+    const files = !config.insecureHttp && config.tlsKeyFile && config.tlsCertFile ? loadTlsFiles(config.tlsKeyFile, config.tlsCertFile) : undefined;
+    const problems = productionProblems({ config, tls: files && { ...files, generated: false } });
+    if (problems.length > 0) throw new InsecureConfigError(problems);
+  }
   const tls = config.insecureHttp
     ? undefined
     : config.tlsKeyFile && config.tlsCertFile
       ? loadTlsFiles(config.tlsKeyFile, config.tlsCertFile)
       : ensureDevTls(join(config.dataDir, 'tls'), config.tlsNames);
+  // Checked before anything opens: the internal listener needs its client CA and TLS.
+  if (config.internalPort !== undefined && !config.internalCaFile) throw new Error('--internal-port needs --internal-ca FILE (the CA that signs client certificates)');
+  if (config.internalPort !== undefined && !tls) throw new Error('--internal-port needs TLS: it cannot be used with --insecure-http');
+  const internalCa = config.internalCaFile ? readCaFile(config.internalCaFile, '--internal-ca') : undefined;
+  const pgSsl = postgresSslOptions({ url: config.databaseUrl, caFile: config.databaseCaFile });
+  const metrics = createMetrics();
 
-  const store = config.databaseUrl ? await openPostgresStore({ connectionString: config.databaseUrl, schema: config.databaseSchema }) : openSqliteStore(join(config.dataDir, 'palisade.db'));
+  const store = config.databaseUrl ? await openPostgresStore({ connectionString: config.databaseUrl, schema: config.databaseSchema, ssl: pgSsl }) : openSqliteStore(join(config.dataDir, 'palisade.db'));
   const hot = await openHotStore(config).catch(async (e: unknown) => {
     await store.close();
     throw e;
@@ -103,6 +133,12 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
   const cookieKeys = await sharedCookieKeys(store.meta, legacy.cookieKeys);
   const keys = await openKeyRing({ meta: store.meta, seed: legacy.signingKey, keepRetiredMs: (Math.max(config.accessTokenTtl, ID_TOKEN_TTL_S) + 60) * 1000 });
   const events = createSecurityEvents(log);
+  const ips = createClientIpResolver(config.trustProxy);
+  const limiter = createRateLimiter({
+    config: config.rateLimits, rates: hot.rates, remote: hot.kind === 'redis', events,
+    onFallback: (e) => log.error({ err: e }, 'rate-limit store unreachable: limiting with this node\'s own counters until it returns'),
+  });
+  const guard = createRequestGuard({ config, limiter, ips, onError: (e) => log.error({ err: e }, 'request guard failed') });
   const clients = createClientDirectory({ clients: store.clients, revocations: hot.revocations, noticeMs: (config.accessTokenTtl + 60) * 1000 });
   const nodeId = config.nodeId ?? `${hostname()}:${process.pid}`;
   const sessions = createSessionManager({ records, revocations: hot.revocations, events, accessTokenTtl: config.accessTokenTtl });
@@ -114,12 +150,17 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
   // routing: passing through Fastify's hooks, parsers and router cost the token endpoint ~30 µs of a
   // ~450 µs request (bench/token.bench.ts). Everything else is Fastify's.
   let oauthHandler: ((req: IncomingMessage, res: ServerResponse) => void) | undefined;
+  // Security headers on every response (edge/headers.ts); HSTS when browsers reach the server over TLS (here, or at a proxy).
+  const setSecurityHeaders = responseHeaders({ hsts: tls !== undefined || config.publicUrl?.startsWith('https://') === true });
   const dispatch = (fastify: (req: IncomingMessage, res: ServerResponse) => void) => (req: IncomingMessage, res: ServerResponse) => {
     const url = req.url ?? '/';
+    setSecurityHeaders(res, url);
     if (oauthHandler && (url === '/oauth2' || url.startsWith('/oauth2/') || url.startsWith('/oauth2?'))) {
-      (req as IncomingMessage & { originalUrl?: string }).originalUrl = url;
-      req.url = url.slice('/oauth2'.length) || '/';
-      oauthHandler(req, res);
+      guard.raw(req, res, () => {
+        (req as IncomingMessage & { originalUrl?: string }).originalUrl = url;
+        req.url = url.slice('/oauth2'.length) || '/';
+        oauthHandler!(req, res);
+      });
       return;
     }
     fastify(req, res);
@@ -128,12 +169,14 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
     loggerInstance: log.child({ mod: 'http' }),
     logController: new LogController({ disableRequestLogging: config.logLevel !== 'debug' && config.logLevel !== 'trace' }),
     bodyLimit: config.maxBodyBytes,
+    trustProxy: config.trustProxy.length > 0 ? (address: string) => ips.trusted(address) : false,
+    clientErrorHandler: onClientError,
     // Only tells Fastify the server speaks TLS (for its own log lines); serverFactory builds it.
-    ...(tls ? { https: { key: tls.key, cert: tls.cert, minVersion: 'TLSv1.3' as const } } : {}),
+    ...(tls ? { https: tlsServerOptions(tls, config.tlsMinVersion) } : {}),
     serverFactory: (handler) => {
       const server = tls
-        ? createHttpsServer({ key: tls.key, cert: tls.cert, minVersion: 'TLSv1.3' }, dispatch(handler))
-        : createHttpServer(dispatch(handler));
+        ? createHttpsServer({ ...tlsServerOptions(tls, config.tlsMinVersion), maxHeaderSize: config.maxHeaderBytes }, dispatch(handler))
+        : createHttpServer({ maxHeaderSize: config.maxHeaderBytes }, dispatch(handler));
       server.keepAliveTimeout = 72_000;
       return server;
     },
@@ -142,8 +185,8 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
 
   // The issuer depends on the port, which is known after listen(); the provider is created lazily once.
   const self: Palisade = {
-    config, app, store, hot, sessions, keys, events, tasks, agents, recipes, log, tls,
-    url: '', issuer: '', setupUrl: undefined,
+    config, app, store, hot, sessions, keys, events, tasks, agents, recipes, log, tls, metrics,
+    url: '', issuer: '', setupUrl: undefined, connections: undefined,
     provider: undefined as unknown as Provider,
     verifier: undefined as unknown as TokenVerifier,
     async listen() {
@@ -166,6 +209,26 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
         keys.reload().then((changed) => changed && applyKeys(), (e: unknown) => log.warn({ err: e }, 'reloading the signing keys failed'));
       }, config.keyReloadMs);
       keyPoll.unref();
+      if (tls && internalCa && config.internalPort !== undefined) {
+        internal = await startInternalListener({
+          host: config.internalHost, port: config.internalPort, key: tls.key, cert: tls.cert, ca: internalCa, metrics, events, log: log.child({ mod: 'internal' }),
+          rotateKeys: () => self.rotateKeys(), keyView: () => keys.view(), health: () => ({ status: 'ok', node: nodeId, store: store.kind, hot: hot.kind }),
+        });
+        self.internalUrl = internal.url;
+        metrics.enableProcessMetrics();
+      }
+      // Operator TLS files are reloaded when they change; the certificate's expiry is watched either way.
+      if (tls) {
+        tlsWatch = watchTls({
+          files: config.tlsKeyFile && config.tlsCertFile ? { keyFile: config.tlsKeyFile, certFile: config.tlsCertFile } : undefined,
+          material: tls, events, metrics, log, pollMs: config.tlsReloadMs, warnDays: config.tlsExpiryWarnDays,
+          apply: (m) => {
+            (app.server as unknown as HttpsServer).setSecureContext(tlsServerOptions(m, config.tlsMinVersion));
+            internal?.setSecureContext(m);
+            Object.assign(tls, { key: m.key, cert: m.cert, spki: spkiHash(m.cert) });
+          },
+        });
+      }
       return self.url;
     },
     async rotateKeys() {
@@ -176,6 +239,8 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
     async close() {
       clearInterval(sweeper);
       clearInterval(keyPoll);
+      tlsWatch?.close();
+      await internal?.close();
       tasks.stop();
       await gatewayClose?.();
       await app.close();
@@ -188,6 +253,8 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
   let gatewayClose: (() => Promise<void>) | undefined;
   let sweeper: NodeJS.Timeout | undefined;
   let keyPoll: NodeJS.Timeout | undefined;
+  let tlsWatch: TlsWatch | undefined;
+  let internal: InternalListener | undefined;
   let ready!: () => void;
   const wired = new Promise<void>((r) => (ready = r));
 
@@ -201,12 +268,17 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
     const verifier = createTokenVerifier({ issuer: self.issuer, audience: config.audience, publicKeys: keys.publicKeys(), store, clients, sessions });
     Object.assign(self, { verifier });
     useProvider(newProvider());
-    gatewayClose = attachAgentGateway(app.server as unknown as HttpServer, { config, verifier, sessions, presence: hot.presence, nodeId, store, tasks, agents, events, log: log.child({ mod: 'gateway' }) }).close;
+    const gateway = attachAgentGateway(app.server as unknown as HttpServer, { config, verifier, sessions, presence: hot.presence, nodeId, store, tasks, agents, events, log: log.child({ mod: 'gateway' }), limiter, ips });
+    gatewayClose = gateway.close;
+    Object.assign(self, { connections: gateway.caps });
     ready();
   }
 
   /** Serves `/oauth2/*` with `provider` from now on. */
   function useProvider(provider: Provider): void {
+    // Behind trusted proxies, Koa reads the client's address and scheme from X-Forwarded-* (which the
+    // request guard leaves only on requests from a trusted proxy).
+    provider.proxy = config.trustProxy.length > 0;
     Object.assign(self, { provider });
     oauthHandler = provider.callback();
   }
@@ -220,6 +292,7 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
 
   app.setErrorHandler((err, req, reply) => {
     const e = toPalisadeError(err);
+    for (const [k, v] of (err as { headers?: [string, string][] }).headers ?? []) void reply.header(k, v);
     if (e.code === 'PAL_ERR_INTERNAL') req.log.error({ err: e.internal ?? err }, 'unhandled error');
     if (e.code === 'PAL_ERR_UNAVAILABLE') {
       // Fail closed: nothing is allowed while a store is unreachable; callers are told to retry.
@@ -236,14 +309,34 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
     void req;
   });
 
+  securityHeaders(app);
+  // Every request first passes the edge checks (URL length, rate limits by IP); see edge/request-guard.ts.
+  app.addHook('onRequest', async (req, reply) => {
+    const verdict = await guard.check(req.raw, req.ip);
+    if (verdict) for (const [k, v] of verdict.headers) void reply.header(k, v);
+  });
   // Until listen() has wired the provider, requests wait for it (the server is not reachable before anyway).
   app.addHook('onRequest', async () => wired);
+  cors(app, { origins: config.corsOrigins, events });
+
+  // JSON bodies: nesting past maxJsonDepth is refused before parsing; then Fastify's own parser
+  // (which refuses __proto__ and constructor.prototype keys).
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+    if (jsonDepthExceeds(body as string, config.maxJsonDepth)) {
+      done(new PalisadeError('PAL_ERR_VALIDATION', `the JSON body nests deeper than ${config.maxJsonDepth} levels`), undefined);
+      return;
+    }
+    parseJson(req, body as string, done);
+  });
 
 
   await app.register(async (pages) => {
     await pages.register(formbody, { bodyLimit: 16 * 1024 });
     await pages.register(async (s) => interactionRoutes(s, {
       provider: lazy(() => self.provider), store, events, loginGuard: createLoginGuard(hot.counters, config.loginLimits),
+      baseUrl: () => self.url, formKey: cookieKeys[0]!,
       upstream: config.upstream.length === 0 ? undefined : {
         login: createUpstreamLogin(config.upstream, { allowInsecureHttp: config.upstreamInsecureHttp }),
         configs: config.upstream, transient: hot.transient, baseUrl: () => self.url,
@@ -251,9 +344,22 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
     }));
   });
 
-  await app.register(async (api) => apiRoutes(api, { verifier: lazy(() => self.verifier), store, sessions, clients, presence: hot.presence, tasks, recipes, agents, events, rotateKeys: () => self.rotateKeys(), keyView: () => keys.view() }), { prefix: '/api/v1' });
+  await app.register(async (api) => apiRoutes(api, { limiter, verifier: lazy(() => self.verifier), store, sessions, clients, presence: hot.presence, tasks, recipes, agents, events, rotateKeys: () => self.rotateKeys(), keyView: () => keys.view() }), { prefix: '/api/v1' });
 
+  // Liveness: the process answers. Readiness: it can serve (stores reachable, not shutting down).
   app.get('/healthz', async () => ({ status: 'ok' }));
+  app.get('/readyz', async (_req, reply) => {
+    const checks = await Promise.all([
+      store.meta.get('readiness-probe').then(() => 'ok', () => 'unreachable'),
+      hot.counters.peek('readiness-probe').then(() => 'ok', () => 'unreachable'),
+    ]);
+    const [durable, hotState] = checks;
+    if (durable !== 'ok' || hotState !== 'ok') {
+      void reply.header('retry-after', '1');
+      throw new PalisadeError('PAL_ERR_UNAVAILABLE', `not ready: durable store ${durable}, hot store ${hotState}`);
+    }
+    return { status: 'ready', checks: { durableStore: durable, hotStore: hotState } };
+  });
   app.get('/', async (_req, reply) => reply.type('application/json').send({ name: 'Palisade', issuer: self.issuer, api: `${self.url}/api/v1`, agents: `${self.url.replace(/^http/, 'ws')}/ws/agent` }));
 
   return self;
@@ -261,15 +367,16 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
 
 /** The hot store the configuration names: Redis (standalone or Sentinel) or in-process. */
 async function openHotStore(config: ServerConfig): Promise<HotStore> {
+  const redisTls = redisTlsOptions({ url: config.redisUrl, sentinels: config.redisSentinels, caFile: config.redisCaFile });
   if (config.redisSentinels?.length) {
     const sentinels = config.redisSentinels.map((s) => {
       const m = /^(.+):(\d+)$/.exec(s);
       if (!m) throw new Error(`invalid Redis Sentinel address "${s}" (expected host:port)`);
       return { host: m[1]!, port: Number(m[2]) };
     });
-    return openRedisHotStore({ sentinels, sentinelName: config.redisSentinelName, prefix: config.redisPrefix });
+    return openRedisHotStore({ sentinels, sentinelName: config.redisSentinelName, prefix: config.redisPrefix, redisOptions: redisTls });
   }
-  if (config.redisUrl) return openRedisHotStore({ url: config.redisUrl, prefix: config.redisPrefix });
+  if (config.redisUrl) return openRedisHotStore({ url: config.redisUrl, prefix: config.redisPrefix, redisOptions: redisTls });
   return createMemoryHotStore();
 }
 

@@ -11,6 +11,9 @@ import { parseArgs } from 'node:util';
 import { createPalisade } from './app.ts';
 import { DEFAULTS } from './config.ts';
 import { parseUpstreamConfig } from './auth/upstream.ts';
+import { createClientIpResolver } from './edge/client-ip.ts';
+import { InsecureConfigError } from './edge/production.ts';
+import { checkCorsOrigin } from './edge/cors.ts';
 
 const HELP = `Usage: palisade-server start [options]
 
@@ -29,14 +32,33 @@ Options (environment variable in brackets):
   --tls-key FILE       TLS private key (PEM); default: generated dev CA   [PALISADE_TLS_KEY]
   --tls-cert FILE      TLS certificate chain (PEM)                        [PALISADE_TLS_CERT]
   --tls-name NAME      extra DNS name or IP for the generated certificate (repeatable)
+  --tls-min-version V  lowest TLS version: 1.3, or 1.2 (AEAD + ECDHE suites only) [PALISADE_TLS_MIN_VERSION] (default 1.3)
+                       (--tls-key/--tls-cert are reloaded when the files change; see docs/TLS.md)
+  --internal-port PORT internal mutual-TLS listener: /metrics, health, admin [PALISADE_INTERNAL_PORT] (default: off)
+  --internal-host HOST its interface                                      [PALISADE_INTERNAL_HOST] (default ${DEFAULTS.internalHost})
+  --internal-ca FILE   CA (PEM) of its client certificates; required with --internal-port [PALISADE_INTERNAL_CA]
+  --redis-ca FILE      CA (PEM) that verifies Redis's certificate (rediss://, Sentinel) [PALISADE_REDIS_CA]
+  --database-ca FILE   CA (PEM) that verifies PostgreSQL's certificate; turns TLS on [PALISADE_DATABASE_CA]
   --recipes DIR        recipe folder (repeatable; default: built-in recipes/)
   --extension-id ID    extension id allowed to sign in with launchWebAuthFlow (repeatable) [PALISADE_EXTENSION_IDS, comma-separated]
   --ws-origin ORIGIN   Origin allowed to open agent WebSockets (repeatable; default chrome-extension://*)
+  --cors-origin ORIGIN web origin allowed to call the API cross-origin, e.g. https://app.example.com
+                       (repeatable; never *; default none) [PALISADE_CORS_ORIGINS, comma-separated]
   --access-token-ttl S   access-token lifetime in seconds                [PALISADE_ACCESS_TOKEN_TTL] (default ${DEFAULTS.accessTokenTtl})
   --refresh-token-ttl S  refresh-token lifetime in seconds               [PALISADE_REFRESH_TOKEN_TTL] (default ${DEFAULTS.refreshTokenTtl})
   --insecure-http      serve plain HTTP instead of TLS (development only)
+  --production         refuse to start on an insecure configuration, naming each offending setting
+                       [PALISADE_ENV=production or NODE_ENV=production] (see docs/PRODUCTION.md)
+  --trust-proxy ADDR   proxy address or CIDR range whose X-Forwarded-For is believed (repeatable;
+                       default none) [PALISADE_TRUST_PROXY, comma-separated]
+  --max-connections N  WebSocket connections this node holds             [PALISADE_MAX_CONNECTIONS] (default ${DEFAULTS.maxConnections})
+  --max-connections-per-user N                                            [PALISADE_MAX_CONNECTIONS_PER_USER] (default ${DEFAULTS.maxConnectionsPerUser})
+  --max-connections-per-ip N                                              [PALISADE_MAX_CONNECTIONS_PER_IP] (default ${DEFAULTS.maxConnectionsPerIp})
   --log-level LEVEL    trace|debug|info|warn|error                        [PALISADE_LOG_LEVEL] (default info)
   -h, --help           show this help
+
+Secrets: PALISADE_DATABASE_URL_FILE and PALISADE_REDIS_URL_FILE read a connection string (with its
+password) from a file instead of the environment; in production a password never comes on the command line.
 `;
 
 /** A bad flag value: printed with the help hint, exit code 2. */
@@ -50,9 +72,14 @@ async function main(argv: string[]): Promise<number> {
       'data-dir': { type: 'string' }, database: { type: 'string' }, redis: { type: 'string' }, 'redis-sentinel': { type: 'string', multiple: true },
       'redis-sentinel-name': { type: 'string' }, 'redis-prefix': { type: 'string' }, 'sign-in-config': { type: 'string' }, host: { type: 'string' }, port: { type: 'string' }, 'public-url': { type: 'string' },
       'tls-key': { type: 'string' }, 'tls-cert': { type: 'string' }, 'tls-name': { type: 'string', multiple: true },
+      'tls-min-version': { type: 'string' }, 'internal-port': { type: 'string' }, 'internal-host': { type: 'string' }, 'internal-ca': { type: 'string' },
+      'redis-ca': { type: 'string' }, 'database-ca': { type: 'string' },
       recipes: { type: 'string', multiple: true }, 'ws-origin': { type: 'string', multiple: true }, 'extension-id': { type: 'string', multiple: true },
+      'cors-origin': { type: 'string', multiple: true },
       'access-token-ttl': { type: 'string' }, 'refresh-token-ttl': { type: 'string' },
       'insecure-http': { type: 'boolean' }, 'log-level': { type: 'string' }, help: { type: 'boolean', short: 'h' },
+      production: { type: 'boolean' }, 'trust-proxy': { type: 'string', multiple: true },
+      'max-connections': { type: 'string' }, 'max-connections-per-user': { type: 'string' }, 'max-connections-per-ip': { type: 'string' },
     },
   });
   if (values.help) {
@@ -80,6 +107,34 @@ async function main(argv: string[]): Promise<number> {
   const accessTokenTtl = ttl('access-token-ttl', values['access-token-ttl'] ?? env.PALISADE_ACCESS_TOKEN_TTL, 60, 24 * 3600);
   const refreshTokenTtl = ttl('refresh-token-ttl', values['refresh-token-ttl'] ?? env.PALISADE_REFRESH_TOKEN_TTL, 3600, 365 * 24 * 3600);
   const insecureHttp = values['insecure-http'] ?? env.PALISADE_INSECURE_HTTP === '1';
+  const production = values.production ?? (env.PALISADE_ENV === 'production' || env.NODE_ENV === 'production');
+  const count = (flag: string, raw: string | undefined): number | undefined => {
+    if (raw === undefined) return undefined;
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < 1 || n > 10_000_000) throw new UsageError(`--${flag} must be a whole number from 1 to 10000000, not "${raw}"`);
+    return n;
+  };
+  const maxConnections = count('max-connections', values['max-connections'] ?? env.PALISADE_MAX_CONNECTIONS);
+  const maxConnectionsPerUser = count('max-connections-per-user', values['max-connections-per-user'] ?? env.PALISADE_MAX_CONNECTIONS_PER_USER);
+  const maxConnectionsPerIp = count('max-connections-per-ip', values['max-connections-per-ip'] ?? env.PALISADE_MAX_CONNECTIONS_PER_IP);
+  const trustProxy = values['trust-proxy'] ?? env.PALISADE_TRUST_PROXY?.split(',').map((x) => x.trim()).filter(Boolean);
+  try {
+    createClientIpResolver(trustProxy ?? []);
+  } catch (e) {
+    throw new UsageError(`--trust-proxy: ${(e as Error).message}`);
+  }
+  // A secret in a flag is visible to every user of the machine (ps); in production it must come from the environment or a file.
+  const secretFrom = (flag: string, value: string | undefined, envName: string): string | undefined => {
+    if (value !== undefined && production && /^[a-z]+:\/\/[^/@]*:[^/@]+@/i.test(value)) throw new UsageError(`--${flag}: in production a password never comes on the command line (every user sees it in ps); use ${envName} or ${envName}_FILE`);
+    if (value !== undefined) return value;
+    const file = env[`${envName}_FILE`];
+    if (file === undefined) return env[envName];
+    try {
+      return readFileSync(file, 'utf8').trim();
+    } catch (e) {
+      throw new UsageError(`${envName}_FILE: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    }
+  };
   const signInFile = values['sign-in-config'] ?? env.PALISADE_SIGN_IN_CONFIG;
   let upstream;
   if (signInFile !== undefined) {
@@ -99,11 +154,30 @@ async function main(argv: string[]): Promise<number> {
   for (const a of sentinels ?? []) if (!/^[^\s:]+:\d{1,5}$/.test(a)) throw new UsageError(`--redis-sentinel must be host:port, not "${a}"`);
   const extensionIds = values['extension-id'] ?? env.PALISADE_EXTENSION_IDS?.split(',').map((x) => x.trim()).filter(Boolean);
   for (const id of extensionIds ?? []) if (!/^[a-p]{32}$/.test(id)) throw new UsageError(`--extension-id must be a Chrome extension id (32 letters a–p), not "${id}"`);
-  const redisUrl = values.redis ?? env.PALISADE_REDIS_URL;
+  const corsOrigins = values['cors-origin'] ?? env.PALISADE_CORS_ORIGINS?.split(',').map((x) => x.trim()).filter(Boolean);
+  for (const o of corsOrigins ?? []) {
+    const bad = checkCorsOrigin(o);
+    if (bad) throw new UsageError(`--cors-origin ${bad}`);
+  }
+  const redisUrl = secretFrom('redis', values.redis, 'PALISADE_REDIS_URL');
   if (redisUrl !== undefined && !/^rediss?:\/\//.test(redisUrl)) throw new UsageError(`--redis must be a redis:// or rediss:// URL, not "${redisUrl}"`);
+  const tlsMinText = values['tls-min-version'] ?? env.PALISADE_TLS_MIN_VERSION;
+  if (tlsMinText !== undefined && tlsMinText !== '1.3' && tlsMinText !== '1.2') throw new UsageError(`--tls-min-version must be 1.3 or 1.2, not "${tlsMinText}"`);
+  const internalPortText = values['internal-port'] ?? env.PALISADE_INTERNAL_PORT;
+  const internalPort = internalPortText === undefined ? undefined : Number(internalPortText);
+  if (internalPort !== undefined && (!/^\d+$/.test(internalPortText ?? '') || internalPort > 65535)) throw new UsageError(`--internal-port must be a number from 0 to 65535, not "${internalPortText}"`);
+  const internalCaFile = values['internal-ca'] ?? env.PALISADE_INTERNAL_CA;
+  if (internalPort !== undefined && !internalCaFile) throw new UsageError('--internal-port needs --internal-ca FILE (the CA that signs the client certificates)');
+  if (internalPort === undefined && internalCaFile) throw new UsageError('--internal-ca goes with --internal-port');
+  const redisCaFile = values['redis-ca'] ?? env.PALISADE_REDIS_CA;
+  if (redisCaFile !== undefined && !redisUrl?.startsWith('rediss://') && !sentinels?.length) throw new UsageError('--redis-ca needs a rediss:// URL in --redis (or --redis-sentinel)');
+  const databaseCaFile = values['database-ca'] ?? env.PALISADE_DATABASE_CA;
+  const databaseUrl = secretFrom('database', values.database, 'PALISADE_DATABASE_URL');
+  if (databaseCaFile !== undefined && databaseUrl === undefined) throw new UsageError('--database-ca goes with --database');
   const server = await createPalisade({
     dataDir: values['data-dir'] ?? env.PALISADE_DATA_DIR,
-    databaseUrl: values.database ?? env.PALISADE_DATABASE_URL,
+    databaseUrl,
+    databaseCaFile,
     databaseSchema: env.PALISADE_DATABASE_SCHEMA,
     redisUrl,
     redisSentinels: sentinels,
@@ -116,10 +190,21 @@ async function main(argv: string[]): Promise<number> {
     tlsKeyFile: values['tls-key'] ?? env.PALISADE_TLS_KEY,
     tlsCertFile: values['tls-cert'] ?? env.PALISADE_TLS_CERT,
     tlsNames: values['tls-name'],
+    tlsMinVersion: tlsMinText,
+    internalPort,
+    internalHost: values['internal-host'] ?? env.PALISADE_INTERNAL_HOST,
+    internalCaFile,
+    redisCaFile,
     recipeDirs: values.recipes,
     wsOrigins: values['ws-origin'],
+    corsOrigins,
     extensionIds,
     insecureHttp,
+    production,
+    trustProxy,
+    maxConnections,
+    maxConnectionsPerUser,
+    maxConnectionsPerIp,
     accessTokenTtl,
     refreshTokenTtl,
     logLevel: values['log-level'] ?? env.PALISADE_LOG_LEVEL,
@@ -138,6 +223,7 @@ async function main(argv: string[]): Promise<number> {
   out.write(`  OAuth issuer   ${server.issuer}\n  API            ${url}/api/v1\n  Agents         ${url.replace(/^http/, 'ws')}/ws/agent\n`);
   out.write(`  Data           ${server.store.kind === 'postgres' ? 'PostgreSQL' : `${server.config.dataDir} (SQLite)`}, ${server.recipes.list().length} recipe(s)\n`);
   out.write(`  Hot state      ${server.hot.kind === 'redis' ? `Redis${server.config.redisSentinels?.length ? ` via Sentinel (${server.config.redisSentinelName ?? 'mymaster'})` : ''}, sessions and tokens kept there` : 'in this process (one node)'}\n`);
+  if (server.internalUrl) out.write(`  Internal       ${server.internalUrl} (mutual TLS: /metrics, /internal/v1/*)\n`);
   if (server.config.upstream.length > 0) out.write(`  Sign-in        password, ${server.config.upstream.map((u) => u.name).join(', ')}\n`);
   if (server.tls?.caFile) {
     out.write(`  TLS            development CA at ${server.tls.caFile}${server.tls.generated ? ' (generated now)' : ''}\n`);
@@ -154,6 +240,6 @@ main(process.argv.slice(2)).then(
   },
   (err: unknown) => {
     process.stderr.write(`palisade-server: ${(err as Error).message}\n`);
-    process.exit(err instanceof UsageError || (err as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? 2 : 1);
+    process.exit(err instanceof UsageError || err instanceof InsecureConfigError || (err as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? 2 : 1);
   },
 );

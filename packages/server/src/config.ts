@@ -3,6 +3,8 @@
  * (command-line flag, then `PALISADE_*` environment variable, then the default).
  */
 import type { UpstreamProviderConfig } from './auth/upstream.ts';
+import type { TlsMinVersion } from './tls/options.ts';
+import type { Escalation } from './hot/types.ts';
 
 export interface ServerConfig {
   /** Folder for the SQLite database, keys, secrets and generated TLS material. Default `.palisade`. */
@@ -40,10 +42,31 @@ export interface ServerConfig {
   tlsCertFile?: string | undefined;
   /** Extra DNS names / IPs for the generated development certificate. */
   tlsNames: string[];
+  /** Lowest TLS version accepted: `1.3` (default) or `1.2` (then AEAD, forward-secret suites only; tls/options.ts). */
+  tlsMinVersion: TlsMinVersion;
+  /** How often the TLS key and certificate files are checked for a change (reloaded without restart), ms. Default 5000. */
+  tlsReloadMs: number;
+  /** Days ahead of the certificate's expiry that a warning event is emitted (checked at start and hourly). Default 14. */
+  tlsExpiryWarnDays: number;
+  /** Port of the internal mutual-TLS listener (metrics, health, admin; edge/internal.ts). Default none: off. */
+  internalPort?: number | undefined;
+  /** Interface of the internal listener. Default `127.0.0.1`. */
+  internalHost: string;
+  /** CA certificate (PEM file) that signs the internal listener's client certificates; required with `internalPort`. */
+  internalCaFile?: string | undefined;
+  /** CA certificate (PEM file) that verifies Redis's TLS certificate (`rediss://`; with Sentinel, Sentinel's too). */
+  redisCaFile?: string | undefined;
+  /** CA certificate (PEM file) that verifies PostgreSQL's TLS certificate; turns TLS on for the connection. */
+  databaseCaFile?: string | undefined;
   /** Folders of recipe JSON files. Default: the built-in `recipes/`. */
   recipeDirs: string[];
   /** `Origin`s allowed to open agent/client WebSockets; `chrome-extension://*` allows any extension. Default that. */
   wsOrigins: string[];
+  /**
+   * Origins (`https://app.example.com`, exactly as browsers send them) whose web pages may call the
+   * REST API cross-origin (CORS, see edge/cors.ts). `*` is refused. Default none: no CORS.
+   */
+  corsOrigins: string[];
   /** API audience (`aud`) of access tokens. Default `urn:palisade:api`. */
   audience: string;
   /** Access-token lifetime, seconds. Default 900 (15 minutes). */
@@ -54,6 +77,17 @@ export interface ServerConfig {
   maxFrameBytes: number;
   /** Largest HTTP body, bytes. Default 1 MiB. */
   maxBodyBytes: number;
+  /** Most WebSocket connections this node holds; past it upgrades get 503. Default 19000 (this machine's 20,000 open files per process). */
+  maxConnections: number;
+  /** Most WebSocket connections of one user (on this node). Default 50. */
+  maxConnectionsPerUser: number;
+  /** Most WebSocket connections from one client IP (on this node). Default 200. */
+  maxConnectionsPerIp: number;
+  /** Frames per second one WebSocket connection may send on average, and at once (token bucket). Default 100/s, burst 500. */
+  wsMessageRate: number;
+  wsMessageBurst: number;
+  /** Unsent bytes a WebSocket peer may leave queued before it is closed as a slow consumer. Default 4 MiB. */
+  maxSendBufferBytes: number;
   /** Time an agent has to authenticate and say hello, ms. Default 5000. */
   authTimeoutMs: number;
   /** WebSocket ping interval, ms; a peer that misses one pong is dropped. Default 30000. */
@@ -70,6 +104,18 @@ export interface ServerConfig {
   maxUnfinishedTasksPerUser: number;
   /** Sign-in limits: attempts per account and per IP within `windowMs`, then locked for the rest of it. */
   loginLimits: LoginLimits;
+  /** Production mode: refuse to start on an insecure configuration (edge/production.ts). Default false. */
+  production: boolean;
+  /** Request-rate limits by endpoint class, per client IP and per principal (see edge/rate-limit.ts). */
+  rateLimits: RateLimitConfig;
+  /** Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` is believed. Default none. */
+  trustProxy: string[];
+  /** Longest request URL (path and query), bytes. Default 4096. */
+  maxUrlBytes: number;
+  /** Largest request head (request line and headers), bytes. Default 16384. */
+  maxHeaderBytes: number;
+  /** Deepest nesting of a JSON body (objects and arrays). Default 32. */
+  maxJsonDepth: number;
   /** How often a node checks whether another node rotated the signing keys, ms. Default 30000. */
   keyReloadMs: number;
   /** Log level. Default `info`. */
@@ -91,6 +137,44 @@ export interface LoginLimits {
   maxDelayMs: number;
 }
 
+/** A rate: on average `limit` requests per `periodMs`, up to `burst` at once. */
+export interface RateSpec {
+  limit: number;
+  periodMs: number;
+  burst: number;
+}
+
+/**
+ * Endpoint classes: `token` (token, PAR, revocation, introspection, device authorization),
+ * `signin` (form posts: sign-in, consent, device code, setup), `web` (other pages and OAuth GETs),
+ * `api` (`/api/v1`), `ws` (WebSocket upgrades). Each has a per-IP rate (checked before anything
+ * else) and a per-principal rate (the client of a token request; the user or client of an API
+ * call or connection, once its token is verified).
+ */
+export type RateClass = 'token' | 'signin' | 'web' | 'api' | 'ws';
+
+export interface RateLimitConfig {
+  /** Off only for benchmarks that measure something else. Default true. */
+  enabled: boolean;
+  classes: Record<RateClass, { ip?: RateSpec | undefined; principal?: RateSpec | undefined }>;
+  /** Refusals of one key that turn into a temporary block. Default 20 within 60 s → blocked 5 minutes. */
+  escalation: Escalation;
+}
+
+const perMinute = (limit: number, burst: number): RateSpec => ({ limit, periodMs: 60_000, burst });
+
+export const DEFAULT_RATE_LIMITS: RateLimitConfig = {
+  enabled: true,
+  classes: {
+    token: { ip: perMinute(120, 30), principal: perMinute(120, 30) },
+    signin: { ip: perMinute(30, 10) },
+    web: { ip: perMinute(600, 120) },
+    api: { ip: perMinute(6000, 600), principal: perMinute(3000, 300) },
+    ws: { ip: perMinute(120, 30), principal: perMinute(60, 20) },
+  },
+  escalation: { strikes: 20, windowMs: 60_000, blockMs: 5 * 60_000 },
+};
+
 export const DEFAULTS: ServerConfig = {
   dataDir: '.palisade',
   host: '127.0.0.1',
@@ -100,13 +184,24 @@ export const DEFAULTS: ServerConfig = {
   upstreamInsecureHttp: false,
   extensionIds: [],
   tlsNames: [],
+  tlsMinVersion: '1.3',
+  tlsReloadMs: 5000,
+  tlsExpiryWarnDays: 14,
+  internalHost: '127.0.0.1',
   recipeDirs: [new URL('../../../recipes/', import.meta.url).pathname],
   wsOrigins: ['chrome-extension://*'],
+  corsOrigins: [],
   audience: 'urn:palisade:api',
   accessTokenTtl: 900,
   refreshTokenTtl: 30 * 24 * 3600,
   maxFrameBytes: 1024 * 1024,
   maxBodyBytes: 1024 * 1024,
+  maxConnections: 19_000,
+  maxConnectionsPerUser: 50,
+  maxConnectionsPerIp: 200,
+  wsMessageRate: 100,
+  wsMessageBurst: 500,
+  maxSendBufferBytes: 4 * 1024 * 1024,
   authTimeoutMs: 5000,
   heartbeatMs: 30_000,
   acceptTimeoutMs: 10_000,
@@ -115,6 +210,12 @@ export const DEFAULTS: ServerConfig = {
   reconnectGraceMs: 15_000,
   maxUnfinishedTasksPerUser: 1000,
   loginLimits: { perAccount: 5, perIp: 20, windowMs: 15 * 60_000, freeFailures: 2, delayMs: 500, maxDelayMs: 4000 },
+  production: false,
+  rateLimits: DEFAULT_RATE_LIMITS,
+  trustProxy: [],
+  maxUrlBytes: 4096,
+  maxHeaderBytes: 16 * 1024,
+  maxJsonDepth: 32,
   keyReloadMs: 30_000,
   logLevel: 'info',
 };

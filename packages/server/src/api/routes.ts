@@ -15,6 +15,7 @@ import type { SecurityEvents } from '../siem/events.ts';
 import type { TaskService } from '../tasks/service.ts';
 import type { RecipeRegistry } from '../tasks/recipes.ts';
 import type { AgentRegistry } from '../gateway/registry.ts';
+import { rateLimitError, type RateLimiter } from '../edge/rate-limit.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -23,6 +24,8 @@ declare module 'fastify' {
 }
 
 export interface ApiOptions {
+  /** Per-principal request rates (the per-IP rate was checked at the edge). */
+  limiter: RateLimiter;
   verifier: TokenVerifier;
   store: DurableStore;
   sessions: SessionManager;
@@ -54,6 +57,7 @@ function principal(req: FastifyRequest): Principal {
 
 /** Registers the API routes. */
 export async function apiRoutes(app: FastifyInstance, o: ApiOptions): Promise<void> {
+  // authenticate → rateLimitPrincipal → the route (which names its scope)
   app.addHook('onRequest', async (req) => {
     try {
       req.principal = await o.verifier.verify(bearer(req.headers.authorization));
@@ -65,6 +69,12 @@ export async function apiRoutes(app: FastifyInstance, o: ApiOptions): Promise<vo
       });
       throw err;
     }
+  });
+  app.addHook('onRequest', async (req, reply) => {
+    const p = principal(req);
+    const v = await o.limiter.check('api', { ip: req.ip, principal: p.kind === 'client' ? `client:${p.clientId}` : `user:${p.userId}`, principalOnly: true });
+    for (const [k, val] of v.headers) void reply.header(k, val);
+    if (!v.allowed) throw rateLimitError(v);
   });
 
   app.get('/me', async (req) => {

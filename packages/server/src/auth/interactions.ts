@@ -1,6 +1,8 @@
 /**
  * @module auth/interactions — the pages a person uses: the one-time admin setup, and sign-in +
- * consent inside an OAuth interaction (reached from the device-code page).
+ * consent inside an OAuth interaction (reached from the device-code page). Every form POST must come
+ * from one of this server's pages (Fetch Metadata and `Origin`), and the interaction's forms — whose
+ * session is a cookie — carry an anti-forgery token bound to the interaction (edge/forms.ts).
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -15,6 +17,8 @@ import type { UpstreamIdentity, UpstreamLogin, UpstreamProviderConfig, UpstreamT
 import type { Transient } from '../hot/types.ts';
 import { consentPage, loginPage, messagePage, setupPage, STYLESHEET } from './pages.ts';
 import { FIRST_PARTY_CLIENTS } from './provider.ts';
+import { newNonce, pageCsp } from '../edge/headers.ts';
+import { crossSiteFormRefusal, FORM_TOKEN_FIELD, formToken, formTokenValid } from '../edge/forms.ts';
 
 const SETUP_KEY = 'setup_token';
 const SETUP_TTL_MS = 24 * 3600 * 1000;
@@ -41,7 +45,9 @@ async function setupTokenValid(store: DurableStore, token: unknown): Promise<boo
 }
 
 type Form = Record<string, string | undefined>;
-const html = (reply: FastifyReply, code: number, body: string) => reply.code(code).type('text/html; charset=utf-8').header('cache-control', 'no-store').send(body);
+/** An HTML page, with the page policy (a fresh nonce; `formAction` as `pageCsp` takes it) and no caching. */
+const html = (reply: FastifyReply, code: number, body: string, formAction: string | null = "'self'") =>
+  reply.code(code).type('text/html; charset=utf-8').header('cache-control', 'no-store').header('content-security-policy', pageCsp(newNonce(), formAction)).send(body);
 
 export interface InteractionOptions {
   provider: Provider;
@@ -51,15 +57,67 @@ export interface InteractionOptions {
   loginGuard: LoginGuard;
   /** Upstream sign-in (Google, GitHub…), with the providers' configuration; absent = passwords only. */
   upstream?: { login: UpstreamLogin; configs: readonly UpstreamProviderConfig[]; transient: Transient; baseUrl: () => string } | undefined;
+  /** The server's public URL (known after `listen()`): its origin is the one our forms are posted from. */
+  baseUrl: () => string;
+  /** Secret shared by every node that keys the forms' anti-forgery tokens (HMAC of the interaction id). */
+  formKey: string;
 }
 
 /** How long an upstream sign-in may take, from the button to the callback. */
 const UPSTREAM_TTL_MS = 10 * 60_000;
 
 /** Registers `/setup`, `/interaction/:uid…` and the stylesheet. */
-export async function interactionRoutes(app: FastifyInstance, { provider, store, events, loginGuard, upstream }: InteractionOptions): Promise<void> {
+export async function interactionRoutes(app: FastifyInstance, { provider, store, events, loginGuard, upstream, baseUrl, formKey }: InteractionOptions): Promise<void> {
   const providers = upstream?.login.providers() ?? [];
-  const signIn = (uid: string, client: string, error?: string) => loginPage(uid, client, error, providers);
+  /** The sign-in page of `d`, with its anti-forgery token and where its forms may lead. */
+  const signIn = (reply: FastifyReply, d: Details, error?: string) =>
+    html(reply, 200, loginPage(d.uid, clientName(String(d.params.client_id)), formToken(formKey, d.uid), error, providers), formAction(d));
+
+  /**
+   * The `form-action` of an interaction's pages: `'self'`, plus the client's redirect when the
+   * interaction ends in one (Chromium checks form-action on each redirect after a form POST too, and
+   * an authorization-code flow's last redirect goes to the client). `null` (no directive) where a
+   * form can lead somewhere only known at run time or only expressible as an `http:` source: the
+   * upstream sign-in buttons (an OpenID Connect provider's authorization endpoint comes from its
+   * discovery document) and the CLI's loopback `http://127.0.0.1:<port>` redirect (an `http:`
+   * source costs the page its Mozilla Observatory grade). docs/SECURITY-HEADERS.md has the details.
+   */
+  function formAction(d: Details): string | null {
+    if (d.prompt.name === 'login' && providers.length > 0) return null;
+    const redirect = d.params.redirect_uri;
+    if (typeof redirect !== 'string') return "'self'";
+    const url = URL.parse(redirect);
+    return url?.protocol === 'https:' ? `'self' ${url.origin}` : null;
+  }
+
+  /** A form POST refused as forged: a security event and a page that says so; nothing else happens. */
+  function refuseForm(req: FastifyRequest, reply: FastifyReply, code: 'PAL_ERR_ORIGIN_REFUSED' | 'PAL_ERR_FORBIDDEN', reason: string): FastifyReply {
+    events.emit({ class: 'api_activity', activity: 'form.refused', outcome: 'failure', severity: 'high', code, message: `form refused: ${reason}`, src: { ip: req.ip, origin: req.headers.origin?.slice(0, 200) }, data: { path: req.url.slice(0, 200) } });
+    return html(reply, 403, messagePage('Request refused', 'This form was not sent from this server’s own page, so nothing was done. Start again from your device.'));
+  }
+
+  /** Whether a form POST came from one of this server's pages (edge/forms.ts); if not, it has been refused. */
+  function sentFromOurPage(req: FastifyRequest, reply: FastifyReply): boolean {
+    const refusal = crossSiteFormRefusal(req.headers, [new URL(baseUrl()).origin, `${req.protocol}://${req.host}`]);
+    if (refusal) refuseForm(req, reply, 'PAL_ERR_ORIGIN_REFUSED', refusal);
+    return refusal === undefined;
+  }
+
+  /**
+   * The interaction a form POST acts on: sent from our page, for the interaction this browser's
+   * cookie names, with that interaction's anti-forgery token. Otherwise undefined, and answered.
+   */
+  async function formInteraction(req: FastifyRequest<{ Params: { uid: string } }>, reply: FastifyReply): Promise<Details | undefined> {
+    if (!sentFromOurPage(req, reply)) return undefined;
+    const d = await interactionOf(provider, req, reply);
+    if (!d) return undefined;
+    if (!formTokenValid(formKey, d.uid, (req.body as Form | undefined)?.[FORM_TOKEN_FIELD])) {
+      refuseForm(req, reply, 'PAL_ERR_FORBIDDEN', 'the anti-forgery token is missing or wrong');
+      return undefined;
+    }
+    return d;
+  }
+
   app.get('/assets/palisade.css', async (_req, reply) => reply.type('text/css; charset=utf-8').header('cache-control', 'public, max-age=3600').send(STYLESHEET));
 
   app.get<{ Querystring: { token?: string } }>('/setup', async (req, reply) => {
@@ -67,7 +125,9 @@ export async function interactionRoutes(app: FastifyInstance, { provider, store,
     return html(reply, 200, setupPage(req.query.token!));
   });
 
+  // The one-time token in the form is what authorizes it (no cookie); the origin is checked as well.
   app.post<{ Body: Form }>('/setup', async (req, reply) => {
+    if (!sentFromOurPage(req, reply)) return reply;
     const { token, username, password } = req.body ?? {};
     if (!(await setupTokenValid(store, token))) {
       events.emit({ class: 'account_change', activity: 'setup', outcome: 'failure', code: 'PAL_ERR_FORBIDDEN', message: 'setup with an invalid token', src: { ip: req.ip } });
@@ -91,24 +151,22 @@ export async function interactionRoutes(app: FastifyInstance, { provider, store,
   app.get<{ Params: { uid: string } }>('/interaction/:uid', async (req, reply) => {
     const d = await interactionOf(provider, req, reply);
     if (!d) return reply;
-    const client = clientName(String(d.params.client_id));
-    if (d.prompt.name === 'login') return html(reply, 200, signIn(d.uid, client));
+    if (d.prompt.name === 'login') return signIn(reply, d);
     const accountId = d.session?.accountId;
     const user = accountId ? await store.users.byId(accountId) : undefined;
-    return html(reply, 200, consentPage(d.uid, client, user?.username ?? 'unknown', requestedScopes(d)));
+    return html(reply, 200, consentPage(d.uid, clientName(String(d.params.client_id)), user?.username ?? 'unknown', requestedScopes(d), formToken(formKey, d.uid)), formAction(d));
   });
 
   app.post<{ Params: { uid: string }; Body: Form }>('/interaction/:uid/login', async (req, reply) => {
-    const d = await interactionOf(provider, req, reply);
+    const d = await formInteraction(req, reply);
     if (!d) return reply;
     const { username = '', password = '' } = req.body ?? {};
-    const client = clientName(String(d.params.client_id));
     const attempt = await loginGuard.begin(username, req.ip);
     if (!attempt.allowed) {
       events.emit({ class: 'authentication', activity: 'password.login', outcome: 'failure', code: 'PAL_ERR_RATE_LIMITED', message: 'sign-in refused while locked', src: { ip: req.ip } });
       reply.header('retry-after', String(Math.ceil(attempt.retryAfterMs / 1000)));
       // 200, not 429: the form is shown again with the reason (see the note on wrong passwords).
-      return html(reply, 200, signIn(d.uid, client, `Too many failed sign-ins. Try again in ${waitText(attempt.retryAfterMs)}.`));
+      return signIn(reply, d, `Too many failed sign-ins. Try again in ${waitText(attempt.retryAfterMs)}.`);
     }
     if (attempt.delayMs > 0) await sleep(attempt.delayMs);
     const user = username.length <= 64 ? await store.users.byUsername(username) : undefined;
@@ -119,7 +177,7 @@ export async function interactionRoutes(app: FastifyInstance, { provider, store,
       if (locked) events.emit({ class: 'authentication', activity: 'password.lock', outcome: 'failure', severity: 'high', code: 'PAL_ERR_RATE_LIMITED', message: 'too many failed sign-ins: locked for a while', src: { ip: req.ip } });
       // The form again, with 200: launchWebAuthFlow's window closes on an error status before the
       // person can read why. The outcome is in the page and in the security event.
-      return html(reply, 200, signIn(d.uid, client, 'Wrong username or password.'));
+      return signIn(reply, d, 'Wrong username or password.');
     }
     await attempt.succeed();
     events.emit({ class: 'authentication', activity: 'password.login', outcome: 'success', message: `${user.username} signed in`, actor: { userId: user.id }, src: { ip: req.ip } });
@@ -132,7 +190,7 @@ export async function interactionRoutes(app: FastifyInstance, { provider, store,
     // Upstream sign-in: the button starts the flow (fresh state, nonce, PKCE kept server-side under the
     // state, bound to this interaction); the provider sends the person back to the callback.
     app.post<{ Params: { uid: string; provider: string } }>('/interaction/:uid/upstream/:provider', async (req, reply) => {
-      const d = await interactionOf(provider, req, reply);
+      const d = await formInteraction(req, reply);
       if (!d) return reply;
       if (d.prompt.name !== 'login') throw new PalisadeError('PAL_ERR_VALIDATION', 'this sign-in request is past the sign-in step');
       const redirectUri = `${upstream.baseUrl()}/interaction/callback/${encodeURIComponent(req.params.provider)}`;
@@ -183,7 +241,7 @@ export async function interactionRoutes(app: FastifyInstance, { provider, store,
   }
 
   app.post<{ Params: { uid: string } }>('/interaction/:uid/confirm', async (req, reply) => {
-    const d = await interactionOf(provider, req, reply);
+    const d = await formInteraction(req, reply);
     if (!d) return reply;
     if (d.prompt.name !== 'consent' || !d.session?.accountId) throw new PalisadeError('PAL_ERR_VALIDATION', 'nothing to approve');
     const clientId = String(d.params.client_id);
@@ -200,7 +258,7 @@ export async function interactionRoutes(app: FastifyInstance, { provider, store,
   });
 
   app.post<{ Params: { uid: string } }>('/interaction/:uid/abort', async (req, reply) => {
-    const d = await interactionOf(provider, req, reply);
+    const d = await formInteraction(req, reply);
     if (!d) return reply;
     events.emit({ class: 'authorization', activity: 'oauth.consent', outcome: 'failure', code: 'access_denied', message: 'the user denied access', src: { ip: req.ip } });
     reply.hijack();

@@ -1,7 +1,10 @@
 /**
  * @module auth/pages — the server's few HTML pages (setup, sign-in, consent, device code). Markup is
- * built from escaped strings only; no inline script or style, one stylesheet at `/assets/palisade.css`.
+ * built from escaped strings only; no inline script or style, one stylesheet at `/assets/palisade.css`
+ * (the pages' Content Security Policy, edge/headers.ts, allows nothing else). Every form of an
+ * interaction carries its anti-forgery token (edge/forms.ts).
  */
+import { FORM_TOKEN_FIELD } from '../edge/forms.ts';
 
 const ESC: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
 
@@ -29,12 +32,15 @@ button{margin-top:1rem;padding:.6rem 1.2rem;font-size:1rem;border:0;border-radiu
 button.secondary{background:#e5e7eb;color:#111}.error{color:#b91c1c}.code{font:600 1.6rem ui-monospace,monospace;letter-spacing:.2em}
 ul.scopes{padding-left:1.2rem}.row{display:flex;gap:.5rem}`;
 
-/** The sign-in form of an interaction. */
-export function loginPage(uid: string, clientName: string, error?: string, providers: readonly { id: string; name: string }[] = []): string {
-  const upstream = providers.map((p) => `<form method="post" action="/interaction/${esc(uid)}/upstream/${esc(p.id)}"><button type="submit" class="secondary" id="upstream-${esc(p.id)}">Sign in with ${esc(p.name)}</button></form>`).join('\n');
+/** The hidden field that carries a form's anti-forgery token. */
+const tokenField = (csrf: string) => `<input type="hidden" name="${FORM_TOKEN_FIELD}" value="${esc(csrf)}">`;
+
+/** The sign-in form of an interaction; `csrf` is its anti-forgery token. */
+export function loginPage(uid: string, clientName: string, csrf: string, error?: string, providers: readonly { id: string; name: string }[] = []): string {
+  const upstream = providers.map((p) => `<form method="post" action="/interaction/${esc(uid)}/upstream/${esc(p.id)}">${tokenField(csrf)}<button type="submit" class="secondary" id="upstream-${esc(p.id)}">Sign in with ${esc(p.name)}</button></form>`).join('\n');
   return page('Sign in', `<p>Sign in to approve <strong>${esc(clientName)}</strong>.</p>
 ${error ? `<p class="error" role="alert">${esc(error)}</p>` : ''}
-<form method="post" action="/interaction/${esc(uid)}/login" autocomplete="on">
+<form method="post" action="/interaction/${esc(uid)}/login" autocomplete="on">${tokenField(csrf)}
 <label for="username">Username</label><input id="username" name="username" autocomplete="username" required maxlength="64" autofocus>
 <label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password" required maxlength="128">
 <button type="submit">Sign in</button></form>${upstream ? `\n<p>or</p>\n${upstream}` : ''}`);
@@ -48,13 +54,13 @@ const SCOPE_TEXT: Record<string, string> = {
   admin: 'manage API clients',
 };
 
-/** The consent form of an interaction. */
-export function consentPage(uid: string, clientName: string, username: string, scopes: string[]): string {
+/** The consent form of an interaction; `csrf` is its anti-forgery token. */
+export function consentPage(uid: string, clientName: string, username: string, scopes: string[], csrf: string): string {
   const items = scopes.map((s) => `<li>${esc(SCOPE_TEXT[s] ?? s)}</li>`).join('');
   return page('Approve access', `<p>Signed in as <strong>${esc(username)}</strong>.</p>
 <p><strong>${esc(clientName)}</strong> asks to:</p><ul class="scopes">${items}</ul>
-<div class="row"><form method="post" action="/interaction/${esc(uid)}/confirm"><button type="submit" id="approve">Approve</button></form>
-<form method="post" action="/interaction/${esc(uid)}/abort"><button type="submit" class="secondary" id="deny">Deny</button></form></div>`);
+<div class="row"><form method="post" action="/interaction/${esc(uid)}/confirm">${tokenField(csrf)}<button type="submit" id="approve">Approve</button></form>
+<form method="post" action="/interaction/${esc(uid)}/abort">${tokenField(csrf)}<button type="submit" class="secondary" id="deny">Deny</button></form></div>`);
 }
 
 export function setupPage(token: string, error?: string): string {

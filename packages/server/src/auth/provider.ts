@@ -12,6 +12,7 @@ import type { SecurityEvents } from '../siem/events.ts';
 import { createOidcAdapter } from './adapter.ts';
 import { installHashedSecrets, type ClientDirectory } from './clients.ts';
 import { esc, page } from './pages.ts';
+import { crossSiteFormRefusal } from '../edge/forms.ts';
 
 /** The extension's public client. */
 export const EXTENSION_CLIENT_ID = 'palisade-extension';
@@ -76,7 +77,7 @@ export function createProvider({ config, issuer, store, records, clients, jwks, 
     responseTypes: ['code'],
     clientDefaults: { id_token_signed_response_alg: 'ES256', grant_types: [], response_types: [] },
     jwks: { keys: jwks as NonNullable<Configuration['jwks']>['keys'] },
-    cookies: { keys: cookieKeys, long: { signed: true, httpOnly: true, sameSite: 'lax' }, short: { signed: true, httpOnly: true, sameSite: 'lax' } },
+    cookies: providerCookies(cookieKeys, !config.insecureHttp),
     scopes: ['openid', 'offline_access', 'tasks', 'agent', 'admin'],
     claims: { openid: ['sub'] },
     findAccount: async (_ctx, sub) => {
@@ -149,6 +150,23 @@ export function createProvider({ config, issuer, store, records, clients, jwks, 
 
   const provider = new Provider(issuer, configuration);
   installHashedSecrets(provider.Client);
+  // The device-code forms (POST /device) carry oidc-provider's own anti-forgery token (`xsrf`, bound
+  // to the session cookie); a POST another site sent is refused before it, as on our own forms.
+  const issuerOrigin = new URL(issuer).origin;
+  provider.use(async (ctx, next) => {
+    if (ctx.method === 'POST' && ctx.path === '/device') {
+      const refusal = crossSiteFormRefusal(ctx.headers, [issuerOrigin, `${ctx.protocol}://${ctx.host}`]);
+      if (refusal) {
+        events.emit({ class: 'api_activity', activity: 'form.refused', outcome: 'failure', severity: 'high', code: 'PAL_ERR_ORIGIN_REFUSED', message: `form refused: ${refusal}`, src: { ip: ctx.ip, origin: ctx.get('origin').slice(0, 200) || undefined }, data: { path: '/oauth2/device' } });
+        ctx.status = 403;
+        ctx.type = 'html';
+        ctx.set('cache-control', 'no-store');
+        ctx.body = page('Request refused', '<p class="error" role="alert">This form was not sent from this server’s own page, so nothing was done. Start again from your device.</p>');
+        return;
+      }
+    }
+    await next();
+  });
   // A store that cannot be reached: refused with 503 + Retry-After (see adapter.ts), and an alarm.
   provider.use(async (ctx, next) => {
     await next();
@@ -189,4 +207,25 @@ export function createProvider({ config, issuer, store, records, clients, jwks, 
     onGrantRevoked?.(grantId);
   });
   return provider;
+}
+
+/**
+ * oidc-provider's cookies: signed, `HttpOnly`, `SameSite=Lax`, and over TLS `Secure` with the
+ * `__Host-` prefix (no `Domain`, `Path=/`: the browser refuses them from anywhere else). The
+ * interaction cookie's path is `/` (oidc-provider would scope it to `/interaction/<uid>`; the
+ * `short` options are applied after that default), which also lets the upstream sign-in callback
+ * (`/interaction/callback/…`) see it. The resume cookie's path is forced by oidc-provider to
+ * `/oauth2/auth/<uid>` (or `/oauth2/device/resume/<uid>`), after these options, so it gets the
+ * `__Secure-` prefix instead. Plain HTTP (development only) cannot set `Secure` cookies: no prefixes.
+ */
+export function providerCookies(keys: string[], secure: boolean): NonNullable<Configuration['cookies']> {
+  const options = { signed: true, httpOnly: true, sameSite: 'lax', secure } as const;
+  return {
+    keys,
+    names: secure
+      ? { session: '__Host-palisade-session', interaction: '__Host-palisade-interaction', resume: '__Secure-palisade-resume' }
+      : { session: 'palisade-session', interaction: 'palisade-interaction', resume: 'palisade-resume' },
+    long: { ...options, path: '/' },
+    short: { ...options, path: '/' },
+  };
 }

@@ -2,10 +2,14 @@
  * @module gateway/agents — the agent WebSocket endpoint (`/ws/agent`).
  *
  * Upgrade pipeline, in order (each a named step below):
- *   checkPath → checkOrigin → checkSubprotocol → authenticate (bearer subprotocol, verified before the
- *   upgrade) → authorize (scope `agent`) → upgrade (`maxPayload` bounded)
- * then on the socket: auth frame if no bearer was offered (within `authTimeoutMs`) → `hello` (within
- * `authTimeoutMs`) → frames, each parsed and validated → heartbeat → closed when the token expires.
+ *   checkPath → checkOrigin → checkSubprotocol → rateLimitIp → reserveConnection (node, IP caps)
+ *   → authenticate (bearer subprotocol, verified before the upgrade) → authorize (scope `agent`)
+ *   → rateLimitPrincipal → reserveUser (per-user cap) → upgrade (`maxPayload` bounded)
+ * then on the socket: auth frame if no bearer was offered (within `authTimeoutMs`; the per-user cap
+ * is then checked) → `hello` (within `authTimeoutMs`) → frames, each within the connection's rate
+ * (token bucket), parsed and validated → heartbeat (a missed pong drops the peer) → closed when the
+ * token expires unless a fresh one came in an `auth` frame; a peer whose unsent data passes
+ * `maxSendBufferBytes` is closed as a slow consumer.
  */
 import type { IncomingMessage, Server as HttpServer } from 'node:http';
 import type { Duplex } from 'node:stream';
@@ -26,6 +30,8 @@ import type { SecurityEvents } from '../siem/events.ts';
 import type { TaskService } from '../tasks/service.ts';
 import { agentFrame } from '../edge/validators.ts';
 import type { AgentHandle, AgentRegistry } from './registry.ts';
+import type { ClientIpResolver } from '../edge/client-ip.ts';
+import { rateLimitError, type RateLimiter } from '../edge/rate-limit.ts';
 
 export const AGENT_PATH = '/ws/agent';
 /** Frames of one connection waiting to be handled; past this the agent is flooding and is closed. */
@@ -44,6 +50,10 @@ export interface GatewayOptions {
   agents: AgentRegistry;
   events: SecurityEvents;
   log: Logger;
+  /** Upgrade rates per IP and per principal (class `ws`). */
+  limiter: RateLimiter;
+  /** The client address, behind trusted proxies too. */
+  ips: ClientIpResolver;
 }
 
 interface UpgradeContext {
@@ -52,13 +62,71 @@ interface UpgradeContext {
   origin?: string | undefined;
   token?: string | undefined;
   principal?: Principal;
+  /** The caps this upgrade holds (released on refusal or when the connection closes). */
+  slot?: ConnectionSlot;
+  retryAfter?: [string, string][];
 }
 
 type UpgradeStep = (ctx: UpgradeContext, o: GatewayOptions) => void | Promise<void>;
 
-function clientIp(req: IncomingMessage): string {
-  return req.socket.remoteAddress ?? 'unknown';
+/**
+ * Open connections on this node: in all, per client IP and per user. A connection reserves its
+ * place before the upgrade (so parallel upgrades cannot pass a cap) and gives it back when it closes.
+ */
+export class ConnectionCaps {
+  readonly #byIp = new Map<string, number>();
+  readonly #byUser = new Map<string, number>();
+  #total = 0;
+  readonly #o: { maxConnections: number; maxConnectionsPerIp: number; maxConnectionsPerUser: number };
+  constructor(o: { maxConnections: number; maxConnectionsPerIp: number; maxConnectionsPerUser: number }) {
+    this.#o = o;
+  }
+  get total(): number {
+    return this.#total;
+  }
+  /** Counts by IP and by user (for tests and metrics): sizes of the maps, which must return to 0. */
+  get tracked(): { ips: number; users: number } {
+    return { ips: this.#byIp.size, users: this.#byUser.size };
+  }
+  reserve(ip: string): ConnectionSlot {
+    if (this.#total >= this.#o.maxConnections) throw new PalisadeError('PAL_ERR_UNAVAILABLE', 'this node holds as many connections as it may; try again or another node');
+    if ((this.#byIp.get(ip) ?? 0) >= this.#o.maxConnectionsPerIp) throw new PalisadeError('PAL_ERR_TOO_MANY_CONNECTIONS', `more than ${this.#o.maxConnectionsPerIp} connections from one address`);
+    this.#total++;
+    bump(this.#byIp, ip, 1);
+    let user: string | undefined;
+    let released = false;
+    return {
+      addUser: (userId: string) => {
+        if (user !== undefined || released) return;
+        if ((this.#byUser.get(userId) ?? 0) >= this.#o.maxConnectionsPerUser) throw new PalisadeError('PAL_ERR_TOO_MANY_CONNECTIONS', `more than ${this.#o.maxConnectionsPerUser} connections of one user`);
+        user = userId;
+        bump(this.#byUser, userId, 1);
+      },
+      release: () => {
+        if (released) return;
+        released = true;
+        this.#total--;
+        bump(this.#byIp, ip, -1);
+        if (user !== undefined) bump(this.#byUser, user, -1);
+      },
+    };
+  }
 }
+
+export interface ConnectionSlot {
+  /** Counts the connection against a user's cap (once); throws past it. */
+  addUser(userId: string): void;
+  /** Gives every place back (idempotent). */
+  release(): void;
+}
+
+function bump(map: Map<string, number>, key: string, by: number): void {
+  const n = (map.get(key) ?? 0) + by;
+  if (n <= 0) map.delete(key);
+  else map.set(key, n);
+}
+
+const principalKey = (p: Principal) => (p.kind === 'client' ? `client:${p.clientId}` : `user:${p.userId}`);
 
 // ── upgrade pipeline steps ─────────────────────────────────────────────────────────────────
 const checkPath: UpgradeStep = ({ req }) => {
@@ -83,6 +151,23 @@ const checkSubprotocol: UpgradeStep = (ctx) => {
   if (bearer) ctx.token = bearer.slice(WS_BEARER_PREFIX.length);
 };
 
+const rateLimitIp: UpgradeStep = async (ctx, { limiter }) => {
+  const v = await limiter.check('ws', { ip: ctx.ip });
+  if (!v.allowed) {
+    ctx.retryAfter = v.headers;
+    throw rateLimitError(v);
+  }
+};
+
+const rateLimitPrincipal: UpgradeStep = async (ctx, { limiter }) => {
+  if (!ctx.principal) return;
+  const v = await limiter.check('ws', { ip: ctx.ip, principal: principalKey(ctx.principal), principalOnly: true });
+  if (!v.allowed) {
+    ctx.retryAfter = v.headers;
+    throw rateLimitError(v);
+  }
+};
+
 const authenticate: UpgradeStep = async (ctx, { verifier }) => {
   if (ctx.token !== undefined) ctx.principal = await verifier.verify(ctx.token);
 };
@@ -91,17 +176,21 @@ const authorize: UpgradeStep = (ctx) => {
   if (ctx.principal && !ctx.principal.scopes.has('agent')) throw new PalisadeError('PAL_ERR_FORBIDDEN', 'agent connections need the "agent" scope');
 };
 
-/** The visible pipeline every agent upgrade passes. */
-export const UPGRADE_PIPELINE: readonly [string, UpgradeStep][] = [
+/** The visible pipeline every agent upgrade passes (`reserveConnection`/`reserveUser` need the caps, so they are bound per gateway). */
+export const UPGRADE_PIPELINE: readonly (readonly [string, UpgradeStep | 'reserveConnection' | 'reserveUser'])[] = [
   ['checkPath', checkPath],
   ['checkOrigin', checkOrigin],
   ['checkSubprotocol', checkSubprotocol],
+  ['rateLimitIp', rateLimitIp],
+  ['reserveConnection', 'reserveConnection'],
   ['authenticate', authenticate],
   ['authorize', authorize],
+  ['rateLimitPrincipal', rateLimitPrincipal],
+  ['reserveUser', 'reserveUser'],
 ];
 
 /** Attaches the agent endpoint to `server`. Returns a function that closes every connection. */
-export function attachAgentGateway(server: HttpServer, o: GatewayOptions): { close(): Promise<void>; wss: WebSocketServer } {
+export function attachAgentGateway(server: HttpServer, o: GatewayOptions): { close(): Promise<void>; wss: WebSocketServer; caps: ConnectionCaps } {
   const wss = new WebSocketServer({
     noServer: true,
     maxPayload: o.config.maxFrameBytes,
@@ -111,17 +200,27 @@ export function attachAgentGateway(server: HttpServer, o: GatewayOptions): { clo
 
   // Connections by session, so revoking a session (on any node) closes its connections here at once.
   const bySession = new SessionIndex();
+  const caps = new ConnectionCaps(o.config);
+  const steps: Record<'reserveConnection' | 'reserveUser', UpgradeStep> = {
+    reserveConnection: (ctx) => {
+      ctx.slot = caps.reserve(ctx.ip);
+    },
+    reserveUser: (ctx) => {
+      if (ctx.principal) ctx.slot!.addUser(ctx.principal.userId);
+    },
+  };
   const offRevoke = o.sessions.onRevoke((id) => {
     for (const c of bySession.take(id)) c.revoked();
   });
 
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    const ctx: UpgradeContext = { req, ip: clientIp(req) };
+    const ctx: UpgradeContext = { req, ip: o.ips.of(req) };
     void (async () => {
       for (const [name, step] of UPGRADE_PIPELINE) {
         try {
-          await step(ctx, o);
+          await (typeof step === 'string' ? steps[step] : step)(ctx, o);
         } catch (e) {
+          ctx.slot?.release();
           const err = e instanceof PalisadeError ? e : new PalisadeError('PAL_ERR_INTERNAL', 'internal error', { internal: e });
           if (name !== 'checkPath') {
             o.events.emit({
@@ -130,11 +229,17 @@ export function attachAgentGateway(server: HttpServer, o: GatewayOptions): { clo
               src: { ip: ctx.ip, origin: ctx.origin }, actor: { userId: ctx.principal?.userId, clientId: ctx.principal?.clientId },
             });
           }
-          refuseUpgrade(socket, err);
+          refuseUpgrade(socket, err, ctx.retryAfter);
           return;
         }
       }
+      // The socket may have gone while the pipeline ran: then its place is given back here.
+      socket.once('close', () => {
+        if (!upgraded) ctx.slot?.release();
+      });
+      let upgraded = false;
       wss.handleUpgrade(req, socket, head, (ws) => {
+        upgraded = true;
         new AgentConnection(ws, ctx, o, bySession).start();
       });
     })();
@@ -143,6 +248,7 @@ export function attachAgentGateway(server: HttpServer, o: GatewayOptions): { clo
 
   return {
     wss,
+    caps,
     async close() {
       offRevoke();
       server.off('upgrade', onUpgrade);
@@ -153,11 +259,12 @@ export function attachAgentGateway(server: HttpServer, o: GatewayOptions): { clo
 }
 
 /** Answers a refused upgrade with an HTTP status and a problem body, then closes the socket. */
-function refuseUpgrade(socket: Duplex, err: PalisadeError): void {
+function refuseUpgrade(socket: Duplex, err: PalisadeError, extra: readonly [string, string][] = []): void {
   const body = JSON.stringify(err.toProblem());
-  const reason = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found' }[err.status as 400] ?? 'Error';
+  const reason = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 429: 'Too Many Requests', 503: 'Service Unavailable' }[err.status as 400] ?? 'Error';
+  const headers = [...extra, ...(err.status === 503 && extra.length === 0 ? [['retry-after', '1'] as const] : [])].map(([k, v]) => `${k}: ${v}\r\n`).join('');
   if (socket.writable) {
-    socket.write(`HTTP/1.1 ${err.status} ${reason}\r\nConnection: close\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+    socket.write(`HTTP/1.1 ${err.status} ${reason}\r\nConnection: close\r\nContent-Type: application/problem+json\r\n${headers}Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
   }
   socket.destroy();
 }
@@ -192,10 +299,15 @@ class AgentConnection {
   #timers: NodeJS.Timeout[] = [];
   #alive = true;
   #closed = false;
+  /** Closing with an error: later frames are ignored. */
+  #failed = false;
   /** Frames are handled one at a time, in order, so a task's accept, progress and result never race. */
   #chain: Promise<void> = Promise.resolve();
   #pending = 0;
   #expiry: NodeJS.Timeout | undefined;
+  /** Token bucket of frames this connection may send: refilled at `wsMessageRate` per second up to `wsMessageBurst`. */
+  #tokens: number;
+  #refilledAt = Date.now();
 
   readonly #sessions: SessionIndex;
 
@@ -205,6 +317,31 @@ class AgentConnection {
     this.#o = o;
     this.#sessions = sessions;
     this.#principal = ctx.principal;
+    this.#tokens = o.config.wsMessageBurst;
+  }
+
+  /** Takes one frame from the bucket; false if the connection is over its rate. */
+  #takeToken(): boolean {
+    const now = Date.now();
+    const { wsMessageRate, wsMessageBurst } = this.#o.config;
+    this.#tokens = Math.min(wsMessageBurst, this.#tokens + ((now - this.#refilledAt) / 1000) * wsMessageRate);
+    this.#refilledAt = now;
+    if (this.#tokens < 1) return false;
+    this.#tokens -= 1;
+    return true;
+  }
+
+  /** Sends a frame, unless the peer has left too much unread: then it is dropped as a slow consumer. */
+  #write(data: string): void {
+    const ws = this.#ws;
+    if (ws.readyState !== ws.OPEN) return;
+    if (ws.bufferedAmount + data.length > this.#o.config.maxSendBufferBytes) {
+      this.#event('ws.close', 'failure', 'PAL_ERR_SLOW_CONSUMER', `${ws.bufferedAmount} bytes unsent: the peer reads too slowly`);
+      // A close frame would wait behind the unsent data: the connection is cut at once.
+      ws.terminate();
+      return;
+    }
+    ws.send(data);
   }
 
   /** Its session was revoked: close at once. */
@@ -215,6 +352,11 @@ class AgentConnection {
   start(): void {
     const ws = this.#ws;
     ws.on('message', (data, isBinary) => {
+      if (this.#closed || this.#failed) return;
+      if (!this.#takeToken()) {
+        this.#fail('PAL_ERR_RATE_LIMITED', `more than ${this.#o.config.wsMessageRate} frames per second (burst ${this.#o.config.wsMessageBurst}); slow down`);
+        return;
+      }
       if (++this.#pending > MAX_PENDING_FRAMES) {
         this.#fail('PAL_ERR_RATE_LIMITED', `more than ${MAX_PENDING_FRAMES} frames waiting; slow down`);
         return;
@@ -250,6 +392,14 @@ class AgentConnection {
 
   #onAuthenticated(previous?: Principal): void {
     const p = this.#principal!;
+    if (!previous) {
+      try {
+        this.#ctx.slot?.addUser(p.userId);
+      } catch (e) {
+        const err = e as PalisadeError;
+        return this.#fail(err.code, err.message);
+      }
+    }
     if (previous?.sessionId) this.#sessions.remove(previous.sessionId, this);
     if (p.sessionId) {
       this.#sessions.add(p.sessionId, this);
@@ -347,9 +497,7 @@ class AgentConnection {
     const ws = this.#ws;
     const handle: AgentHandle = {
       id: record.id, userId: p.userId, name: record.name, grants, inFlight: new Set(),
-      send: (f: ServerFrame) => {
-        if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(f));
-      },
+      send: (f: ServerFrame) => this.#write(JSON.stringify(f)),
       close: (code: number, reason: string) => ws.close(code, reason),
     };
     this.#handle = handle;
@@ -370,6 +518,7 @@ class AgentConnection {
   #onClose(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#ctx.slot?.release();
     if (this.#principal?.sessionId) this.#sessions.remove(this.#principal.sessionId, this);
     for (const t of this.#timers) clearTimeout(t);
     this.#timers = [];
@@ -393,11 +542,13 @@ class AgentConnection {
   }
 
   #send(frame: ServerFrame): void {
-    if (this.#ws.readyState === this.#ws.OPEN) this.#ws.send(JSON.stringify(frame));
+    this.#write(JSON.stringify(frame));
   }
 
   /** Sends an error frame and closes with the code's WebSocket close number. */
   #fail(code: ErrorCode, message: string): void {
+    if (this.#failed) return;
+    this.#failed = true;
     this.#event('ws.close', 'failure', code, message);
     this.#send({ type: 'error', code, message });
     this.#ws.close(ERROR_CODES[code].close, message.slice(0, 120));

@@ -4,7 +4,7 @@
  * dropped as they are met and by a periodic sweep, and the oldest go first past `maxKeys`.
  */
 import { EventEmitter } from 'node:events';
-import type { HotStore, PresenceEntry } from './types.ts';
+import type { Escalation, HotStore, PresenceEntry, RateDecision, RateLimits, RateRule } from './types.ts';
 
 export interface MemoryHotStoreOptions {
   /** Most entries per map. Default 100,000. */
@@ -60,6 +60,55 @@ class ExpiringMap<T> {
   }
 }
 
+/**
+ * Rate limits in this process (GCRA; the same arithmetic as the Redis script). Also the limiter a
+ * node falls back to while Redis is unreachable, so an outage never means "allow all".
+ */
+export function createMemoryRateLimits(o: MemoryHotStoreOptions = {}): RateLimits & { sweep(): void } {
+  const now = o.now ?? Date.now;
+  const max = o.maxKeys ?? 100_000;
+  const tats = new ExpiringMap<number>(max, now);
+  const strikes = new ExpiringMap<number>(max, now);
+  const blocks = new ExpiringMap<true>(max, now);
+  return {
+    async consume(rules: RateRule[], escalation: Escalation): Promise<RateDecision> {
+      const t = now();
+      for (let i = 0; i < rules.length; i++) {
+        const b = blocks.get(rules[i]!.key);
+        if (b) return { allowed: false, retryAfterMs: Math.max(1, Math.ceil(b.expiresAt - t)), remaining: 0, rule: i, blocked: true, newlyBlocked: false };
+      }
+      const next: number[] = [];
+      let tightest = 0;
+      let least = Infinity;
+      for (let i = 0; i < rules.length; i++) {
+        const r = rules[i]!;
+        const interval = r.periodMs / r.limit;
+        const tat = Math.max(tats.get(r.key)?.value ?? t, t) + interval;
+        const over = tat - t - interval * r.burst;
+        if (over > 0) {
+          const s = strikes.get(r.key);
+          const count = (s?.value ?? 0) + 1;
+          if (count >= escalation.strikes) {
+            strikes.delete(r.key);
+            blocks.set(r.key, true, t + escalation.blockMs);
+            return { allowed: false, retryAfterMs: escalation.blockMs, remaining: 0, rule: i, blocked: true, newlyBlocked: true };
+          }
+          strikes.set(r.key, count, s?.expiresAt ?? t + escalation.windowMs);
+          return { allowed: false, retryAfterMs: Math.max(1, Math.ceil(over)), remaining: 0, rule: i, blocked: false, newlyBlocked: false };
+        }
+        next.push(tat);
+        const left = Math.max(0, Math.floor(-over / interval));
+        if (left < least) [least, tightest] = [left, i];
+      }
+      for (let i = 0; i < rules.length; i++) tats.set(rules[i]!.key, next[i]!, next[i]!);
+      return { allowed: true, retryAfterMs: 0, remaining: least === Infinity ? 0 : least, rule: tightest, blocked: false, newlyBlocked: false };
+    },
+    sweep() {
+      for (const m of [tats, strikes, blocks]) m.sweep();
+    },
+  };
+}
+
 export function createMemoryHotStore(o: MemoryHotStoreOptions = {}): HotStore {
   const max = o.maxKeys ?? 100_000;
   const now = o.now ?? Date.now;
@@ -67,9 +116,10 @@ export function createMemoryHotStore(o: MemoryHotStoreOptions = {}): HotStore {
   const revoked = new ExpiringMap<true>(max, now);
   const presence = new ExpiringMap<PresenceEntry>(max, now);
   const transient = new ExpiringMap<string>(max, now);
+  const rates = createMemoryRateLimits(o);
   const bus = new EventEmitter().setMaxListeners(0);
   const sweeper = setInterval(() => {
-    for (const m of [counters, revoked, presence, transient]) m.sweep();
+    for (const m of [counters, revoked, presence, transient, rates]) m.sweep();
   }, 60_000).unref();
 
   return {
@@ -97,6 +147,7 @@ export function createMemoryHotStore(o: MemoryHotStoreOptions = {}): HotStore {
         return counters.get(key)?.value ?? 0;
       },
     },
+    rates,
     revocations: {
       async revoke(id, ttlMs) {
         revoked.set(id, true, now() + ttlMs);

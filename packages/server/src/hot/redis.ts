@@ -5,6 +5,7 @@
  *
  * Keys (P = prefix):
  *   P:cnt:<key>                    attempt counter (INCR, window TTL set on the first attempt)
+ *   P:rl:<key>, :s, :b             rate limit: GCRA arrival time (ms), strikes, block (all with TTLs)
  *   P:revoked                      sorted set: revoked id → expiry (ms); channel P:revoked tells nodes
  *   P:presence:agent:<id>          JSON presence entry, TTL; P:presence:user:<uid> set of agent ids
  *   P:tmp:<key>                    one-time values (GETDEL)
@@ -79,6 +80,46 @@ r.payload.consumed = tonumber(ARGV[1])
 redis.call('SET', KEYS[1], cjson.encode(r), 'KEEPTTL')
 return 1`;
 
+// Rate limits (GCRA), the same arithmetic as createMemoryRateLimits, on Redis's clock so every node agrees.
+// KEYS: per rule i, 3i+1 arrival time, 3i+2 strikes, 3i+3 block.
+// ARGV[1..3]: strikes to block, strike window ms, block ms; ARGV[4 + 2i]: interval ms, ARGV[5 + 2i]: burst.
+// Returns {allowed, retryAfterMs, remaining, rule (0-based), blocked, newlyBlocked}.
+const RATE = `
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + tonumber(time[2]) / 1000
+local n = #KEYS / 3
+for i = 0, n - 1 do
+  local ttl = redis.call('PTTL', KEYS[3 * i + 3])
+  if ttl > 0 then return {0, ttl, 0, i, 1, 0} end
+end
+local nexts = {}
+local tightest, least = 0, -1
+for i = 0, n - 1 do
+  local interval = tonumber(ARGV[4 + 2 * i])
+  local burst = tonumber(ARGV[5 + 2 * i])
+  local tat = tonumber(redis.call('GET', KEYS[3 * i + 1]) or '0')
+  if tat < now then tat = now end
+  tat = tat + interval
+  local over = tat - now - interval * burst
+  if over > 0 then
+    local strikes = redis.call('INCR', KEYS[3 * i + 2])
+    if strikes == 1 then redis.call('PEXPIRE', KEYS[3 * i + 2], ARGV[2]) end
+    if strikes >= tonumber(ARGV[1]) then
+      redis.call('DEL', KEYS[3 * i + 2])
+      redis.call('SET', KEYS[3 * i + 3], '1', 'PX', ARGV[3])
+      return {0, tonumber(ARGV[3]), 0, i, 1, 1}
+    end
+    return {0, math.max(1, math.ceil(over)), 0, i, 0, 0}
+  end
+  nexts[i] = tat
+  local left = math.floor(-over / interval)
+  if least < 0 or left < least then least, tightest = left, i end
+end
+for i = 0, n - 1 do
+  redis.call('SET', KEYS[3 * i + 1], string.format('%.3f', nexts[i]), 'PX', math.max(1, math.ceil(nexts[i] - now)))
+end
+return {1, 0, math.max(least, 0), tightest, 0, 0}`;
+
 /** Runs a Lua script by its SHA-1, loading it on first use (or after a Redis restart). */
 function script(source: string) {
   const sha = createHash('sha1').update(source).digest('hex');
@@ -96,6 +137,7 @@ const attemptScript = script(ATTEMPT);
 const releaseScript = script(RELEASE);
 const presenceRemoveScript = script(PRESENCE_REMOVE);
 const consumeScript = script(CONSUME);
+const rateScript = script(RATE);
 
 /** Connects (waiting for the first connection), loads the revocation mirror, and returns the store. */
 export async function openRedisHotStore(o: RedisHotStoreOptions): Promise<HotStore> {
@@ -118,7 +160,10 @@ export async function openRedisHotStore(o: RedisHotStoreOptions): Promise<HotSto
   const sub = redis.duplicate();
   // Errors surface on each command (as PAL_ERR_UNAVAILABLE); the connection's own error events
   // must not crash the process while ioredis reconnects.
-  redis.on('error', () => undefined);
+  let connectError: unknown;
+  redis.on('error', (e: unknown) => {
+    connectError ??= e;
+  });
   sub.on('error', () => undefined);
   try {
     await redis.connect();
@@ -126,7 +171,10 @@ export async function openRedisHotStore(o: RedisHotStoreOptions): Promise<HotSto
   } catch (e) {
     redis.disconnect();
     sub.disconnect();
-    throw new PalisadeError('PAL_ERR_UNAVAILABLE', `Redis is unreachable (${o.sentinels ? `sentinels ${o.sentinels.map((s) => `${s.host}:${s.port}`).join(',')}` : o.url ?? 'redis://127.0.0.1:6379'})`, { internal: e });
+    // The first connection error names the cause (refused, a certificate not trusted…), what the operator must fix.
+    const first = connectError ?? e;
+    const cause = first instanceof Error ? `: ${(first as NodeJS.ErrnoException).code ? `${(first as NodeJS.ErrnoException).code} ` : ''}${first.message}` : '';
+    throw new PalisadeError('PAL_ERR_UNAVAILABLE', `Redis is unreachable (${o.sentinels ? `sentinels ${o.sentinels.map((s) => `${s.host}:${s.port}`).join(',')}` : o.url?.replace(/\/\/[^@/]*@/, '//…@') ?? 'redis://127.0.0.1:6379'})${cause}`, { internal: e });
   }
 
   /** Every command: an unreachable Redis becomes PAL_ERR_UNAVAILABLE (fail closed, retryable). */
@@ -184,6 +232,14 @@ export async function openRedisHotStore(o: RedisHotStoreOptions): Promise<HotSto
       },
       async peek(key) {
         return Number((await run(() => redis.get(`${P}cnt:${key}`))) ?? 0);
+      },
+    },
+    rates: {
+      async consume(rules, esc) {
+        const keys = rules.flatMap((r) => [`${P}rl:${r.key}`, `${P}rl:${r.key}:s`, `${P}rl:${r.key}:b`]);
+        const args = [esc.strikes, esc.windowMs, esc.blockMs, ...rules.flatMap((r) => [r.periodMs / r.limit, r.burst])];
+        const v = (await run(() => rateScript(redis, keys, args))) as number[];
+        return { allowed: v[0] === 1, retryAfterMs: Number(v[1]), remaining: Number(v[2]), rule: Number(v[3]), blocked: v[4] === 1, newlyBlocked: v[5] === 1 };
       },
     },
     revocations: {

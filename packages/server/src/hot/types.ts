@@ -4,6 +4,7 @@
  * Both pass one contract suite (`test/hot/contract.ts`).
  *
  *  - counters     attempt counters updated atomically (sign-in guessing limits)
+ *  - rates        request-rate limits (GCRA), with temporary blocks for repeated abuse
  *  - revocations  revoked session ids, mirrored on every node so checks cost no round trip
  *  - presence     which agents are connected to which node
  *  - transient    one-time values with a time to live (upstream sign-in transactions)
@@ -42,6 +43,47 @@ export interface Counters {
   peek(key: string): Promise<number>;
 }
 
+/**
+ * One rate limit, as a Generic Cell Rate Algorithm (GCRA) bucket: on average `limit` requests per
+ * `periodMs`, of which up to `burst` may come at once. Its state is one timestamp per key.
+ */
+export interface RateRule {
+  key: string;
+  limit: number;
+  periodMs: number;
+  burst: number;
+}
+
+/** What happens to a key that keeps being refused: `strikes` refusals within `windowMs` block it for `blockMs`. */
+export interface Escalation {
+  strikes: number;
+  windowMs: number;
+  blockMs: number;
+}
+
+export interface RateDecision {
+  allowed: boolean;
+  /** If refused: ms until a request would be allowed (the block's end, if blocked). Else 0. */
+  retryAfterMs: number;
+  /** Requests left right now under the tightest rule (after this one, if allowed). */
+  remaining: number;
+  /** Index of the rule that refused, or of the tightest rule if allowed. */
+  rule: number;
+  /** Refused because a rule's key is blocked (repeated abuse). */
+  blocked: boolean;
+  /** This refusal was the strike that blocked the key (reported once, for the security event). */
+  newlyBlocked: boolean;
+}
+
+export interface RateLimits {
+  /**
+   * Atomically, in one step (one round trip on Redis): refuses if any rule's key is blocked or over
+   * its rate; otherwise takes one request from every rule. A refusal counts a strike against the
+   * refusing key, and `escalation.strikes` of them block it.
+   */
+  consume(rules: RateRule[], escalation: Escalation): Promise<RateDecision>;
+}
+
 export interface Revocations {
   /** Marks `id` revoked for `ttlMs` and tells every node. */
   revoke(id: string, ttlMs: number): Promise<void>;
@@ -77,6 +119,7 @@ export interface Transient {
 export interface HotStore {
   readonly kind: 'memory' | 'redis';
   readonly counters: Counters;
+  readonly rates: RateLimits;
   readonly revocations: Revocations;
   readonly presence: Presence;
   readonly transient: Transient;

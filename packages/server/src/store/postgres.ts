@@ -25,6 +25,8 @@ export interface PostgresStoreOptions {
   maxConnections?: number;
   /** How long to wait for a connection before failing the query, ms. Default 3000. */
   connectTimeoutMs?: number;
+  /** TLS to the server (e.g. `{ ca, rejectUnauthorized: true }` from tls/clients.ts). Default: what the connection string says. */
+  ssl?: pg.PoolConfig['ssl'];
 }
 
 /** Connects, migrates, and returns the store. */
@@ -36,6 +38,7 @@ export async function openPostgresStore(o: PostgresStoreOptions): Promise<Durabl
     max: o.maxConnections ?? 10,
     options: `-c search_path=${schema}`,
     connectionTimeoutMillis: o.connectTimeoutMs ?? 3000,
+    ...(o.ssl ? { ssl: o.ssl } : {}),
   });
   // An idle connection that breaks (server restart, network) must not take the process down; the
   // pool replaces it, and queries meanwhile fail closed (see `run`).

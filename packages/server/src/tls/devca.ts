@@ -7,6 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { createHash, X509Certificate } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync, chmodSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { checkTlsPair } from './check.ts';
 
 export interface TlsMaterial {
   key: string;
@@ -48,10 +49,26 @@ export function ensureDevTls(dir: string, names: readonly string[] = []): TlsMat
   return { key: readFileSync(p('server.key'), 'utf8'), cert, ca: readFileSync(p('ca.crt'), 'utf8'), caFile: p('ca.crt'), spki: spkiHash(cert), generated };
 }
 
-/** Loads operator-provided TLS files. */
+/**
+ * Loads operator-provided TLS files, checked (tls/check.ts): a key that does not match the
+ * certificate, or a certificate that is not valid now, stops the start with the reason.
+ */
 export function loadTlsFiles(keyFile: string, certFile: string): TlsMaterial {
-  const cert = readFileSync(certFile, 'utf8');
-  return { key: readFileSync(keyFile, 'utf8'), cert, spki: spkiHash(cert) };
+  const read = (file: string, flag: string) => {
+    try {
+      return readFileSync(file, 'utf8');
+    } catch (e) {
+      throw new Error(`${flag}: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    }
+  };
+  const key = read(keyFile, '--tls-key');
+  const cert = read(certFile, '--tls-cert');
+  try {
+    checkTlsPair(key, cert);
+  } catch (e) {
+    throw new Error(`--tls-key ${keyFile} / --tls-cert ${certFile}: ${(e as Error).message}`);
+  }
+  return { key, cert, spki: spkiHash(cert) };
 }
 
 /** base64 SHA-256 of a certificate's SubjectPublicKeyInfo. */

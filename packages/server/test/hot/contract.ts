@@ -100,5 +100,61 @@ export function hotContract(name: string, open: () => Promise<HotStore>): void {
       await sleep(120);
       assert.equal(await h.transient.take(short), undefined);
     });
+
+    const calm = { strikes: 1000, windowMs: 60_000, blockMs: 60_000 };
+
+    it('rates: a burst is allowed, then refused with the wait until the next request', async () => {
+      const rule = { key: k(), limit: 10, periodMs: 10_000, burst: 3 };
+      const seen = [];
+      for (let i = 0; i < 3; i++) seen.push(await h.rates.consume([rule], calm));
+      assert.deepEqual(seen.map((d) => [d.allowed, d.remaining]), [[true, 2], [true, 1], [true, 0]]);
+      const refused = await h.rates.consume([rule], calm);
+      assert.equal(refused.allowed, false);
+      assert.equal(refused.blocked, false);
+      // One request every 1000 ms: the next is due within one interval.
+      assert.ok(refused.retryAfterMs > 900 && refused.retryAfterMs <= 1000, `retry after ${refused.retryAfterMs}`);
+    });
+
+    it('rates: the bucket refills at the rate', async () => {
+      const rule = { key: k(), limit: 20, periodMs: 1000, burst: 1 };
+      assert.equal((await h.rates.consume([rule], calm)).allowed, true);
+      assert.equal((await h.rates.consume([rule], calm)).allowed, false);
+      await sleep(70);
+      assert.equal((await h.rates.consume([rule], calm)).allowed, true, 'one request per 50 ms');
+    });
+
+    it('rates: parallel requests never pass the burst', async () => {
+      const rule = { key: k(), limit: 1, periodMs: 60_000, burst: 7 };
+      const results = await Promise.all(Array.from({ length: 40 }, () => h.rates.consume([rule], calm)));
+      assert.equal(results.filter((r) => r.allowed).length, 7);
+    });
+
+    it('rates: several rules are taken from together or not at all; the refusing rule is named', async () => {
+      const wide = { key: k(), limit: 100, periodMs: 60_000, burst: 100 };
+      const narrow = { key: k(), limit: 1, periodMs: 60_000, burst: 1 };
+      const first = await h.rates.consume([wide, narrow], calm);
+      assert.deepEqual([first.allowed, first.rule, first.remaining], [true, 1, 0], 'the tightest rule is reported');
+      const second = await h.rates.consume([wide, narrow], calm);
+      assert.deepEqual([second.allowed, second.rule], [false, 1]);
+      const alone = await h.rates.consume([wide], calm);
+      assert.equal(alone.remaining, 98, 'the refused request took nothing from the wide rule (2 of 100 taken)');
+    });
+
+    it('rates: repeated refusals block the key for the block time, reported once', async () => {
+      const rule = { key: k(), limit: 1, periodMs: 60_000, burst: 1 };
+      const esc = { strikes: 3, windowMs: 10_000, blockMs: 150 };
+      assert.equal((await h.rates.consume([rule], esc)).allowed, true);
+      const strikes = [];
+      for (let i = 0; i < 3; i++) strikes.push(await h.rates.consume([rule], esc));
+      assert.deepEqual(strikes.map((d) => [d.allowed, d.blocked, d.newlyBlocked]), [[false, false, false], [false, false, false], [false, true, true]]);
+      const during = await h.rates.consume([rule], esc);
+      assert.deepEqual([during.allowed, during.blocked, during.newlyBlocked], [false, true, false]);
+      assert.ok(during.retryAfterMs > 0 && during.retryAfterMs <= 150, `retry after ${during.retryAfterMs}`);
+      const other = { key: k(), limit: 1, periodMs: 60_000, burst: 1 };
+      assert.equal((await h.rates.consume([other], esc)).allowed, true, 'other keys are not blocked');
+      await sleep(200);
+      const after = await h.rates.consume([rule], esc);
+      assert.equal(after.blocked, false, 'the block expired');
+    });
   });
 }

@@ -31,6 +31,8 @@ interface Answer {
 /** One sign-in form of one interaction; `guess` posts it (as often as wanted). */
 interface SignInForm {
   uid: string;
+  /** The form's anti-forgery token (hidden field). */
+  token: string;
   guess(username: string, password: string): Promise<Answer>;
 }
 
@@ -65,12 +67,13 @@ async function signInForm(t: TestServer): Promise<SignInForm> {
   const url = new URL(login.action, t.url);
   return {
     uid,
+    token: login.fields.csrf ?? '',
     async guess(username, password) {
       const started = performance.now();
       const res = (await ufetch(url, {
         method: 'POST',
         headers: { cookie, 'content-type': 'application/x-www-form-urlencoded' },
-        body: new URLSearchParams({ username, password }).toString(),
+        body: new URLSearchParams({ ...login.fields, username, password }).toString(),
         dispatcher: t.dispatcher as Dispatcher,
         redirect: 'manual',
       })) as unknown as Response;
@@ -110,8 +113,8 @@ function assertLocked(a: Answer, what: string, windowMs: number): void {
   assert.ok(Number(a.retryAfter) <= Math.ceil(windowMs / 1000), `${what}: Retry-After ${a.retryAfter} is within the window`);
 }
 
-/** The page without what names its interaction. */
-const normalise = (body: string, uid: string) => body.split(uid).join('UID');
+/** The page without what names its interaction (its id and its form's anti-forgery token). */
+const normalise = (body: string, form: SignInForm) => body.split(form.uid).join('UID').split(form.token).join('TOKEN');
 
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -194,14 +197,14 @@ function bruteForceSuite(name: string, hot: () => CreateOptions, skip: false | s
         assertWrong(a, `known account, guess ${i + 1}`);
         assert.equal(b.status, a.status, `same status, guess ${i + 1}`);
         assert.deepEqual(b.headerNames, a.headerNames, `same headers, guess ${i + 1}`);
-        assert.equal(normalise(b.body, unknown!.uid), normalise(a.body, known!.uid), `same page, guess ${i + 1}`);
+        assert.equal(normalise(b.body, unknown!), normalise(a.body, known!), `same page, guess ${i + 1}`);
       }
       const a = await known!.guess(ADMIN.username, ADMIN.password);
       const b = await unknown!.guess(NOBODY, WRONG);
       assertLocked(a, 'known account locked', windowMs);
       assertLocked(b, 'unknown account locked', windowMs);
       assert.deepEqual(b.headerNames, a.headerNames);
-      assert.equal(normalise(b.body, unknown!.uid), normalise(a.body, known!.uid), 'same lock page');
+      assert.equal(normalise(b.body, unknown!), normalise(a.body, known!), 'same lock page');
       assert.equal(events(t, 'password.lock').length, 2, 'both accounts locked: unknown names are counted too');
     });
 

@@ -107,7 +107,8 @@ describe('Prefer: wait', () => {
 describe('event history bounds', () => {
   it('keeps at most HISTORY_EVENTS_PER_TASK events per task (progress trimmed first) and HISTORY_TASKS tasks', async () => {
     const { HISTORY_EVENTS_PER_TASK, HISTORY_TASKS } = await import('../../src/tasks/service.ts');
-    const t = await startTestServer();
+    // The agent floods progress far faster than the per-connection frame rate allows (ws-limits.test.ts tests that limit).
+    const t = await startTestServer({ wsMessageRate: 1e6, wsMessageBurst: 1e6 });
     try {
       await createAdmin(t);
       const agentToken = (await deviceLogin(t, 'palisade-extension', 'openid offline_access agent')).access_token;

@@ -12,6 +12,7 @@ import { Agent, fetch as ufetch, type Dispatcher } from 'undici';
 import { pino } from 'pino';
 import { createPalisade, type Palisade, type CreateOptions } from '../../src/app.ts';
 import type { SecurityEvent } from '../../src/siem/events.ts';
+import { DEFAULT_RATE_LIMITS, type RateLimitConfig } from '../../src/config.ts';
 
 export const ADMIN = { username: 'admin', password: 'correct horse battery staple' };
 
@@ -24,6 +25,17 @@ export interface TestServer {
   fetch(path: string, init?: RequestInit & { token?: string }): Promise<Response>;
   close(): Promise<void>;
 }
+
+/**
+ * Rate limits for tests that exercise something else: the default policy with every rate and burst
+ * ×1000 (a whole test file's requests come from one address). Tests of the limits set their own.
+ */
+export const ROOMY_RATE_LIMITS: RateLimitConfig = {
+  ...DEFAULT_RATE_LIMITS,
+  classes: Object.fromEntries(Object.entries(DEFAULT_RATE_LIMITS.classes).map(([cls, specs]) => [cls, Object.fromEntries(
+    Object.entries(specs).map(([dim, spec]) => [dim, spec && { ...spec, limit: spec.limit * 1000, burst: spec.burst * 1000 }]),
+  )])) as RateLimitConfig['classes'],
+};
 
 /** A port nobody listens on right now on 127.0.0.1 (bound to port 0, then released). */
 export async function freePort(): Promise<number> {
@@ -41,6 +53,7 @@ export async function startTestServer(options: CreateOptions = {}): Promise<Test
     port: 0,
     logger: pino({ level: process.env.PALISADE_TEST_LOG ?? 'silent' }),
     recipeDirs: [new URL('../../../../recipes/', import.meta.url).pathname],
+    rateLimits: ROOMY_RATE_LIMITS,
     ...options,
     dataDir,
   });
@@ -79,16 +92,25 @@ export async function createAdmin(t: TestServer, user = ADMIN): Promise<void> {
 export class Browser {
   readonly #t: TestServer;
   readonly #jar = new Map<string, string>();
+  /** Hidden inputs of the forms on the pages seen so far, by the form's absolute action URL. */
+  readonly #hidden = new Map<string, Record<string, string>>();
   constructor(t: TestServer) {
     this.#t = t;
   }
-  /** Follows redirects on this server; a redirect elsewhere (an upstream provider) is returned as `location`. */
-  async request(path: string, init: { method?: string; form?: Record<string, string> } = {}): Promise<{ status: number; url: string; body: string; location?: string }> {
+  /**
+   * Follows redirects on this server; a redirect elsewhere (an upstream provider) is returned as
+   * `location`. A POST to the action of a form on a page seen before sends that form's hidden
+   * inputs (anti-forgery tokens…) with `form`, as a browser would, unless `hidden` is false;
+   * `headers` are added to the first request only.
+   */
+  async request(path: string, init: { method?: string; form?: Record<string, string>; hidden?: boolean; headers?: Record<string, string> } = {}): Promise<{ status: number; url: string; body: string; location?: string }> {
     let url = new URL(path, this.#t.url).href;
     let method = init.method ?? 'GET';
-    let body: string | undefined = init.form ? new URLSearchParams(init.form).toString() : undefined;
+    const hidden = method === 'POST' && init.hidden !== false ? this.#hidden.get(url) : undefined;
+    const form = hidden ? { ...hidden, ...init.form } : init.form;
+    let body: string | undefined = form ? new URLSearchParams(form).toString() : undefined;
     for (let hop = 0; hop < 10; hop++) {
-      const headers: Record<string, string> = { cookie: [...this.#jar].map(([k, v]) => `${k}=${v}`).join('; ') };
+      const headers: Record<string, string> = { ...(hop === 0 ? init.headers : {}), cookie: [...this.#jar].map(([k, v]) => `${k}=${v}`).join('; ') };
       if (body !== undefined) headers['content-type'] = 'application/x-www-form-urlencoded';
       const res = (await ufetch(url, { method, headers, body, dispatcher: this.#t.dispatcher, redirect: 'manual' })) as unknown as Response;
       for (const c of res.headers.getSetCookie()) {
@@ -112,7 +134,13 @@ export class Browser {
         await res.arrayBuffer();
         continue;
       }
-      return { status: res.status, url, body: await res.text() };
+      const text = await res.text();
+      for (const f of text.matchAll(/<form[^>]*action="([^"]*)"[^>]*>([\s\S]*?)<\/form>/g)) {
+        const fields: Record<string, string> = {};
+        for (const i of f[2]!.matchAll(/<input[^>]*type="hidden"[^>]*name="([^"]+)"[^>]*value="([^"]*)"/g)) fields[i[1]!] = i[2]!;
+        this.#hidden.set(new URL(f[1]!.replace(/&amp;/g, '&'), url).href, fields);
+      }
+      return { status: res.status, url, body: text };
     }
     throw new Error('too many redirects');
   }

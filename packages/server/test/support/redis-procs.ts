@@ -42,6 +42,12 @@ export interface StartRedisOptions {
   replicaOf?: HostPort;
   /** Working folder; default a new temporary one (removed by `stopAllRedis`). */
   dir?: string;
+  /**
+   * Serve TLS only (`--port 0 --tls-port <port>`) with this key and certificate; `caFile` is the CA
+   * Redis names to clients. Clients need no certificate of their own (`--tls-auth-clients no`).
+   * The process's `url` is then `rediss://…`.
+   */
+  tls?: { certFile: string; keyFile: string; caFile: string };
 }
 
 export interface Sentinels {
@@ -124,8 +130,8 @@ export async function waitFor<T>(fn: () => T | Promise<T>, timeoutMs: number, wh
  * A direct connection to one Redis or Sentinel process that never retries (a failed command
  * rejects). The caller disconnects it.
  */
-export function connectDirect(port: number, host = HOST): Redis {
-  const r = new Redis({ host, port, lazyConnect: true, connectTimeout: 1000, commandTimeout: 5000, maxRetriesPerRequest: 0, retryStrategy: () => null, enableReadyCheck: false, enableOfflineQueue: false });
+export function connectDirect(port: number, host = HOST, tls?: { ca: string }): Redis {
+  const r = new Redis({ host, port, ...(tls ? { tls } : {}), lazyConnect: true, connectTimeout: 1000, commandTimeout: 5000, maxRetriesPerRequest: 0, retryStrategy: () => null, enableReadyCheck: false, enableOfflineQueue: false });
   r.on('error', () => undefined);
   return r;
 }
@@ -187,7 +193,9 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
   if (!options.dir) tempDirs.add(dir);
   const port = await freePort();
   const logFile = join(dir, 'redis.log');
-  const args = ['--port', String(port), '--bind', HOST, '--save', '', '--dir', dir, '--daemonize', 'no', '--logfile', logFile,
+  const args = [...(options.tls
+    ? ['--port', '0', '--tls-port', String(port), '--tls-cert-file', options.tls.certFile, '--tls-key-file', options.tls.keyFile, '--tls-ca-cert-file', options.tls.caFile, '--tls-auth-clients', 'no']
+    : ['--port', String(port)]), '--bind', HOST, '--save', '', '--dir', dir, '--daemonize', 'no', '--logfile', logFile,
     // A replica syncs at once (the default waits 5 s for more replicas to share one transfer).
     '--repl-diskless-sync-delay', '0'];
   if (options.appendonly) args.push('--appendonly', 'yes', '--appendfsync', 'always');
@@ -203,7 +211,16 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
     died.catch(() => undefined);
     const ready = (async () => {
       // PING answers LOADING (an error) until the AOF is replayed.
-      await waitFor(async () => (await redisCommand(port, 'PING')) === 'PONG', START_TIMEOUT_MS, `redis-server on port ${port} to answer PING`);
+      const tlsCa = options.tls ? { ca: readFileSync(options.tls.caFile, 'utf8') } : undefined;
+      await waitFor(async () => {
+        const r = connectDirect(port, HOST, tlsCa);
+        try {
+          await r.connect();
+          return (await r.call('PING')) === 'PONG';
+        } finally {
+          r.disconnect();
+        }
+      }, START_TIMEOUT_MS, `redis-server on port ${port} to answer PING`);
       if (options.replicaOf) {
         await waitFor(async () => (await redisInfo(port, 'replication')).get('master_link_status') === 'up', START_TIMEOUT_MS, `the replica on port ${port} to sync with its primary`);
       }
@@ -218,7 +235,7 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
   await start();
 
   return {
-    host: HOST, port, url: `redis://${HOST}:${port}`, dir, logFile,
+    host: HOST, port, url: `${options.tls ? 'rediss' : 'redis'}://${HOST}:${port}`, dir, logFile,
     async stop(signal: NodeJS.Signals = 'SIGTERM') {
       if (child) await exited(child, signal, 5000);
     },
