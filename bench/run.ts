@@ -11,6 +11,8 @@ const benches: [string, string[]][] = [
   ['bench/token.bench.ts', quick ? ['--seconds', '2', '--warmup', '1', '--rounds', '1'] : []],
   ['bench/login.bench.ts', quick ? ['--logins', '40', '--slice', '20', '--warmup', '4', '--rounds', '1'] : []],
   ['bench/hot.bench.ts', quick ? ['--seconds', '0.2', '--warmup', '0.05', '--rounds', '1'] : []],
+  // A million generated inputs per surface (about 15 + 20 minutes here); figures in docs/FUZZING.md.
+  ['bench/fuzz/run.ts', quick ? ['--count', '2000'] : ['--count', '1000000']],
 ];
 for (const [file, args] of benches) {
   process.stdout.write(`\n▶ ${file}\n`);

@@ -39,6 +39,7 @@ export const ERROR_CODES = {
   PAL_ERR_HEADERS_TOO_LARGE: { status: 431, title: 'The request headers are larger than allowed', close: 1008 },
   PAL_ERR_TOO_MANY_CONNECTIONS: { status: 429, title: 'Too many open connections for this user or address', close: 1013 },
   PAL_ERR_SLOW_CONSUMER: { status: 503, title: 'The peer reads too slowly; its unsent data passed the limit', close: 1008 },
+  PAL_ERR_OVERLOADED: { status: 503, title: 'The server is short of memory and takes no new work; try again later', close: 1013 },
 } as const satisfies Record<string, { status: number; title: string; close: number }>;
 
 /** Closed union of every error code. */

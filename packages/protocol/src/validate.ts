@@ -13,6 +13,29 @@ export interface Validator<S extends TSchema> {
   issues(value: unknown): Issue[];
 }
 
+/** Longest piece of the caller's input an error message quotes (a key in a path, an unknown type). */
+export const MAX_ECHO = 64;
+
+/**
+ * `text` cut to `max` characters, with a mark that it was cut: error messages quote input, never all
+ * of it, so an error stays small whatever was sent.
+ */
+export function clip(text: string, max = MAX_ECHO): string {
+  return text.length <= max ? text : `${text.slice(0, max)}…(${text.length} chars)`;
+}
+
+/** A JSON pointer with each over-long key clipped. */
+function clipPath(path: string): string {
+  return path.length <= MAX_ECHO ? path : path.split('/').map((k) => clip(k)).join('/');
+}
+
+/** The value of an unknown `type`, as an error message may show it (never serialised whole). */
+function describeTag(tag: unknown): string {
+  if (typeof tag === 'string') return JSON.stringify(clip(tag));
+  if (tag === null || typeof tag !== 'object') return String(tag);
+  return Array.isArray(tag) ? '(an array)' : '(an object)';
+}
+
 /** At most this many issues are reported for one value. */
 export const MAX_ISSUES = 20;
 
@@ -81,12 +104,12 @@ function refineUnions(schema: TSchema, value: unknown, issues: Issue[]): Issue[]
     const base = issue.path === '/' ? '' : issue.path;
     if (!variant) {
       const tag = (found.value as { type?: unknown } | null)?.type;
-      out.push({ path: `${base}/type`, message: `unknown type ${JSON.stringify(tag)}; expected one of ${tags.join(', ')}` });
+      out.push({ path: `${base}/type`, message: `unknown type ${describeTag(tag)}; expected one of ${tags.join(', ')}` });
       continue;
     }
     for (const e of collectIssues(Value.Errors(variant, found.value))) out.push({ path: `${base}${e.path === '/' ? '' : e.path}`, message: e.message });
   }
-  return out.slice(0, MAX_ISSUES);
+  return out.slice(0, MAX_ISSUES).map((i) => (i.path.length <= MAX_ECHO ? i : { ...i, path: clipPath(i.path) }));
 }
 
 /**

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
-import Fastify, { LogController, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyInstance, type FastifyReply } from 'fastify';
 import formbody from '@fastify/formbody';
 import { pino, type Logger } from 'pino';
 import type Provider from 'oidc-provider';
@@ -37,6 +37,7 @@ import { createClientIpResolver } from './edge/client-ip.ts';
 import { InsecureConfigError, productionProblems } from './edge/production.ts';
 import { createRateLimiter } from './edge/rate-limit.ts';
 import { createRequestGuard, jsonDepthExceeds, onClientError } from './edge/request-guard.ts';
+import { createMemoryGuard, OVERLOAD_RETRY_AFTER_S, type MemoryGuard, type MemorySampler } from './edge/memory-guard.ts';
 import { PalisadeError } from '@palisade/protocol';
 import { ensureDevTls, loadTlsFiles, spkiHash, type TlsMaterial } from './tls/devca.ts';
 import { tlsServerOptions } from './tls/options.ts';
@@ -71,6 +72,8 @@ export interface Palisade {
   readonly tls: (TlsMaterial & { generated?: boolean }) | undefined;
   /** This node's Prometheus registry (served by the internal listener's `GET /metrics`). */
   readonly metrics: NodeMetrics;
+  /** Whether this node sheds new work because its heap is above `memoryHighWaterBytes` (edge/memory-guard.ts). */
+  readonly memory: MemoryGuard;
   /** Open WebSocket connections and their caps (known after `listen()`). */
   readonly connections: ConnectionCaps | undefined;
   /** URL of the internal mutual-TLS listener (edge/internal.ts), when `internalPort` is set; known after `listen()`. */
@@ -90,6 +93,8 @@ export interface Palisade {
 export interface CreateOptions extends Partial<ServerConfig> {
   /** Use this logger instead of a new pino logger. */
   logger?: Logger;
+  /** Reads memory for the memory guard instead of `process.memoryUsage()` (tests). */
+  memorySampler?: MemorySampler;
 }
 
 /**
@@ -97,7 +102,7 @@ export interface CreateOptions extends Partial<ServerConfig> {
  * generated development TLS) unless told otherwise. Call `listen()` to start it.
  */
 export async function createPalisade(options: CreateOptions = {}): Promise<Palisade> {
-  const { logger, ...partial } = options;
+  const { logger, memorySampler, ...partial } = options;
   const config = resolveConfig(partial);
   // Written asynchronously: a synchronous write per security event cost the token endpoint ~10 µs
   // a token. Flushed on close (and by pino on exit).
@@ -133,18 +138,23 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
   const cookieKeys = await sharedCookieKeys(store.meta, legacy.cookieKeys);
   const keys = await openKeyRing({ meta: store.meta, seed: legacy.signingKey, keepRetiredMs: (Math.max(config.accessTokenTtl, ID_TOKEN_TTL_S) + 60) * 1000 });
   const events = createSecurityEvents(log);
+  const memory = createMemoryGuard({ highWaterBytes: config.memoryHighWaterBytes, sampleMs: config.memorySampleMs, sampler: memorySampler, events, metrics });
   const ips = createClientIpResolver(config.trustProxy);
   const limiter = createRateLimiter({
     config: config.rateLimits, rates: hot.rates, remote: hot.kind === 'redis', events,
     onFallback: (e) => log.error({ err: e }, 'rate-limit store unreachable: limiting with this node\'s own counters until it returns'),
   });
-  const guard = createRequestGuard({ config, limiter, ips, onError: (e) => log.error({ err: e }, 'request guard failed') });
+  const guard = createRequestGuard({ config, limiter, ips, memory, onError: (e) => log.error({ err: e }, 'request guard failed') });
   const clients = createClientDirectory({ clients: store.clients, revocations: hot.revocations, noticeMs: (config.accessTokenTtl + 60) * 1000 });
   const nodeId = config.nodeId ?? `${hostname()}:${process.pid}`;
   const sessions = createSessionManager({ records, revocations: hot.revocations, events, accessTokenTtl: config.accessTokenTtl });
   const recipes = loadRecipes(config.recipeDirs);
   const agents = new AgentRegistry();
-  const tasks = new TaskService({ config, store, recipes, agents, events, log });
+  // With Redis, other nodes may share the stores: tasks then reach agents connected to any of them.
+  const tasks = new TaskService({
+    config, store, recipes, agents, events, log,
+    cluster: hot.kind === 'redis' ? { nodeId, bus: hot.bus, presence: hot.presence, nodes: hot.nodes, counters: hot.counters } : undefined,
+  });
 
   // The authorization server (oidc-provider, a Koa app) answers `/oauth2/*` itself, before Fastify's
   // routing: passing through Fastify's hooks, parsers and router cost the token endpoint ~30 µs of a
@@ -158,7 +168,9 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
     if (oauthHandler && (url === '/oauth2' || url.startsWith('/oauth2/') || url.startsWith('/oauth2?'))) {
       guard.raw(req, res, () => {
         (req as IncomingMessage & { originalUrl?: string }).originalUrl = url;
-        req.url = url.slice('/oauth2'.length) || '/';
+        // `/oauth2?x` → `/?x`: oidc-provider's router needs a path that starts with a slash.
+        const rest = url.slice('/oauth2'.length);
+        req.url = rest.startsWith('/') ? rest : `/${rest}`;
         oauthHandler!(req, res);
       });
       return;
@@ -171,6 +183,11 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
     bodyLimit: config.maxBodyBytes,
     trustProxy: config.trustProxy.length > 0 ? (address: string) => ips.trusted(address) : false,
     clientErrorHandler: onClientError,
+    // The router's own refusals (a bad percent-escape, an over-long path parameter) as problem details too.
+    frameworkErrors: (err, _req, reply) => {
+      const e = toPalisadeError(err);
+      void (reply as FastifyReply).code(e.status).type('application/problem+json').header('cache-control', 'no-store').send(e.toProblem());
+    },
     // Only tells Fastify the server speaks TLS (for its own log lines); serverFactory builds it.
     ...(tls ? { https: tlsServerOptions(tls, config.tlsMinVersion) } : {}),
     serverFactory: (handler) => {
@@ -185,12 +202,12 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
 
   // The issuer depends on the port, which is known after listen(); the provider is created lazily once.
   const self: Palisade = {
-    config, app, store, hot, sessions, keys, events, tasks, agents, recipes, log, tls, metrics,
+    config, app, store, hot, sessions, keys, events, tasks, agents, recipes, log, tls, metrics, memory,
     url: '', issuer: '', setupUrl: undefined, connections: undefined,
     provider: undefined as unknown as Provider,
     verifier: undefined as unknown as TokenVerifier,
     async listen() {
-      await app.listen({ host: config.host, port: config.port });
+      await app.listen({ host: config.host, port: config.port, ...(config.reusePort ? { reusePort: true } : {}) });
       const port = (app.server.address() as AddressInfo).port;
       const host = config.host.includes(':') ? `[${config.host}]` : config.host === '0.0.0.0' ? '127.0.0.1' : config.host;
       self.url = config.publicUrl ?? `${tls ? 'https' : 'http'}://${host}:${port}`;
@@ -237,6 +254,7 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
       return keys.view();
     },
     async close() {
+      memory.close();
       clearInterval(sweeper);
       clearInterval(keyPoll);
       tlsWatch?.close();
@@ -260,7 +278,7 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
 
   /** An authorization server for the current key ring (rebuilt when the ring changes; it holds no other state). */
   const newProvider = () => createProvider({
-    config, issuer: self.issuer, store, records, clients, jwks: keys.providerJwks(), cookieKeys, events,
+    config, issuer: self.issuer, store, records, clients, jwks: keys.providerJwks(), cookieKeys, events, log: log.child({ mod: 'oauth' }),
     onGrantRevoked: (grantId) => void sessions.markRevoked(grantId).catch((e: unknown) => log.error({ err: e }, 'recording a revoked grant failed')),
   });
 
@@ -268,7 +286,7 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
     const verifier = createTokenVerifier({ issuer: self.issuer, audience: config.audience, publicKeys: keys.publicKeys(), store, clients, sessions });
     Object.assign(self, { verifier });
     useProvider(newProvider());
-    const gateway = attachAgentGateway(app.server as unknown as HttpServer, { config, verifier, sessions, presence: hot.presence, nodeId, store, tasks, agents, events, log: log.child({ mod: 'gateway' }), limiter, ips });
+    const gateway = attachAgentGateway(app.server as unknown as HttpServer, { config, verifier, sessions, presence: hot.presence, nodeId, store, tasks, agents, events, log: log.child({ mod: 'gateway' }), limiter, ips, memory });
     gatewayClose = gateway.close;
     Object.assign(self, { connections: gateway.caps });
     ready();
@@ -312,7 +330,7 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
   securityHeaders(app);
   // Every request first passes the edge checks (URL length, rate limits by IP); see edge/request-guard.ts.
   app.addHook('onRequest', async (req, reply) => {
-    const verdict = await guard.check(req.raw, req.ip);
+    const verdict = await guard.check(req.raw, req.ip, req.routeOptions.url);
     if (verdict) for (const [k, v] of verdict.headers) void reply.header(k, v);
   });
   // Until listen() has wired the provider, requests wait for it (the server is not reachable before anyway).
@@ -358,7 +376,12 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
       void reply.header('retry-after', '1');
       throw new PalisadeError('PAL_ERR_UNAVAILABLE', `not ready: durable store ${durable}, hot store ${hotState}`);
     }
-    return { status: 'ready', checks: { durableStore: durable, hotStore: hotState } };
+    // Above the memory high-water mark the node takes no new work: the balancer is sent elsewhere.
+    if (memory.shedding) {
+      void reply.header('retry-after', String(OVERLOAD_RETRY_AFTER_S));
+      throw new PalisadeError('PAL_ERR_OVERLOADED', 'not ready: memory shedding (heap above the high-water mark); new work is refused');
+    }
+    return { status: 'ready', checks: { durableStore: durable, hotStore: hotState, memory: 'ok' } };
   });
   app.get('/', async (_req, reply) => reply.type('application/json').send({ name: 'Palisade', issuer: self.issuer, api: `${self.url}/api/v1`, agents: `${self.url.replace(/^http/, 'ws')}/ws/agent` }));
 

@@ -5,15 +5,23 @@
  *   npm start                         # https://127.0.0.1:8443, data in ./.palisade
  *   npm start -- --port 9443 --data-dir /var/lib/palisade
  *   npm start -- --insecure-http      # plain HTTP (development only; prints a warning)
+ *   npm start -- --workers auto --redis redis://127.0.0.1:6379   # one worker process per core (workers.ts)
  */
 import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import type { AddressInfo } from 'node:net';
 import { parseArgs } from 'node:util';
-import { createPalisade } from './app.ts';
+import { createPalisade, type Palisade } from './app.ts';
+import { createSetupToken } from './auth/interactions.ts';
 import { DEFAULTS } from './config.ts';
 import { parseUpstreamConfig } from './auth/upstream.ts';
 import { createClientIpResolver } from './edge/client-ip.ts';
 import { InsecureConfigError } from './edge/production.ts';
 import { checkCorsOrigin } from './edge/cors.ts';
+import { heapLimitBytes } from './edge/memory-guard.ts';
+import { forkWorker, MAX_WORKERS, parseWorkerCount, reportReady, REUSE_PORT_PLATFORMS, superviseWorkers, workerRole } from './workers.ts';
+
+const MIB = 1024 * 1024;
 
 const HELP = `Usage: palisade-server start [options]
 
@@ -54,6 +62,12 @@ Options (environment variable in brackets):
   --max-connections N  WebSocket connections this node holds             [PALISADE_MAX_CONNECTIONS] (default ${DEFAULTS.maxConnections})
   --max-connections-per-user N                                            [PALISADE_MAX_CONNECTIONS_PER_USER] (default ${DEFAULTS.maxConnectionsPerUser})
   --max-connections-per-ip N                                              [PALISADE_MAX_CONNECTIONS_PER_IP] (default ${DEFAULTS.maxConnectionsPerIp})
+  --memory-high-water MB  V8 heap in use (MiB) above which new tasks and agent connections get 503
+                       and /readyz 503, until it is under 90 % of it      [PALISADE_MEMORY_HIGH_WATER_MB]
+                       (default ${Math.floor(DEFAULTS.memoryHighWaterBytes / MIB)}: 85 % of the heap limit; see docs/PRODUCTION.md)
+  --workers N          worker processes on this machine, all on one port: a number from 1 to ${MAX_WORKERS},
+                       or auto (one per core); more than 1 needs --redis or --redis-sentinel
+                       (see docs/WORKERS.md)                               [PALISADE_WORKERS] (default 1)
   --log-level LEVEL    trace|debug|info|warn|error                        [PALISADE_LOG_LEVEL] (default info)
   -h, --help           show this help
 
@@ -80,6 +94,8 @@ async function main(argv: string[]): Promise<number> {
       'insecure-http': { type: 'boolean' }, 'log-level': { type: 'string' }, help: { type: 'boolean', short: 'h' },
       production: { type: 'boolean' }, 'trust-proxy': { type: 'string', multiple: true },
       'max-connections': { type: 'string' }, 'max-connections-per-user': { type: 'string' }, 'max-connections-per-ip': { type: 'string' },
+      'memory-high-water': { type: 'string' },
+      workers: { type: 'string' },
     },
   });
   if (values.help) {
@@ -117,6 +133,13 @@ async function main(argv: string[]): Promise<number> {
   const maxConnections = count('max-connections', values['max-connections'] ?? env.PALISADE_MAX_CONNECTIONS);
   const maxConnectionsPerUser = count('max-connections-per-user', values['max-connections-per-user'] ?? env.PALISADE_MAX_CONNECTIONS_PER_USER);
   const maxConnectionsPerIp = count('max-connections-per-ip', values['max-connections-per-ip'] ?? env.PALISADE_MAX_CONNECTIONS_PER_IP);
+  // A mark above the V8 heap limit could never be reached: refused, with the limit named.
+  const memoryText = values['memory-high-water'] ?? env.PALISADE_MEMORY_HIGH_WATER_MB;
+  const heapMib = Math.floor(heapLimitBytes() / MIB);
+  if (memoryText !== undefined && (!/^\d{1,9}$/.test(memoryText) || Number(memoryText) < 1 || Number(memoryText) > heapMib)) {
+    throw new UsageError(`--memory-high-water must be a whole number of MiB from 1 to ${heapMib} (this process's V8 heap limit; node --max-old-space-size raises it), not "${memoryText}"`);
+  }
+  const memoryHighWaterBytes = memoryText === undefined ? undefined : Number(memoryText) * MIB;
   const trustProxy = values['trust-proxy'] ?? env.PALISADE_TRUST_PROXY?.split(',').map((x) => x.trim()).filter(Boolean);
   try {
     createClientIpResolver(trustProxy ?? []);
@@ -174,6 +197,29 @@ async function main(argv: string[]): Promise<number> {
   const databaseCaFile = values['database-ca'] ?? env.PALISADE_DATABASE_CA;
   const databaseUrl = secretFrom('database', values.database, 'PALISADE_DATABASE_URL');
   if (databaseCaFile !== undefined && databaseUrl === undefined) throw new UsageError('--database-ca goes with --database');
+  const workersText = values.workers ?? env.PALISADE_WORKERS;
+  let workers: number;
+  try {
+    workers = parseWorkerCount(workersText);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  if (workers > 1 && !REUSE_PORT_PLATFORMS.has(process.platform)) {
+    throw new UsageError(`--workers ${workersText}: the workers share one port with SO_REUSEPORT, which Node supports on Linux 3.9+, FreeBSD 12+, Solaris and AIX, not on ${process.platform}; run one process per port behind a load balancer instead`);
+  }
+  // Several processes cannot share in-process hot state (sessions, revocations, rate limits, presence).
+  if (workers > 1 && redisUrl === undefined && !sentinels?.length) {
+    throw new UsageError(`--workers ${workersText} needs --redis URL or --redis-sentinel: the workers share sessions, token revocations, rate limits and presence there (the in-process default would give each worker its own)`);
+  }
+  // Each worker has an internal listener of its own (its own /metrics): ports internal-port … internal-port + N - 1.
+  if (workers > 1 && internalPort !== undefined && internalPort !== 0) {
+    if (internalPort + workers - 1 > 65535) throw new UsageError(`--internal-port ${internalPort} with --workers ${workers}: the workers' internal ports would pass 65535`);
+    if (port !== undefined && port >= internalPort && port < internalPort + workers) throw new UsageError(`--port ${port} falls in the workers' internal ports ${internalPort}–${internalPort + workers - 1}`);
+  }
+  const role = workerRole();
+  if (workers > 1 && !role) {
+    return superviseWorkers({ count: workers, start: (index, sharedPort) => forkWorker(index, sharedPort), write: (text) => process.stderr.write(text) });
+  }
   const server = await createPalisade({
     dataDir: values['data-dir'] ?? env.PALISADE_DATA_DIR,
     databaseUrl,
@@ -185,13 +231,15 @@ async function main(argv: string[]): Promise<number> {
     redisPrefix: values['redis-prefix'] ?? env.PALISADE_REDIS_PREFIX,
     upstream,
     host: values.host ?? env.PALISADE_HOST,
-    port,
+    port: role?.port ?? port,
+    // Workers share the port: each binds it with SO_REUSEPORT and the kernel spreads connections.
+    reusePort: role ? true : undefined,
     publicUrl: values['public-url'] ?? env.PALISADE_PUBLIC_URL,
     tlsKeyFile: values['tls-key'] ?? env.PALISADE_TLS_KEY,
     tlsCertFile: values['tls-cert'] ?? env.PALISADE_TLS_CERT,
     tlsNames: values['tls-name'],
     tlsMinVersion: tlsMinText,
-    internalPort,
+    internalPort: role && internalPort ? internalPort + role.index - 1 : internalPort,
     internalHost: values['internal-host'] ?? env.PALISADE_INTERNAL_HOST,
     internalCaFile,
     redisCaFile,
@@ -205,20 +253,48 @@ async function main(argv: string[]): Promise<number> {
     maxConnections,
     maxConnectionsPerUser,
     maxConnectionsPerIp,
+    memoryHighWaterBytes,
     accessTokenTtl,
     refreshTokenTtl,
     logLevel: values['log-level'] ?? env.PALISADE_LOG_LEVEL,
   });
   // Signals are handled before anything is printed, so a stop right after start is still clean.
+  let stopping = false;
   const stop = async (signal: string) => {
-    process.stderr.write(`\n${signal}: shutting down…\n`);
+    // A worker gets the terminal's SIGINT and its primary's SIGTERM: the first one stops it.
+    if (stopping) return;
+    stopping = true;
+    if (!role) process.stderr.write(`\n${signal}: shutting down…\n`);
     await server.close();
     process.exit(0);
   };
-  process.once('SIGINT', () => void stop('SIGINT'));
-  process.once('SIGTERM', () => void stop('SIGTERM'));
+  process[role ? 'on' : 'once']('SIGINT', () => void stop('SIGINT'));
+  process[role ? 'on' : 'once']('SIGTERM', () => void stop('SIGTERM'));
   const url = await server.listen();
-  const out = process.stderr;
+  if (role) {
+    reportReady({
+      type: 'ready', index: role.index, pid: process.pid, nodeId: server.config.nodeId ?? `${hostname()}:${process.pid}`, url,
+      port: (server.app.server.address() as AddressInfo).port,
+      internalUrl: server.internalUrl, setupUrl: server.setupUrl, banner: banner(server, insecureHttp),
+    }, {
+      freshSetupLink: async () => {
+        const token = await createSetupToken(server.store);
+        return token ? `${server.url}/setup?token=${token}` : undefined;
+      },
+      onPrimaryGone: () => void stop('primary gone'),
+    });
+    return -1;
+  }
+  process.stderr.write(banner(server, insecureHttp));
+  if (server.setupUrl) process.stderr.write(`\n  No admin account yet. Open this one-time link to create it:\n\n    ${server.setupUrl}\n\n`);
+  return -1;
+}
+
+/** The start banner: where the server listens, what it stores where, how to trust its TLS. */
+function banner(server: Palisade, insecureHttp: boolean): string {
+  const url = server.url;
+  const lines: string[] = [];
+  const out = { write: (text: string) => void lines.push(text) };
   out.write(`\nPalisade is running at ${url}\n`);
   out.write(`  OAuth issuer   ${server.issuer}\n  API            ${url}/api/v1\n  Agents         ${url.replace(/^http/, 'ws')}/ws/agent\n`);
   out.write(`  Data           ${server.store.kind === 'postgres' ? 'PostgreSQL' : `${server.config.dataDir} (SQLite)`}, ${server.recipes.list().length} recipe(s)\n`);
@@ -230,8 +306,7 @@ async function main(argv: string[]): Promise<number> {
     out.write(`                 trust it in the CLI/SDK with --ca ${server.tls.caFile} (or PALISADE_CA_FILE)\n`);
   }
   if (insecureHttp) out.write('\n  WARNING: plain HTTP. Tokens and task data cross the network unencrypted. Use only on this machine, for development.\n');
-  if (server.setupUrl) out.write(`\n  No admin account yet. Open this one-time link to create it:\n\n    ${server.setupUrl}\n\n`);
-  return -1;
+  return lines.join('');
 }
 
 main(process.argv.slice(2)).then(

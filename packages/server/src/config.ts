@@ -5,6 +5,7 @@
 import type { UpstreamProviderConfig } from './auth/upstream.ts';
 import type { TlsMinVersion } from './tls/options.ts';
 import type { Escalation } from './hot/types.ts';
+import { getHeapStatistics } from 'node:v8';
 
 export interface ServerConfig {
   /** Folder for the SQLite database, keys, secrets and generated TLS material. Default `.palisade`. */
@@ -33,6 +34,8 @@ export interface ServerConfig {
   host: string;
   /** Port. Default `8443` (`0` picks a free one). */
   port: number;
+  /** Bind the port with `SO_REUSEPORT`, so several worker processes share it (`--workers`, workers.ts). Default false. */
+  reusePort?: boolean | undefined;
   /** URL callers use to reach the server; the OAuth issuer is `${publicUrl}/oauth2`. Default from host and port. */
   publicUrl?: string | undefined;
   /** Serve plain HTTP instead of TLS. Only with an explicit flag; a warning is printed. Default false. */
@@ -100,8 +103,21 @@ export interface ServerConfig {
   maxAttempts: number;
   /** How long a disconnected agent has to come back and keep its running tasks, ms. Default 15000. */
   reconnectGraceMs: number;
+  /**
+   * With several nodes (Redis): how often a node says it is alive, ms. One that has not for three
+   * beats is dead, and the tasks its agents were running are re-dispatched or failed. Default 2000.
+   */
+  nodeBeatMs: number;
   /** Most unfinished (queued, dispatched, running) tasks one user may have. Default 1000. */
   maxUnfinishedTasksPerUser: number;
+  /**
+   * V8 heap bytes in use above which this node sheds new work: task submissions and agent
+   * connections get 503 `PAL_ERR_OVERLOADED`, `/readyz` 503, until the heap is back under 90 % of
+   * it (edge/memory-guard.ts). Default 85 % of the V8 heap limit (`--max-old-space-size`).
+   */
+  memoryHighWaterBytes: number;
+  /** How often the heap is sampled against `memoryHighWaterBytes`, ms. Default 1000. */
+  memorySampleMs: number;
   /** Sign-in limits: attempts per account and per IP within `windowMs`, then locked for the rest of it. */
   loginLimits: LoginLimits;
   /** Production mode: refuse to start on an insecure configuration (edge/production.ts). Default false. */
@@ -208,7 +224,10 @@ export const DEFAULTS: ServerConfig = {
   defaultTaskTimeoutMs: 120_000,
   maxAttempts: 2,
   reconnectGraceMs: 15_000,
+  nodeBeatMs: 2000,
   maxUnfinishedTasksPerUser: 1000,
+  memoryHighWaterBytes: Math.floor(getHeapStatistics().heap_size_limit * 0.85),
+  memorySampleMs: 1000,
   loginLimits: { perAccount: 5, perIp: 20, windowMs: 15 * 60_000, freeFailures: 2, delayMs: 500, maxDelayMs: 4000 },
   production: false,
   rateLimits: DEFAULT_RATE_LIMITS,

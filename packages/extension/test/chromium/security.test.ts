@@ -160,7 +160,10 @@ test('content messages: refused from a tab no task drives; a flood from the driv
   assert.ok(ok >= 50 && ok <= 101, `at most the per-origin limit passes (${ok})`);
   assert.ok(limited >= 59, `the rest is refused (${limited})`);
   assert.ok(codes.slice(0, 50).every((c) => c === 'ok'), 'the first messages pass');
-  assert.ok(codes.slice(-20).every((c) => c === 'PAL_ERR_RATE_LIMITED'), 'the tail of the flood is refused');
+  // The origin bucket refills one token every 0.6 s (100 a minute): on a loaded machine the last
+  // 20 messages can take long enough for one or two to pass again.
+  const tailRefused = codes.slice(-20).filter((c) => c === 'PAL_ERR_RATE_LIMITED').length;
+  assert.ok(tailRefused >= 17, `the tail of the flood is refused (${tailRefused} of 20)`);
   assert.ok(((await status()).refused.PAL_ERR_RATE_LIMITED ?? 0) >= limited);
   // The flood did not disturb the task.
   await release(page);

@@ -70,6 +70,7 @@ export const EXIT_FOR_CODE: Record<ErrorCode, ExitCode> = {
   PAL_ERR_HEADERS_TOO_LARGE: EXIT.USAGE,
   PAL_ERR_TOO_MANY_CONNECTIONS: EXIT.UNAVAILABLE,
   PAL_ERR_SLOW_CONSUMER: EXIT.UNAVAILABLE,
+  PAL_ERR_OVERLOADED: EXIT.UNAVAILABLE,
 };
 
 /**
@@ -116,6 +117,8 @@ export function hintFor(err: PalisadeError): string | undefined {
         : 'check --server (or PALISADE_SERVER) and that the server is running';
     case 'PAL_ERR_RATE_LIMITED':
       return 'wait a moment and try again';
+    case 'PAL_ERR_OVERLOADED':
+      return 'the server is short of memory and takes no new work for now; try again in a few seconds';
     case 'PAL_ERR_STEP_FAILED':
     case 'PAL_ERR_ASSERTION_FAILED':
       return 'the page may have changed; check the selectors of the failing step';

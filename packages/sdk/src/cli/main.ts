@@ -695,6 +695,17 @@ export async function main(argv: string[], io: CliIO): Promise<number> {
         if (!json) ctx.note(globalHelp());
         throw new UsageError('missing the command');
       }
+      // A command group without its subcommand (`palisade certs`): list the group.
+      const group = COMMANDS.filter((c) => c.name.startsWith(`${positionals[0]} `));
+      if (group.length > 0 && positionals.length === 1) {
+        const list = group.map((c) => `  palisade ${c.name} ${c.args}`.trimEnd() + `\n      ${c.summary}`).join('\n');
+        if (asked.has('help')) {
+          ctx.print(`Commands of "palisade ${positionals[0]}":\n${list}\n\nRun \`palisade ${positionals[0]} <command> --help\` for its options.\n`);
+          return EXIT.OK;
+        }
+        if (!json) ctx.note(`${list}\n`);
+        throw new UsageError(`"${positionals[0]}" needs a subcommand: ${group.map((c) => c.name.split(' ')[1]).join(', ')}`);
+      }
       throw new UsageError(`unknown command "${found.words.join(' ')}"`);
     }
     if (asked.has('help')) {

@@ -148,3 +148,12 @@ test('the palisade executable runs certs (a subprocess, as a person would)', () 
   assert.match(out, /subjectAltName\s+URI:urn:palisade:role:metrics/);
   assert.equal(mode(join(dir, 'prom', 'client.key')), 0o600);
 });
+
+test('`palisade certs` alone lists its subcommands (exit 2); with --help, exit 0', async () => {
+  const bare = await cli('certs');
+  assert.equal(bare.code, 2);
+  assert.match(bare.err, /"certs" needs a subcommand: ca, server, client, crl/);
+  const help = await cli('certs', '--help');
+  assert.equal(help.code, 0);
+  assert.match(help.out, /palisade certs client --ca DIR --name NAME --role admin\|metrics\|node --out DIR/);
+});

@@ -33,11 +33,17 @@ describe('sessions: SDK and CLI against the real server', () => {
   /** A person's sign-in with the CLI's client (what `palisade login` gets). */
   const signIn = (clientId = 'palisade-cli', scope = 'openid offline_access tasks admin'): Promise<DeviceTokens> => deviceLogin(t, clientId, scope);
   const sdk = (tokens: DeviceTokens): Palisade => new Palisade({ server: t.url, accessToken: tokens.access_token, ca });
-  /** The id of the session `tokens` belong to, as the server marks it. */
+  /** The id of the session `tokens` (a person's token with the `tasks` scope) belong to, as the server marks it. */
   const sessionOf = async (tokens: DeviceTokens): Promise<string> => {
     const current = (await sdk(tokens).sessions.list()).filter((s) => s.current);
     assert.equal(current.length, 1, 'exactly one session is marked current');
     return current[0]!.id;
+  };
+  /** The session of an agent-only sign-in: the `gid` (grant id) its access token names. */
+  const agentSessionOf = (tokens: DeviceTokens): string => {
+    const gid = (JSON.parse(Buffer.from(tokens.access_token.split('.')[1]!, 'base64url').toString()) as { gid?: string }).gid;
+    assert.ok(gid, 'the access token names its session');
+    return gid;
   };
 
   /** A config folder holding `tokens` as the saved login, as `palisade login` leaves it. */
@@ -91,7 +97,8 @@ describe('sessions: SDK and CLI against the real server', () => {
     const cliLogin = await signIn();
     const extension = await signIn('palisade-extension', 'openid offline_access agent');
     const mine = await sessionOf(cliLogin);
-    const extensionSession = await sessionOf(extension);
+    const extensionSession = agentSessionOf(extension);
+    await assert.rejects(sdk(extension).sessions.list(), (e: PalisadeError) => e.code === 'PAL_ERR_FORBIDDEN', 'an agent-only token may not list sessions');
 
     const list: Session[] = await sdk(cliLogin).sessions.list();
     const byId = new Map(list.map((s) => [s.id, s]));
@@ -120,7 +127,7 @@ describe('sessions: SDK and CLI against the real server', () => {
   it('`palisade sessions revoke ID` of another session: its agent is closed with 4410 and its tokens are refused', async () => {
     const cliLogin = await signIn();
     const extension = await signIn('palisade-extension', 'openid offline_access agent');
-    const target = await sessionOf(extension);
+    const target = agentSessionOf(extension);
     const agent = await SyntheticAgent.connect({ url: t.url, token: extension.access_token, ca, grants: [SITE] });
     const closed = agent.closed();
     const dir = home(cliLogin);

@@ -129,7 +129,7 @@ export async function apiRoutes(app: FastifyInstance, o: ApiOptions): Promise<vo
         const seen = where.get(a.id);
         return {
           id: a.id, name: a.name, version: a.version, connected: !!live || !!seen, node: seen?.nodeId, connectedSince: seen?.since,
-          grants: live ? [...live.grants] : a.grants, lastSeenAt: a.lastSeenAt,
+          grants: live ? [...live.grants] : seen?.grants ?? a.grants, lastSeenAt: a.lastSeenAt,
         };
       }),
     };
@@ -177,7 +177,8 @@ export async function apiRoutes(app: FastifyInstance, o: ApiOptions): Promise<vo
   });
 
   // A person's own sessions (sign-ins of the extension, the CLI): listed and revoked by a person's
-  // token, never by an API client's.
+  // token with the `tasks` scope (the CLI's), never by an API client's nor by an agent-only token
+  // (the extension's: a stolen one must not list or end the person's other sign-ins).
   app.get('/sessions', async (req) => {
     const p = requirePerson(req);
     const list = await o.sessions.list(p.userId);
@@ -199,6 +200,7 @@ export async function apiRoutes(app: FastifyInstance, o: ApiOptions): Promise<vo
 function requirePerson(req: FastifyRequest): Principal {
   const p = req.principal!;
   if (p.kind !== 'user') throw new PalisadeError('PAL_ERR_FORBIDDEN', "sessions are managed with a person's token (palisade login), not an API client's");
+  requireScope(p, 'tasks');
   return p;
 }
 
@@ -244,6 +246,11 @@ function requireAdmin(req: FastifyRequest): Principal {
 async function streamEvents(req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply, o: ApiOptions): Promise<void> {
   const p = principal(req);
   requireScope(p, 'tasks');
+  // HEAD: the stream's headers (and a 404 for a task that isn't the caller's), no stream.
+  if (req.method === 'HEAD') {
+    await o.tasks.get(p, req.params.id);
+    return void reply.code(200).header('content-type', 'text/event-stream; charset=utf-8').header('cache-control', 'no-store').send();
+  }
   const lastId = Number(String(req.headers['last-event-id'] ?? '-1'));
   const queue: [TaskEvent, number][] = [];
   let write: ((e: TaskEvent, seq?: number) => void) | undefined;

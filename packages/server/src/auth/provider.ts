@@ -6,6 +6,8 @@
  */
 import Provider, { errors as oidcErrors, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import type { JWK } from 'jose';
+import type { Logger } from 'pino';
+import { PalisadeError } from '@palisade/protocol';
 import type { ServerConfig } from '../config.ts';
 import type { DurableStore, OidcRepo } from '../store/types.ts';
 import type { SecurityEvents } from '../siem/events.ts';
@@ -48,10 +50,12 @@ export interface ProviderOptions {
   events: SecurityEvents;
   /** Called when oidc-provider revokes a whole grant (code or refresh-token reuse, revocation). */
   onGrantRevoked?: (grantId: string) => void;
+  /** Where errors that escape oidc-provider go (instead of Koa's default, `console.error`). */
+  log?: Logger;
 }
 
 /** Creates the provider. */
-export function createProvider({ config, issuer, store, records, clients, jwks, cookieKeys, events, onGrantRevoked }: ProviderOptions): Provider {
+export function createProvider({ config, issuer, store, records, clients, jwks, cookieKeys, events, onGrantRevoked, log }: ProviderOptions): Provider {
   // Authorization code + PKCE (S256 only, the one method oidc-provider 9 implements; required for
   // these public clients) beside the device grant: the CLI on a loopback redirect, the extension
   // through launchWebAuthFlow for the extension ids the server is told about.
@@ -153,6 +157,27 @@ export function createProvider({ config, issuer, store, records, clients, jwks, 
   // The device-code forms (POST /device) carry oidc-provider's own anti-forgery token (`xsrf`, bound
   // to the session cookie); a POST another site sent is refused before it, as on our own forms.
   const issuerOrigin = new URL(issuer).origin;
+  // oidc-provider answers a request that needs a sign-in session this browser does not have (a resume
+  // URL `/auth/<uid>/` or `/device/<uid>/`, a device-code form posted without its cookie) by throwing
+  // a TypeError ("persist can only be called on previously persisted Sessions") instead of a 4xx:
+  // that is the caller's mistake, answered 400.
+  provider.use(async (ctx, next) => {
+    try {
+      await next();
+      // No route here (e.g. GET on a POST-only endpoint): problem details, as everywhere else.
+      if (ctx.status === 404 && ctx.body == null) {
+        ctx.status = 404;
+        ctx.type = 'application/problem+json';
+        ctx.body = new PalisadeError('PAL_ERR_NOT_FOUND', 'no such OAuth endpoint (or not for this method)').toProblem();
+      }
+    } catch (e) {
+      if (!(e instanceof TypeError) || !/previously persisted Sessions/.test(e.message)) throw e;
+      ctx.status = 400;
+      ctx.type = 'html';
+      ctx.set('cache-control', 'no-store');
+      ctx.body = page('Sign-in not in progress', '<p class="error" role="alert">This sign-in is not in progress in this browser: it expired, or it was started somewhere else. Start again from your device or app.</p>');
+    }
+  });
   provider.use(async (ctx, next) => {
     if (ctx.method === 'POST' && ctx.path === '/device') {
       const refusal = crossSiteFormRefusal(ctx.headers, [issuerOrigin, `${ctx.protocol}://${ctx.host}`]);
@@ -199,6 +224,15 @@ export function createProvider({ config, issuer, store, records, clients, jwks, 
     events.emit({
       class: 'authentication', activity: 'oauth.server_error', outcome: 'failure', severity: 'high',
       code: (err as { code?: string }).code ?? 'server_error', message: 'the authorization server failed (is a store unreachable?)', src: { ip: ip(ctx) },
+    });
+  });
+  // An error that reached Koa (a 500 oidc-provider did not handle): to the log and the security
+  // events, never to stderr through Koa's default handler.
+  (provider as unknown as NodeJS.EventEmitter).on('error', (err: Error, ctx?: KoaContextWithOIDC) => {
+    log?.error({ err, path: ctx?.path }, 'the authorization server failed on a request');
+    events.emit({
+      class: 'authentication', activity: 'oauth.unhandled', outcome: 'failure', severity: 'high',
+      code: 'PAL_ERR_INTERNAL', message: 'the authorization server failed on a request', src: { ip: ctx ? ip(ctx) : undefined },
     });
   });
   provider.on('grant.revoked', (_ctx: KoaContextWithOIDC, grantId: string) => {

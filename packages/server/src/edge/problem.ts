@@ -14,6 +14,8 @@ export function toPalisadeError(err: unknown): PalisadeError {
     if (e.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || (e.statusCode === 400 && e instanceof SyntaxError)) {
       return new PalisadeError('PAL_ERR_VALIDATION', 'request body is not valid JSON');
     }
+    if (e.code === 'FST_ERR_BAD_URL') return new PalisadeError('PAL_ERR_VALIDATION', 'the request path is not valid percent-encoding');
+    if (e.code === 'FST_ERR_MAX_PARAM_LENGTH' || e.statusCode === 414) return new PalisadeError('PAL_ERR_URI_TOO_LONG', 'a path segment is longer than allowed');
     if (e.statusCode === 404) return new PalisadeError('PAL_ERR_NOT_FOUND', 'no such route');
     if (e.statusCode === 400) return new PalisadeError('PAL_ERR_VALIDATION', 'malformed request', { internal: err });
     if (e.statusCode === 413) return new PalisadeError('PAL_ERR_FRAME_TOO_LARGE', 'request body is larger than allowed');

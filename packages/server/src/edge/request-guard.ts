@@ -2,7 +2,8 @@
  * @module edge/request-guard — the checks every HTTP request passes before any handler runs, as one
  * visible pipeline:
  *
- *   checkUrlLength (414) → resolve client IP (trusted proxies) → classify (endpoint class)
+ *   checkUrlLength (414) → checkHost (400) → checkMemory (503 on routes that start new work, while the
+ *   node sheds; edge/memory-guard.ts) → resolve client IP (trusted proxies) → classify (endpoint class)
  *   → rateLimit per IP, and per client on token requests (429 + RateLimit headers)
  *
  * Request heads past `maxHeaderBytes` are refused by Node's parser; `onClientError` answers those
@@ -15,8 +16,17 @@ import { PalisadeError } from '@palisade/protocol';
 import type { RateClass, ServerConfig } from '../config.ts';
 import type { ClientIpResolver } from './client-ip.ts';
 import { rateLimitError, type RateLimiter, type RateVerdict } from './rate-limit.ts';
+import { OVERLOAD_RETRY_AFTER_S, type MemoryGuard } from './memory-guard.ts';
 
 const FORWARDED = ['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host'] as const;
+
+/**
+ * Routes (`METHOD pattern`, as the router matched them) that start new work, refused while the node
+ * is short of memory. Everything else goes on: reads, event streams of running tasks, cancelling,
+ * revoking, health checks, and the OAuth endpoints (a refused token refresh would close the open
+ * agent connections it keeps alive).
+ */
+export const SHED_ROUTES: ReadonlySet<string> = new Set(['POST /api/v1/tasks']);
 
 /** OAuth endpoints that issue, exchange or inspect tokens (paths below `/oauth2`). */
 const TOKEN_PATHS = new Set(['/token', '/token/revocation', '/token/introspection', '/device/auth', '/request']);
@@ -46,6 +56,16 @@ export function basicClientId(header: string | undefined): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * A `Host` header that names a host: a DNS name or IPv4 address, or a bracketed IPv6 address, with
+ * an optional port. Anything else (`javascript:…`, `%2e%2e%2f`, `a/b`) is refused before a handler
+ * builds a URL from it. An absent Host is left to Node (HTTP/1.1 requires it).
+ */
+const HOST = /^(?:[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9_])?|\[[0-9A-Fa-f:.]{2,45}\])(?::\d{1,5})?$/;
+export function hostValid(host: string | undefined): boolean {
+  return host === undefined || HOST.test(host);
 }
 
 /** Writes a problem-details answer on a raw Node response (outside Fastify). */
@@ -100,23 +120,34 @@ export function jsonDepthExceeds(text: string, max: number): boolean {
 export interface RequestGuard {
   /** Runs the pipeline on a raw request (the OAuth endpoints); calls `next` only if it passes. */
   raw(req: IncomingMessage, res: ServerResponse, next: () => void): void;
-  /** Runs the pipeline for a Fastify request: returns the verdict (headers to send), or throws the refusal. */
-  check(req: IncomingMessage, ip: string): Promise<RateVerdict | undefined>;
+  /**
+   * Runs the pipeline for a Fastify request: returns the verdict (headers to send), or throws the
+   * refusal. `route` is the pattern the router matched (`/api/v1/tasks`), undefined when none did:
+   * matched, not compared as text, so no spelling of the URL (`%74asks`) slips past `checkMemory`.
+   */
+  check(req: IncomingMessage, ip: string, route?: string): Promise<RateVerdict | undefined>;
 }
 
-export function createRequestGuard(o: { config: ServerConfig; limiter: RateLimiter; ips: ClientIpResolver; onError: (err: unknown) => void }): RequestGuard {
-  const { config, limiter, ips } = o;
+export function createRequestGuard(o: { config: ServerConfig; limiter: RateLimiter; ips: ClientIpResolver; memory: Pick<MemoryGuard, 'shedding' | 'refuse'>; onError: (err: unknown) => void }): RequestGuard {
+  const { config, limiter, ips, memory } = o;
   const tooLong = (url: string) => url.length > config.maxUrlBytes;
   const pathOf = (url: string) => {
     const q = url.indexOf('?');
     return q < 0 ? url : url.slice(0, q);
   };
   const urlError = () => new PalisadeError('PAL_ERR_URI_TOO_LONG', `the request URL is longer than ${config.maxUrlBytes} bytes`);
+  const hostError = () => new PalisadeError('PAL_ERR_VALIDATION', 'the Host header is not a host name, address or host:port');
+  const checkMemory = (method: string, route: string | undefined) => {
+    if (memory.shedding && route !== undefined && SHED_ROUTES.has(`${method} ${route}`)) {
+      throw Object.assign(memory.refuse('task'), { headers: [['retry-after', String(OVERLOAD_RETRY_AFTER_S)]] });
+    }
+  };
 
   return {
     raw(req, res, next) {
       const url = req.url ?? '/';
       if (tooLong(url)) return sendProblem(res, urlError());
+      if (!hostValid(req.headers.host)) return sendProblem(res, hostError());
       const ip = ips.of(req);
       // oidc-provider (Koa) believes X-Forwarded-* only when proxies are trusted (`provider.proxy`):
       // it then gets exactly the address resolved here, and the other headers only from a trusted peer.
@@ -133,9 +164,11 @@ export function createRequestGuard(o: { config: ServerConfig; limiter: RateLimit
         sendProblem(res, err instanceof PalisadeError ? err : new PalisadeError('PAL_ERR_INTERNAL', 'internal error'));
       });
     },
-    async check(req, ip) {
+    async check(req, ip, route) {
       const url = req.url ?? '/';
       if (tooLong(url)) throw urlError();
+      if (!hostValid(req.headers.host)) throw hostError();
+      checkMemory(req.method ?? 'GET', route);
       const cls = classify(req.method ?? 'GET', pathOf(url));
       if (!cls) return undefined;
       const v = await limiter.check(cls, { ip });

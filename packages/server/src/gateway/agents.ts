@@ -2,14 +2,15 @@
  * @module gateway/agents — the agent WebSocket endpoint (`/ws/agent`).
  *
  * Upgrade pipeline, in order (each a named step below):
- *   checkPath → checkOrigin → checkSubprotocol → rateLimitIp → reserveConnection (node, IP caps)
+ *   checkPath → checkMemory (503 while the node sheds) → checkOrigin → checkSubprotocol → rateLimitIp
+ *   → reserveConnection (node, IP caps)
  *   → authenticate (bearer subprotocol, verified before the upgrade) → authorize (scope `agent`)
  *   → rateLimitPrincipal → reserveUser (per-user cap) → upgrade (`maxPayload` bounded)
  * then on the socket: auth frame if no bearer was offered (within `authTimeoutMs`; the per-user cap
- * is then checked) → `hello` (within `authTimeoutMs`) → frames, each within the connection's rate
- * (token bucket), parsed and validated → heartbeat (a missed pong drops the peer) → closed when the
- * token expires unless a fresh one came in an `auth` frame; a peer whose unsent data passes
- * `maxSendBufferBytes` is closed as a slow consumer.
+ * is then checked) → `hello` (within `authTimeoutMs`; closed 1013 while the node sheds) → frames,
+ * each within the connection's rate (token bucket), parsed and validated → heartbeat (a missed pong
+ * drops the peer) → closed when the token expires unless a fresh one came in an `auth` frame; a
+ * peer whose unsent data passes `maxSendBufferBytes` is closed as a slow consumer.
  */
 import type { IncomingMessage, Server as HttpServer } from 'node:http';
 import type { Duplex } from 'node:stream';
@@ -17,7 +18,7 @@ import { randomBytes } from 'node:crypto';
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
 import type { Logger } from 'pino';
 import {
-  ERROR_CODES, PalisadeError, PROTOCOL_VERSION, WS_BEARER_PREFIX, WS_SUBPROTOCOL, parse, parseOrigin,
+  ERROR_CODES, PalisadeError, clip, PROTOCOL_VERSION, WS_BEARER_PREFIX, WS_SUBPROTOCOL, parse, parseOrigin,
   type AgentFrame, type ErrorCode, type ServerFrame,
 } from '@palisade/protocol';
 import type { ServerConfig } from '../config.ts';
@@ -32,6 +33,9 @@ import { agentFrame } from '../edge/validators.ts';
 import type { AgentHandle, AgentRegistry } from './registry.ts';
 import type { ClientIpResolver } from '../edge/client-ip.ts';
 import { rateLimitError, type RateLimiter } from '../edge/rate-limit.ts';
+import { jsonDepthExceeds } from '../edge/request-guard.ts';
+import { wholeSeconds } from '../timers.ts';
+import { OVERLOAD_RETRY_AFTER_S, type MemoryGuard } from '../edge/memory-guard.ts';
 
 export const AGENT_PATH = '/ws/agent';
 /** Frames of one connection waiting to be handled; past this the agent is flooding and is closed. */
@@ -54,6 +58,8 @@ export interface GatewayOptions {
   limiter: RateLimiter;
   /** The client address, behind trusted proxies too. */
   ips: ClientIpResolver;
+  /** Whether the node sheds new work for memory (edge/memory-guard.ts): new agents are refused. */
+  memory: Pick<MemoryGuard, 'shedding' | 'refuse'>;
 }
 
 interface UpgradeContext {
@@ -135,12 +141,18 @@ const checkPath: UpgradeStep = ({ req }) => {
   if ((req.url ?? '').includes('?')) throw new PalisadeError('PAL_ERR_VALIDATION', 'the WebSocket URL takes no query string; present the token in Sec-WebSocket-Protocol');
 };
 
+const checkMemory: UpgradeStep = (ctx, { memory }) => {
+  if (!memory.shedding) return;
+  ctx.retryAfter = [['retry-after', String(OVERLOAD_RETRY_AFTER_S)]];
+  throw memory.refuse('agent');
+};
+
 const checkOrigin: UpgradeStep = (ctx, { config }) => {
   const origin = ctx.req.headers.origin;
   ctx.origin = origin;
   // Non-browser agents send no Origin; a browser always does, and it must be on the allow-list.
   if (origin !== undefined && !originAllowed(origin, config.wsOrigins)) {
-    throw new PalisadeError('PAL_ERR_ORIGIN_REFUSED', `Origin ${origin} may not open agent connections`);
+    throw new PalisadeError('PAL_ERR_ORIGIN_REFUSED', `Origin ${clip(origin)} may not open agent connections`);
   }
 };
 
@@ -179,6 +191,7 @@ const authorize: UpgradeStep = (ctx) => {
 /** The visible pipeline every agent upgrade passes (`reserveConnection`/`reserveUser` need the caps, so they are bound per gateway). */
 export const UPGRADE_PIPELINE: readonly (readonly [string, UpgradeStep | 'reserveConnection' | 'reserveUser'])[] = [
   ['checkPath', checkPath],
+  ['checkMemory', checkMemory],
   ['checkOrigin', checkOrigin],
   ['checkSubprotocol', checkSubprotocol],
   ['rateLimitIp', rateLimitIp],
@@ -410,7 +423,9 @@ class AgentConnection {
     // The connection lives no longer than its token: the agent sends a fresh one in an `auth` frame
     // before it expires, or is closed with 4401 and reconnects.
     clearTimeout(this.#expiry);
-    this.#expiry = setTimeout(() => this.#fail('PAL_ERR_TOKEN_INVALID', 'the access token expired; send a fresh one or reconnect'), Math.min(Math.max(0, p.exp * 1000 - Date.now()), 2 ** 31 - 1));
+    // Rounded up to a whole second: Node keeps one timer list per distinct delay, and per-millisecond
+    // delays would leave a list behind for every connection until its token expired.
+    this.#expiry = setTimeout(() => this.#fail('PAL_ERR_TOKEN_INVALID', 'the access token expired; send a fresh one or reconnect'), wholeSeconds(p.exp * 1000 - Date.now()));
     this.#expiry.unref();
   }
 
@@ -429,9 +444,15 @@ class AgentConnection {
     let frame: AgentFrame;
     try {
       if (isBinary) throw new PalisadeError('PAL_ERR_VALIDATION', 'binary frames are not accepted');
+      const text = data.toString();
+      // Depth first, by a linear scan: a frame nested thousands deep costs the parser and the
+      // validator no recursion (as HTTP bodies, edge/request-guard.ts).
+      if (jsonDepthExceeds(text, this.#o.config.maxJsonDepth)) {
+        throw new PalisadeError('PAL_ERR_VALIDATION', `the frame nests objects or arrays deeper than ${this.#o.config.maxJsonDepth} levels`);
+      }
       let json: unknown;
       try {
-        json = JSON.parse(data.toString());
+        json = JSON.parse(text);
       } catch {
         throw new PalisadeError('PAL_ERR_VALIDATION', 'the frame is not valid JSON');
       }
@@ -473,6 +494,7 @@ class AgentConnection {
         throw new PalisadeError('PAL_ERR_VALIDATION', 'hello was already said');
       case 'grants':
         this.#handle.grants = normaliseGrants(frame.grants);
+        this.#present();
         await this.#o.store.agents.touch(this.#handle.id, new Date().toISOString(), [...this.#handle.grants]);
         await this.#o.tasks.agentReady(this.#handle);
         return;
@@ -487,6 +509,11 @@ class AgentConnection {
 
   async #hello(frame: Extract<AgentFrame, { type: 'hello' }>): Promise<void> {
     if (frame.v !== PROTOCOL_VERSION) throw new PalisadeError('PAL_ERR_PROTOCOL_VERSION', `protocol version ${frame.v} is not supported; this server speaks ${PROTOCOL_VERSION}`);
+    // Upgraded before the node began to shed, but not an agent yet: it is new work, refused (1013).
+    if (this.#o.memory.shedding) {
+      const err = this.#o.memory.refuse('agent');
+      return this.#fail(err.code, err.message);
+    }
     const p = this.#principal!;
     const at = new Date().toISOString();
     const grants = normaliseGrants(frame.grants);
@@ -537,7 +564,7 @@ class AgentConnection {
   #present(): void {
     const h = this.#handle;
     if (!h || this.#closed) return;
-    this.#o.presence.set({ agentId: h.id, userId: h.userId, nodeId: this.#o.nodeId, since: this.#since }, 3 * this.#o.config.heartbeatMs)
+    this.#o.presence.set({ agentId: h.id, userId: h.userId, nodeId: this.#o.nodeId, since: this.#since, grants: [...h.grants] }, 3 * this.#o.config.heartbeatMs)
       .catch((e: unknown) => this.#o.log.warn({ err: (e as Error).message, agentId: h.id }, 'presence not recorded'));
   }
 

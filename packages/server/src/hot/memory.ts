@@ -116,10 +116,11 @@ export function createMemoryHotStore(o: MemoryHotStoreOptions = {}): HotStore {
   const revoked = new ExpiringMap<true>(max, now);
   const presence = new ExpiringMap<PresenceEntry>(max, now);
   const transient = new ExpiringMap<string>(max, now);
+  const nodes = new ExpiringMap<true>(max, now);
   const rates = createMemoryRateLimits(o);
   const bus = new EventEmitter().setMaxListeners(0);
   const sweeper = setInterval(() => {
-    for (const m of [counters, revoked, presence, transient, rates]) m.sweep();
+    for (const m of [counters, revoked, presence, transient, nodes, rates]) m.sweep();
   }, 60_000).unref();
 
   return {
@@ -168,6 +169,23 @@ export function createMemoryHotStore(o: MemoryHotStoreOptions = {}): HotStore {
       },
       async forUser(userId) {
         return [...presence.entries()].map(([, e]) => e).filter((e) => e.userId === userId);
+      },
+    },
+    nodes: {
+      async beat(nodeId, ttlMs) {
+        nodes.set(nodeId, true, now() + ttlMs);
+      },
+      async alive(nodeIds) {
+        return new Set(nodeIds.filter((id) => nodes.get(id) !== undefined));
+      },
+    },
+    bus: {
+      async publish(topic, message) {
+        bus.emit(`bus:${topic}`, message);
+      },
+      async subscribe(topic, handler) {
+        bus.on(`bus:${topic}`, handler);
+        return async () => void bus.off(`bus:${topic}`, handler);
       },
     },
     transient: {

@@ -9,6 +9,8 @@
  *   P:revoked                      sorted set: revoked id → expiry (ms); channel P:revoked tells nodes
  *   P:presence:agent:<id>          JSON presence entry, TTL; P:presence:user:<uid> set of agent ids
  *   P:tmp:<key>                    one-time values (GETDEL)
+ *   P:node:<id>                    a live node's beat (TTL)
+ *   P:bus:<topic>                  pub/sub channel of a bus topic (no key)
  *   P:oidc:<model>:<id>            JSON OAuth record, expiring with it; lookups by user code and
  *   P:oidc:<model>:uc:<code>/uid:<uid>, sets P:oidc:grant:<grantId> and P:oidc:acct:<model>:<account>
  *
@@ -199,7 +201,13 @@ export async function openRedisHotStore(o: RedisHotStoreOptions): Promise<HotSto
       mirror.set(id, Number(rows[i + 1]));
     }
   };
-  sub.on('message', (_channel: string, message: string) => {
+  // Bus topics: one Redis subscription per topic, shared by this node's handlers.
+  const topics = new Map<string, { handlers: Set<(message: string) => void>; ready: Promise<void> }>();
+  sub.on('message', (channel: string, message: string) => {
+    if (channel !== revokedKey) {
+      for (const h of topics.get(channel)?.handlers ?? []) h(message);
+      return;
+    }
     const sep = message.indexOf(' ');
     const id = message.slice(sep + 1);
     mirror.set(id, Number(message.slice(0, sep)));
@@ -240,6 +248,41 @@ export async function openRedisHotStore(o: RedisHotStoreOptions): Promise<HotSto
         const args = [esc.strikes, esc.windowMs, esc.blockMs, ...rules.flatMap((r) => [r.periodMs / r.limit, r.burst])];
         const v = (await run(() => rateScript(redis, keys, args))) as number[];
         return { allowed: v[0] === 1, retryAfterMs: Number(v[1]), remaining: Number(v[2]), rule: Number(v[3]), blocked: v[4] === 1, newlyBlocked: v[5] === 1 };
+      },
+    },
+    nodes: {
+      async beat(nodeId, ttlMs) {
+        await run(() => redis.set(`${P}node:${nodeId}`, '1', 'PX', ttlMs));
+      },
+      async alive(nodeIds) {
+        if (nodeIds.length === 0) return new Set();
+        const v = await run(() => redis.mget(nodeIds.map((id) => `${P}node:${id}`)));
+        return new Set(nodeIds.filter((_, i) => v[i] !== null));
+      },
+    },
+    bus: {
+      async publish(topic, message) {
+        await run(() => redis.publish(`${P}bus:${topic}`, message));
+      },
+      async subscribe(topic, handler) {
+        const channel = `${P}bus:${topic}`;
+        let t = topics.get(channel);
+        if (!t) {
+          const handlers = new Set<(message: string) => void>();
+          const ready = run(() => sub.subscribe(channel)).then(() => undefined);
+          topics.set(channel, (t = { handlers, ready }));
+          ready.catch(() => topics.get(channel) === t && topics.delete(channel));
+        }
+        const entry = t;
+        await entry.ready;
+        entry.handlers.add(handler);
+        return async () => {
+          entry.handlers.delete(handler);
+          if (entry.handlers.size === 0 && topics.get(channel) === entry) {
+            topics.delete(channel);
+            await run(() => sub.unsubscribe(channel));
+          }
+        };
       },
     },
     revocations: {

@@ -7,7 +7,9 @@
  *  - rates        request-rate limits (GCRA), with temporary blocks for repeated abuse
  *  - revocations  revoked session ids, mirrored on every node so checks cost no round trip
  *  - presence     which agents are connected to which node
+ *  - nodes        which nodes are alive (each beats within a time to live)
  *  - transient    one-time values with a time to live (upstream sign-in transactions)
+ *  - bus          messages between nodes, by topic (a node's own topic addresses that node)
  *  - oidc         OAuth records (sessions, grants, refresh tokens…), Redis only: with Redis they
  *                 live there (AOF for durability); without it they stay in the durable store
  */
@@ -98,6 +100,8 @@ export interface PresenceEntry {
   userId: string;
   nodeId: string;
   since: string;
+  /** Origins the agent was granted (so another node can route a task to it). */
+  grants?: string[] | undefined;
 }
 
 export interface Presence {
@@ -109,11 +113,31 @@ export interface Presence {
   forUser(userId: string): Promise<PresenceEntry[]>;
 }
 
+/** Which nodes are alive: each beats within a time to live, and is gone when it stops beating. */
+export interface Nodes {
+  /** Records that `nodeId` is alive for `ttlMs`. */
+  beat(nodeId: string, ttlMs: number): Promise<void>;
+  /** The ones of `nodeIds` that are alive. */
+  alive(nodeIds: string[]): Promise<Set<string>>;
+}
+
 export interface Transient {
   /** Stores `value` under `key` for `ttlMs`. */
   put(key: string, value: string, ttlMs: number): Promise<void>;
   /** Returns and deletes the value atomically: of two concurrent takers, one gets it. */
   take(key: string): Promise<string | undefined>;
+}
+
+/**
+ * Messages between nodes, by topic: every subscriber of a topic, on any node, receives what is
+ * published on it from then on (at most once: a node that is down or not yet subscribed misses it,
+ * so what must not be lost lives in the durable store and the message only says "look"). Messages
+ * from one publisher on one topic arrive in order.
+ */
+export interface Bus {
+  publish(topic: string, message: string): Promise<void>;
+  /** Starts receiving `topic`; resolves once subscribed. Returns a function that stops it. */
+  subscribe(topic: string, handler: (message: string) => void): Promise<() => Promise<void>>;
 }
 
 export interface HotStore {
@@ -122,7 +146,9 @@ export interface HotStore {
   readonly rates: RateLimits;
   readonly revocations: Revocations;
   readonly presence: Presence;
+  readonly nodes: Nodes;
   readonly transient: Transient;
+  readonly bus: Bus;
   /** OAuth records, when this store holds them (Redis); otherwise the durable store does. */
   readonly oidc?: OidcRepo | undefined;
   close(): Promise<void>;

@@ -19,7 +19,7 @@ export const opt = (v: unknown): string | undefined => (v === null || v === unde
 export const TASK_COLUMNS: Record<string, string> = {
   clientId: 'client_id', recipe: 'recipe', site: 'site', steps: 'steps', state: 'state', agentId: 'agent_id', pinnedAgentId: 'pinned_agent_id',
   attempts: 'attempts', idempotencyKey: 'idempotency_key', requestHash: 'request_hash', waitForAgent: 'wait_for_agent',
-  createdAt: 'created_at', updatedAt: 'updated_at', deadline: 'deadline', result: 'result', error: 'error',
+  createdAt: 'created_at', updatedAt: 'updated_at', deadline: 'deadline', result: 'result', error: 'error', nodeId: 'node_id',
 };
 /** Task fields stored as JSON. */
 export const TASK_JSON_FIELDS: ReadonlySet<string> = new Set(['steps', 'result', 'error']);
@@ -43,7 +43,7 @@ export function mappers(d: Decode) {
       steps: r.steps, state: String(r.state) as TaskRecord['state'], agentId: opt(r.agent_id), pinnedAgentId: opt(r.pinned_agent_id),
       attempts: Number(r.attempts), idempotencyKey: opt(r.idempotency_key), requestHash: String(r.request_hash), waitForAgent: d.bool(r.wait_for_agent),
       createdAt: String(r.created_at), updatedAt: String(r.updated_at), deadline: String(r.deadline),
-      result: r.result == null ? undefined : d.json(r.result), error: r.error == null ? undefined : d.json(r.error),
+      result: r.result == null ? undefined : d.json(r.result), error: r.error == null ? undefined : d.json(r.error), nodeId: opt(r.node_id),
     }, d),
     oidc: (r: Row): OidcRecord => ({
       payload: d.json(r.payload), expiresAt: r.expires_at == null ? undefined : Number(r.expires_at), grantId: opt(r.grant_id), userCode: opt(r.user_code), uid: opt(r.uid), accountId: opt(r.account_id),

@@ -52,5 +52,7 @@ export function migrations(dialect: Dialect): string[] {
        provider TEXT NOT NULL, subject TEXT NOT NULL, user_id TEXT NOT NULL REFERENCES users(id), email TEXT,
        created_at TEXT NOT NULL, PRIMARY KEY (provider, subject));
      CREATE INDEX identities_user ON identities(user_id);`,
+    // 5: the node whose agent connection runs a task, so others can take it back if that node dies.
+    `ALTER TABLE tasks ADD COLUMN node_id TEXT;`,
   ];
 }

@@ -56,6 +56,8 @@ export interface TaskRecord {
   deadline: string;
   result?: TaskResult | undefined;
   error?: ErrorBody | undefined;
+  /** The node that dispatched it to an agent connected there (unset while queued). */
+  nodeId?: string | undefined;
 }
 
 /** One record of oidc-provider's adapter contract (sessions, grants, device codes, …). */

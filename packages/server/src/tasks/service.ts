@@ -5,6 +5,25 @@
  * site and URL policy → idempotency → routing pre-check; only then is it stored (`queued`) and
  * dispatched to one of the owner's connected agents granted its site. Every state change is a
  * compare-and-set in the durable store, so a restart loses nothing that was acknowledged.
+ *
+ * Across nodes (a `cluster`: Redis presence and bus, a shared durable store) an agent may be
+ * connected to another node. Then:
+ *
+ *   node A (submit)                            node B (agent connected here)
+ *   store task `queued`, arm deadline
+ *   follow `task:<id>` on the bus ──────────►  (B's events reach A's watchers)
+ *   publish {dispatch} on `node:<B>` ───────►  read task; CAS queued → dispatched; send to agent;
+ *                                              arm accept timer and deadline
+ *   watchers on A  ◄─── `task:<id>` ────────── state / progress / end events
+ *   cancel: CAS → cancelled, publish {cancel}  ► agent told `task.cancel`, local timers dropped
+ *
+ * Every move is still a compare-and-set in the shared store, so two nodes acting on one task (a
+ * duplicate message, a cancel racing a result) move it once: a task is never dispatched twice for
+ * one attempt. Bus messages only say "look" — what must not be lost is in the store.
+ *
+ * A dispatched task records its node. Every node beats (`nodes`, every `nodeBeatMs`); one node at a
+ * time (a counter used as a lock) sweeps: a dispatched or running task whose node has missed three
+ * beats is re-dispatched (its agent reconnects elsewhere) or failed with `PAL_ERR_AGENT_LOST`.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
@@ -17,9 +36,11 @@ import type { Principal } from '../auth/tokens.ts';
 import type { DurableStore, TaskRecord } from '../store/types.ts';
 import type { SecurityEvents } from '../siem/events.ts';
 import type { AgentHandle, AgentRegistry } from '../gateway/registry.ts';
+import type { Bus, Counters, Nodes, Presence } from '../hot/types.ts';
 import { taskSubmission, boundSteps } from '../edge/validators.ts';
 import type { RecipeRegistry } from './recipes.ts';
 import { canMove } from './machine.ts';
+import { wholeSeconds } from '../timers.ts';
 
 export type TaskListener = (event: TaskEvent, seq: number) => void;
 
@@ -43,7 +64,20 @@ export interface TaskServiceOptions {
   agents: AgentRegistry;
   events: SecurityEvents;
   log: Logger;
+  /** Set when several nodes share the stores: tasks then reach agents connected to other nodes. */
+  cluster?: { nodeId: string; bus: Bus; presence: Presence; nodes: Nodes; counters: Counters } | undefined;
 }
+
+/** A message to one node, on its topic `node:<id>`. */
+type NodeMessage =
+  | { k: 'dispatch'; taskId: string }
+  | { k: 'cancel'; taskId: string; agentId: string; reason: string };
+
+/** A task event on the bus, on the task's topic `task:<id>`, tagged with the node that published it. */
+interface BusEvent { from: string; event: TaskEvent }
+
+export const nodeTopic = (nodeId: string) => `node:${nodeId}`;
+const taskTopic = (taskId: string) => `task:${taskId}`;
 
 const now = () => new Date().toISOString();
 const newTaskId = () => `t_${randomBytes(12).toString('base64url')}`;
@@ -70,8 +104,18 @@ export class TaskService {
   readonly #history = new Map<string, History>();
   /** Ids of ended tasks with the time they ended, oldest first, for pruning their histories. */
   #ended: [string, number][] = [];
-  /** Unfinished tasks this node has stored or moved: spares a store read for every agent frame. */
+  /**
+   * Unfinished tasks this node has stored or moved: spares a store read for every agent frame. In a
+   * cluster it holds only tasks this node dispatched (a queued task may be taken by any node), and
+   * callers' reads go to the store, which every node's moves reach.
+   */
   readonly #live = new Map<string, TaskRecord>();
+  /** Task topics this node follows on the bus: how many reasons (watchers, a remote dispatch) and how to stop. */
+  readonly #following = new Map<string, { refs: number; stop: Promise<() => Promise<void>> }>();
+  /** Tasks this node handed to another node's agent (it follows their events until they end). */
+  readonly #routed = new Set<string>();
+  #stopNodeTopic: (() => Promise<void>) | undefined;
+  #beat: NodeJS.Timeout | undefined;
   #stopped = false;
 
   constructor(options: TaskServiceOptions) {
@@ -105,7 +149,7 @@ export class TaskService {
     }
 
     const waitForAgent = sub.waitForAgent ?? false;
-    if (!waitForAgent) this.#precheckRouting(p.userId, site, sub.agentId);
+    if (!waitForAgent) await this.#precheckRouting(p.userId, site, sub.agentId);
     const open = await this.#o.store.tasks.countUnfinished(p.userId);
     if (open >= this.#o.config.maxUnfinishedTasksPerUser) {
       throw new PalisadeError('PAL_ERR_RATE_LIMITED', `you have ${open} unfinished tasks, the most allowed; wait for some to finish or cancel them`);
@@ -119,14 +163,14 @@ export class TaskService {
     };
     const { task, created } = await this.#o.store.tasks.insert(record);
     if (!created) return { task: toView(task), created: false };
-    this.#live.set(task.id, task);
+    if (!this.#o.cluster) this.#live.set(task.id, task);
     this.#o.events.emit({
       class: 'api_activity', activity: 'task.submit', outcome: 'success', message: `task ${task.id} accepted for ${site}`,
       actor: { userId: p.userId, clientId: p.clientId }, data: { taskId: task.id, recipe, site },
     });
     this.#armDeadline(task);
     await this.#tryDispatch(task);
-    return { task: toView(this.#live.get(task.id) ?? (await this.#o.store.tasks.byId(task.id)) ?? task), created: true };
+    return { task: toView((await this.#current(task.id)) ?? task), created: true };
   }
 
   async get(p: Principal, id: string): Promise<TaskView> {
@@ -153,15 +197,18 @@ export class TaskService {
     let set = this.#listeners.get(id);
     if (!set) this.#listeners.set(id, (set = new Set()));
     set.add(listener);
+    // Events from the node whose agent runs it, if that is another one.
+    if (!FINAL_STATES.has(t.state)) await this.#follow(id);
     // Read after subscribing so no transition between the read and the subscription is missed.
-    const fresh = this.#live.get(id) ?? (await this.#o.store.tasks.byId(id)) ?? t;
+    const fresh = (await this.#current(id)) ?? t;
     const backlog = (this.#history.get(id)?.events ?? []).filter((e) => e.seq > afterSeq);
     return {
       task: toView(fresh),
       backlog,
       unsubscribe: () => {
-        set.delete(listener);
+        if (!set.delete(listener)) return;
         if (set.size === 0) this.#listeners.delete(id);
+        if (!FINAL_STATES.has(t.state)) this.#unfollow(id);
       },
     };
   }
@@ -182,7 +229,7 @@ export class TaskService {
       }
     }
     const queued = (await this.#o.store.tasks.listUnfinished(agent.userId)).filter((t) => t.state === 'queued');
-    for (const t of queued) await this.#tryDispatch(t);
+    for (const t of queued) await this.#tryDispatch(t, true);
   }
 
   /**
@@ -235,12 +282,22 @@ export class TaskService {
 
   /** Recovers tasks left unfinished by a previous run: requeued (agents reconnect) or expired. */
   async start(): Promise<void> {
+    const c = this.#o.cluster;
+    if (c) {
+      this.#stopNodeTopic = await c.bus.subscribe(nodeTopic(c.nodeId), (m) => void this.#onNodeMessage(m));
+      await c.nodes.beat(c.nodeId, 3 * this.#o.config.nodeBeatMs);
+      this.#beat = setInterval(() => void this.#beatAndSweep(), this.#o.config.nodeBeatMs);
+      this.#beat.unref();
+    }
     for (const t of await this.#o.store.tasks.listUnfinished()) {
       if (Date.parse(t.deadline) <= Date.now()) {
         await this.#finish(t, 'expired', undefined, { code: 'PAL_ERR_TASK_EXPIRED', message: 'the deadline passed while the server was down' });
         continue;
       }
-      if (t.state !== 'queued') await this.#requeueOrFail(t, 'the server restarted while the task ran');
+      // A task an agent on another live node is running is that node's; the rest were this node's
+      // (or a dead node's whose agents are gone): requeued.
+      const elsewhere = t.agentId !== undefined && (await this.#remote(t.ownerUserId, t.agentId)).length > 0;
+      if (t.state !== 'queued' && !elsewhere) await this.#requeueOrFail(t, 'the server restarted while the task ran');
       const fresh = await this.#o.store.tasks.byId(t.id);
       if (fresh && !FINAL_STATES.has(fresh.state)) this.#armDeadline(fresh);
     }
@@ -248,6 +305,11 @@ export class TaskService {
 
   stop(): void {
     this.#stopped = true;
+    clearInterval(this.#beat);
+    void this.#stopNodeTopic?.().catch(() => undefined);
+    for (const f of this.#following.values()) void f.stop.then((stop) => stop()).catch(() => undefined);
+    this.#following.clear();
+    this.#routed.clear();
     for (const t of this.#acceptTimers.values()) clearTimeout(t);
     for (const t of this.#deadlineTimers.values()) clearTimeout(t);
     for (const t of this.#graceTimers.values()) clearTimeout(t);
@@ -261,8 +323,11 @@ export class TaskService {
   }
 
   /** Open timers and listeners, for leak checks. */
-  get openHandles(): { accept: number; deadline: number; grace: number; listeners: number; live: number } {
-    return { accept: this.#acceptTimers.size, deadline: this.#deadlineTimers.size, grace: this.#graceTimers.size, listeners: this.#listeners.size, live: this.#live.size };
+  get openHandles(): { accept: number; deadline: number; grace: number; listeners: number; live: number; following: number } {
+    return {
+      accept: this.#acceptTimers.size, deadline: this.#deadlineTimers.size, grace: this.#graceTimers.size, listeners: this.#listeners.size, live: this.#live.size,
+      following: this.#following.size,
+    };
   }
 
   // ── internals ──────────────────────────────────────────────────────────────────────────────
@@ -288,23 +353,43 @@ export class TaskService {
     return this.#o.agents.forUser(userId).filter((a) => (pinned === undefined || a.id === pinned) && a.grants.has(site));
   }
 
-  #precheckRouting(userId: string, site: string, pinned?: string): void {
+  /** Present agents of the owner on other nodes (presence), with the sites they were granted. */
+  async #remote(userId: string, pinned?: string): Promise<{ agentId: string; nodeId: string; grants: string[] }[]> {
+    const c = this.#o.cluster;
+    if (!c) return [];
+    return (await c.presence.forUser(userId))
+      .filter((e) => e.nodeId !== c.nodeId && (pinned === undefined || e.agentId === pinned) && !this.#o.agents.get(e.agentId))
+      .map((e) => ({ agentId: e.agentId, nodeId: e.nodeId, grants: e.grants ?? [] }));
+  }
+
+  async #precheckRouting(userId: string, site: string, pinned?: string): Promise<void> {
     const connected = this.#o.agents.forUser(userId).filter((a) => pinned === undefined || a.id === pinned);
-    if (connected.length === 0) {
+    if (connected.length > 0 && this.#eligible(userId, site, pinned).length > 0) return;
+    const remote = await this.#remote(userId, pinned);
+    if (connected.length === 0 && remote.length === 0) {
       throw new PalisadeError('PAL_ERR_NO_AGENT', pinned ? `agent ${pinned} is not connected` : 'none of your agents is connected; open the extension and sign in, or submit with "waitForAgent": true');
     }
-    if (this.#eligible(userId, site, pinned).length === 0) {
+    if (!remote.some((r) => r.grants.includes(site))) {
       throw new PalisadeError('PAL_ERR_SITE_NOT_GRANTED', `no connected agent has been granted ${site}; grant it in the extension's popup`);
     }
   }
 
-  async #tryDispatch(t: TaskRecord): Promise<void> {
+  /**
+   * Dispatches a queued task to the least busy eligible agent on this node; failing that (and unless
+   * `localOnly`, as when another node asked), hands it to a node where an eligible agent is present.
+   */
+  async #tryDispatch(t: TaskRecord, localOnly = false): Promise<void> {
     if (this.#stopped || t.state !== 'queued') return;
     const candidates = this.#eligible(t.ownerUserId, t.site, t.pinnedAgentId);
-    if (candidates.length === 0) return;
+    if (candidates.length === 0) {
+      if (!localOnly) await this.#routeRemote(t);
+      return;
+    }
     const agent = candidates.reduce((a, b) => (b.inFlight.size < a.inFlight.size ? b : a));
-    const moved = await this.#move(t, 'dispatched', { agentId: agent.id, attempts: t.attempts + 1 });
+    const moved = await this.#move(t, 'dispatched', { agentId: agent.id, attempts: t.attempts + 1, nodeId: this.#o.cluster?.nodeId });
     if (!moved) return;
+    // The node that runs a task also enforces its deadline (the submitting node may be gone).
+    if (!this.#deadlineTimers.has(t.id)) this.#armDeadline(moved);
     agent.inFlight.add(t.id);
     agent.send({ type: 'task.dispatch', taskId: t.id, site: t.site, steps: t.steps, deadline: Date.parse(t.deadline) });
     this.#publish({ type: 'state', taskId: t.id, state: 'dispatched', at: moved.updatedAt });
@@ -315,6 +400,128 @@ export class TaskService {
     }, this.#o.config.acceptTimeoutMs);
     timer.unref();
     this.#acceptTimers.set(t.id, timer);
+  }
+
+  /** Says this node is alive; if no other node swept within the last beat, takes back dead nodes' tasks. */
+  async #beatAndSweep(): Promise<void> {
+    const c = this.#o.cluster!;
+    const beat = this.#o.config.nodeBeatMs;
+    try {
+      await c.nodes.beat(c.nodeId, 3 * beat);
+      if (!(await c.counters.attempt([{ key: 'tasks:sweep', limit: 1 }], beat)).allowed) return;
+      const held = (await this.#o.store.tasks.listUnfinished()).filter((t) => t.state !== 'queued' && t.nodeId !== undefined && t.nodeId !== c.nodeId);
+      if (held.length === 0) return;
+      const alive = await c.nodes.alive([...new Set(held.map((t) => t.nodeId!))]);
+      const lost = new Set<string>();
+      for (const t of held) {
+        if (alive.has(t.nodeId!) || this.#stopped) continue;
+        lost.add(t.nodeId!);
+        await this.#requeueOrFail(t, `node ${t.nodeId} stopped`);
+      }
+      for (const nodeId of lost) {
+        this.#o.events.emit({
+          class: 'api_activity', activity: 'node.lost', outcome: 'failure', severity: 'high', code: 'PAL_ERR_AGENT_LOST',
+          message: `node ${nodeId} stopped beating; the tasks its agents were running were taken back`, data: { nodeId },
+        });
+      }
+    } catch (e) {
+      this.#o.log.warn({ err: e }, 'node beat or sweep failed');
+    }
+  }
+
+  /** Asks a node where an eligible agent is present to dispatch `t`, following its events first. */
+  async #routeRemote(t: TaskRecord): Promise<void> {
+    const c = this.#o.cluster;
+    if (!c) return;
+    const remote = (await this.#remote(t.ownerUserId, t.pinnedAgentId)).filter((r) => r.grants.includes(t.site));
+    if (remote.length === 0) return;
+    const target = remote[Math.floor(Math.random() * remote.length)]!;
+    if (!this.#routed.has(t.id)) {
+      this.#routed.add(t.id);
+      await this.#follow(t.id);
+    }
+    // The other node moves it from here on: this node reads it from the store.
+    this.#live.delete(t.id);
+    await c.bus.publish(nodeTopic(target.nodeId), JSON.stringify({ k: 'dispatch', taskId: t.id } satisfies NodeMessage));
+  }
+
+  async #onNodeMessage(raw: string): Promise<void> {
+    let m: NodeMessage;
+    try {
+      m = JSON.parse(raw) as NodeMessage;
+    } catch {
+      return;
+    }
+    try {
+      if (m.k === 'dispatch') {
+        const t = await this.#o.store.tasks.byId(m.taskId);
+        if (t) await this.#tryDispatch(t, true);
+      } else if (m.k === 'cancel') {
+        this.#dropLocal(m.taskId);
+        const agent = this.#o.agents.get(m.agentId);
+        agent?.inFlight.delete(m.taskId);
+        agent?.send({ type: 'task.cancel', taskId: m.taskId, reason: m.reason });
+      }
+    } catch (e) {
+      this.#o.log.error({ err: e, message: m.k, taskId: m.taskId }, 'a message from another node failed');
+    }
+  }
+
+  /** Forgets what this node holds for a task another node finished. */
+  #dropLocal(taskId: string): void {
+    this.#clearAccept(taskId);
+    clearTimeout(this.#graceTimers.get(taskId));
+    this.#graceTimers.delete(taskId);
+    clearTimeout(this.#deadlineTimers.get(taskId));
+    this.#deadlineTimers.delete(taskId);
+    this.#live.delete(taskId);
+  }
+
+  /** Starts (or adds a reason for) receiving a task's events published by other nodes. */
+  async #follow(taskId: string): Promise<void> {
+    const c = this.#o.cluster;
+    if (!c) return;
+    const f = this.#following.get(taskId);
+    if (f) {
+      f.refs++;
+      await f.stop;
+      return;
+    }
+    const stop = c.bus.subscribe(taskTopic(taskId), (raw) => this.#onBusEvent(taskId, raw));
+    this.#following.set(taskId, { refs: 1, stop });
+    await stop;
+  }
+
+  #unfollow(taskId: string): void {
+    const f = this.#following.get(taskId);
+    if (!f || --f.refs > 0) return;
+    this.#following.delete(taskId);
+    void f.stop.then((stop) => stop()).catch((e: unknown) => this.#o.log.warn({ err: e, taskId }, 'unsubscribing from a task failed'));
+  }
+
+  #onBusEvent(taskId: string, raw: string): void {
+    let m: BusEvent;
+    try {
+      m = JSON.parse(raw) as BusEvent;
+    } catch {
+      return;
+    }
+    if (m.from === this.#o.cluster?.nodeId) return;
+    if (m.event.type === 'end') this.#dropLocal(taskId);
+    this.#publishLocal(m.event);
+    if (m.event.type === 'end') this.#forget(taskId);
+  }
+
+  /** A task ended (here or elsewhere): stop following it for the reasons that end with it. */
+  #forget(taskId: string): void {
+    if (this.#routed.delete(taskId)) this.#unfollow(taskId);
+    this.#listeners.delete(taskId);
+    const f = this.#following.get(taskId);
+    if (f) {
+      // Watchers are gone with the end event: nothing else keeps the subscription.
+      this.#following.delete(taskId);
+      void f.stop.then((stop) => stop()).catch(() => undefined);
+    }
   }
 
   async #acceptTimedOut(taskId: string, agent: AgentHandle): Promise<void> {
@@ -333,7 +540,7 @@ export class TaskService {
       await this.#finish(t, 'failed', undefined, { code: 'PAL_ERR_AGENT_LOST', message: `${reason}; gave up after ${t.attempts} attempts` });
       return;
     }
-    const moved = await this.#move(t, 'queued', { agentId: undefined });
+    const moved = await this.#move(t, 'queued', { agentId: undefined, nodeId: undefined });
     if (!moved) return;
     this.#o.log.warn({ taskId: t.id, reason }, 'task requeued');
     this.#publish({ type: 'state', taskId: t.id, state: 'queued', at: moved.updatedAt });
@@ -351,24 +558,39 @@ export class TaskService {
     this.#deadlineTimers.delete(t.id);
     if (t.agentId !== undefined && (state === 'cancelled' || state === 'expired')) {
       const agent = this.#o.agents.get(t.agentId);
-      agent?.inFlight.delete(t.id);
-      agent?.send({ type: 'task.cancel', taskId: t.id, reason: state });
+      if (agent) {
+        agent.inFlight.delete(t.id);
+        agent.send({ type: 'task.cancel', taskId: t.id, reason: state });
+      } else {
+        await this.#cancelRemote(t, t.agentId, state);
+      }
     }
     this.#publish({ type: 'end', task: toView(moved) });
-    this.#listeners.delete(t.id);
+    this.#forget(t.id);
     return moved;
+  }
+
+  /** Tells the node the agent is connected to that the task it runs is over. */
+  async #cancelRemote(t: TaskRecord, agentId: string, reason: string): Promise<void> {
+    const c = this.#o.cluster;
+    if (!c) return;
+    const at = (await c.presence.forUser(t.ownerUserId)).find((e) => e.agentId === agentId);
+    if (!at || at.nodeId === c.nodeId) return;
+    await c.bus.publish(nodeTopic(at.nodeId), JSON.stringify({ k: 'cancel', taskId: t.id, agentId, reason } satisfies NodeMessage));
   }
 
   async #move(t: TaskRecord, to: TaskState, patch: Partial<TaskRecord>): Promise<TaskRecord | undefined> {
     if (!canMove(t.state, to)) return undefined;
     const moved = await this.#o.store.tasks.update(t, { ...patch, state: to, updatedAt: now() });
-    if (moved && FINAL_STATES.has(moved.state)) this.#live.delete(t.id);
-    else if (moved) this.#live.set(t.id, moved);
+    // A failed compare-and-set means another node (or call) moved it: the cached copy is stale.
+    if (!moved || FINAL_STATES.has(moved.state) || (this.#o.cluster && moved.state === 'queued')) this.#live.delete(t.id);
+    else this.#live.set(t.id, moved);
     return moved;
   }
 
   #armDeadline(t: TaskRecord): void {
-    const ms = Math.max(0, Date.parse(t.deadline) - Date.now());
+    // A whole number of seconds (at most one late): one timer list per distinct delay (see wholeSeconds).
+    const ms = wholeSeconds(Date.parse(t.deadline) - Date.now());
     const timer = setTimeout(() => {
       this.#deadlineTimers.delete(t.id);
       void (async () => {
@@ -388,8 +610,13 @@ export class TaskService {
     this.#acceptTimers.delete(taskId);
   }
 
+  /** The task as callers should see it: this node's copy when it alone moves tasks, else the store's. */
+  async #current(id: string): Promise<TaskRecord | undefined> {
+    return (this.#o.cluster ? undefined : this.#live.get(id)) ?? (await this.#o.store.tasks.byId(id));
+  }
+
   async #owned(p: Principal, id: string): Promise<TaskRecord> {
-    const t = this.#live.get(id) ?? (await this.#o.store.tasks.byId(id));
+    const t = await this.#current(id);
     // Another user's task is reported as missing, so ids cannot be probed.
     if (!t || t.ownerUserId !== p.userId) throw new PalisadeError('PAL_ERR_NOT_FOUND', `no task ${id}`);
     return t;
@@ -407,7 +634,18 @@ export class TaskService {
     return t;
   }
 
+  /** Publishes a task event to this node's watchers and, in a cluster, to every node following the task. */
   #publish(event: TaskEvent): void {
+    const c = this.#o.cluster;
+    if (c) {
+      const id = event.type === 'end' ? event.task.id : event.taskId;
+      c.bus.publish(taskTopic(id), JSON.stringify({ from: c.nodeId, event } satisfies BusEvent))
+        .catch((e: unknown) => this.#o.log.warn({ err: e, taskId: id }, 'a task event did not reach the other nodes'));
+    }
+    this.#publishLocal(event);
+  }
+
+  #publishLocal(event: TaskEvent): void {
     const id = event.type === 'end' ? event.task.id : event.taskId;
     const seq = this.#remember(id, event);
     const set = this.#listeners.get(id);

@@ -78,7 +78,7 @@ export function hotContract(name: string, open: () => Promise<HotStore>): void {
 
     it('presence: set, list by user, removed only by the node that holds it, expires', async () => {
       const userId = k();
-      const entry = { agentId: k(), userId, nodeId: 'node-a', since: new Date().toISOString() };
+      const entry = { agentId: k(), userId, nodeId: 'node-a', since: new Date().toISOString(), grants: ['https://example.com', 'http://127.0.0.1:9'] };
       await h.presence.set(entry, 10_000);
       await h.presence.set({ ...entry, agentId: k() }, 100);
       assert.equal((await h.presence.forUser(userId)).length, 2);
@@ -155,6 +155,45 @@ export function hotContract(name: string, open: () => Promise<HotStore>): void {
       await sleep(200);
       const after = await h.rates.consume([rule], esc);
       assert.equal(after.blocked, false, 'the block expired');
+    });
+
+    it('bus: subscribers of a topic get what is published on it, in order; other topics and unsubscribed handlers do not', async () => {
+      const topic = k();
+      const got: string[] = [];
+      const also: string[] = [];
+      const other: string[] = [];
+      const off = await h.bus.subscribe(topic, (m) => got.push(m));
+      const offAlso = await h.bus.subscribe(topic, (m) => also.push(m));
+      const offOther = await h.bus.subscribe(k(), (m) => other.push(m));
+      for (let i = 0; i < 50; i++) await h.bus.publish(topic, `m${i}`);
+      for (let i = 0; i < 100 && (got.length < 50 || also.length < 50); i++) await sleep(10);
+      assert.deepEqual(got, Array.from({ length: 50 }, (_, i) => `m${i}`));
+      assert.deepEqual(also, got);
+      assert.deepEqual(other, []);
+      await offAlso();
+      await h.bus.publish(topic, 'after');
+      for (let i = 0; i < 100 && got.length < 51; i++) await sleep(10);
+      assert.equal(got.at(-1), 'after');
+      assert.equal(also.length, 50, 'an unsubscribed handler hears nothing more');
+      await off();
+      await offOther();
+      await h.bus.publish(topic, 'nobody');
+      await sleep(50);
+      assert.equal(got.length, 51);
+    });
+
+    it('nodes: a node is alive while it beats within its time to live, gone once it stops', async () => {
+      const [a, b, never] = [k(), k(), k()];
+      assert.deepEqual(await h.nodes.alive([]), new Set());
+      await h.nodes.beat(a, 150);
+      await h.nodes.beat(b, 10_000);
+      assert.deepEqual(await h.nodes.alive([a, b, never]), new Set([a, b]));
+      await sleep(100);
+      await h.nodes.beat(a, 150);
+      await sleep(100);
+      assert.deepEqual(await h.nodes.alive([a, b]), new Set([a, b]), 'a beat extends the time to live');
+      await sleep(120);
+      assert.deepEqual(await h.nodes.alive([a, b, never]), new Set([b]), 'a node that stopped beating is gone');
     });
   });
 }

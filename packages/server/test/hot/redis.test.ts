@@ -28,6 +28,22 @@ if (skip) {
   });
 
   describe('redis across nodes', () => {
+    it('bus: a message published on one node reaches the subscribers on the others', async () => {
+      const [a, b, c] = await Promise.all([open(), open(), open()]);
+      try {
+        const topic = `node:${randomUUID()}`;
+        const atB: string[] = [];
+        const atC: string[] = [];
+        await b.bus.subscribe(topic, (m) => atB.push(m));
+        await c.bus.subscribe(topic, (m) => atC.push(m));
+        await a.bus.publish(topic, 'dispatch t_1');
+        for (let i = 0; i < 100 && (atB.length === 0 || atC.length === 0); i++) await new Promise((r) => setTimeout(r, 10));
+        assert.deepEqual([atB, atC], [['dispatch t_1'], ['dispatch t_1']]);
+      } finally {
+        await Promise.all([a.close(), b.close(), c.close()]);
+      }
+    });
+
     it('a revocation on one node reaches the mirror of another, and a node started later loads it', async () => {
       const [a, b] = await Promise.all([open(), open()]);
       const heard: string[] = [];

@@ -55,6 +55,32 @@ describe('task flow over TLS', () => {
     assert.equal((got as { state: string }).state, 'succeeded');
   });
 
+  it('HEAD on the event stream of an unfinished task answers at once with the headers only', async () => {
+    const site = 'http://127.0.0.1:8';
+    const agentTokens = await deviceLogin(t, 'palisade-extension', 'openid offline_access agent');
+    let release!: () => void;
+    const busy = await SyntheticAgent.connect({
+      url: t.url, token: agentTokens.access_token, ca: t.server.tls?.ca, grants: [site],
+      onTask: () => new Promise((resolve) => (release = () => resolve({ outcome: 'succeeded', result: { outputs: {} } }))),
+    });
+    try {
+      const res = await t.fetch('/api/v1/tasks', {
+        method: 'POST', token, headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ site, steps: [{ type: 'navigate', url: `${site}/` }] }),
+      });
+      assert.equal(res.status, 201, await res.clone().text());
+      const task = (await res.json()) as { id: string; state: string };
+      const head = await t.fetch(`/api/v1/tasks/${task.id}/events`, { method: 'HEAD', token, signal: AbortSignal.timeout(3000) });
+      assert.equal(head.status, 200);
+      assert.equal(head.headers.get('content-type'), 'text/event-stream; charset=utf-8');
+      assert.notEqual(((await (await t.fetch(`/api/v1/tasks/${task.id}`, { token })).json()) as { state: string }).state, 'succeeded', 'still running');
+      assert.equal((await t.fetch('/api/v1/tasks/no-such-task/events', { method: 'HEAD', token })).status, 404);
+      release();
+    } finally {
+      busy.close();
+    }
+  });
+
   it('replays kept events to a late subscriber, and resumes after Last-Event-ID', async () => {
     const res = await t.fetch('/api/v1/tasks', {
       method: 'POST', token, headers: { 'content-type': 'application/json', prefer: 'wait=5' },

@@ -1,6 +1,8 @@
 /**
  * Two nodes of one deployment (one public URL, PostgreSQL + Redis): an agent connected to node B is
- * seen as connected, on B, from node A; revoking its session on node A closes its connection on B.
+ * seen as connected, on B, from node A; revoking its session on node A closes its connection on B;
+ * a task submitted on A runs on B's agent with its events and result back on A, cancelling on A
+ * reaches B, and a duplicate dispatch message never runs a task twice.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -9,6 +11,9 @@ import { apiClient, clientToken, createAdmin, deviceLogin, startTestServer, type
 import { SyntheticAgent } from '../support/agent.ts';
 import { POSTGRES_URL, dropSchema, postgresSkip } from '../support/postgres.ts';
 import { REDIS_URL, dropPrefix, redisSkip, testPrefix } from '../support/redis.ts';
+import { Redis } from 'ioredis';
+import { randomUUID } from 'node:crypto';
+import { startNodeProcess } from '../support/node-proc.ts';
 
 const schema = `palisade_nodes_${process.pid}`;
 const prefix = testPrefix();
@@ -17,8 +22,8 @@ const skip = (await postgresSkip('two-node tests')) || (await redisSkip('two-nod
 describe('two nodes sharing PostgreSQL and Redis', { skip }, () => {
   let a: TestServer;
   let b: TestServer;
+  const shared = { databaseUrl: POSTGRES_URL, databaseSchema: schema, redisUrl: REDIS_URL, redisPrefix: prefix };
   before(async () => {
-    const shared = { databaseUrl: POSTGRES_URL, databaseSchema: schema, redisUrl: REDIS_URL, redisPrefix: prefix };
     a = await startTestServer({ ...shared, nodeId: 'node-a' });
     await createAdmin(a);
     b = await startTestServer({ ...shared, nodeId: 'node-b', publicUrl: a.url });
@@ -82,5 +87,159 @@ describe('two nodes sharing PostgreSQL and Redis', { skip }, () => {
       body: new URLSearchParams({ grant_type: 'client_credentials', scope: 'tasks' }),
     });
     assert.equal(res.status, 401, 'and B issues it no new token');
+  });
+  const SITE = 'http://127.0.0.1:9';
+  const submit = (t: TestServer, token: string, extra: Record<string, unknown> = {}) => t.fetch('/api/v1/tasks', {
+    method: 'POST', token, headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ site: SITE, steps: [{ type: 'navigate', url: `${SITE}/` }, { type: 'extract', name: 'h', selectors: ['h1'] }], ...extra }),
+  });
+  const stateOn = async (t: TestServer, token: string, id: string) => ((await (await t.fetch(`/api/v1/tasks/${id}`, { token })).json()) as { state: string }).state;
+  async function until(fn: () => Promise<boolean>, what: string, ms = 5000): Promise<void> {
+    const end = Date.now() + ms;
+    while (!(await fn())) {
+      if (Date.now() > end) throw new Error(`${what}: not in time`);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+
+  it('a task submitted on node A runs on the agent connected to node B; state, progress and result come back on A', async () => {
+    const client = await apiClient(a, 'cross-node');
+    const ext = await deviceLogin(a, 'palisade-extension', 'openid offline_access agent');
+    const agent = await SyntheticAgent.connect({
+      url: b.url, token: ext.access_token, ca: b.server.tls?.ca, grants: [SITE],
+      onTask: () => ({ outcome: 'succeeded', result: { outputs: { ranOn: 'b' } } }),
+    });
+    try {
+      const res = await submit(a, client.token);
+      assert.equal(res.status, 201, await res.clone().text());
+      const task = (await res.json()) as { id: string };
+      const text = await (await a.fetch(`/api/v1/tasks/${task.id}/events`, { token: client.token, signal: AbortSignal.timeout(10_000) })).text();
+      const types = [...text.matchAll(/^event: (\w+)$/gm)].map((m) => m[1]);
+      // How many state events depends on when the stream opened (its first is the state it found).
+      assert.deepEqual(types.filter((x) => x !== 'state'), ['progress', 'progress', 'end'], text);
+      const states = [...text.matchAll(/^event: state\ndata: (.*)$/gm)].map((m) => (JSON.parse(m[1]!) as { state: string }).state);
+      assert.equal(states.at(-1), 'running', text);
+      const end = JSON.parse(/event: end\ndata: (.*)\n/.exec(text)![1]!) as { task: { state: string; agentId: string; result: { outputs: unknown } } };
+      assert.equal(end.task.state, 'succeeded');
+      assert.equal(end.task.agentId, agent.agentId);
+      assert.deepEqual(end.task.result.outputs, { ranOn: 'b' });
+      assert.equal(await stateOn(a, client.token, task.id), 'succeeded');
+      assert.equal(a.server.tasks.openHandles.following, 0, 'node A stopped following the ended task');
+    } finally {
+      agent.close();
+    }
+  });
+
+  it('after many tasks across the nodes, every timer, listener, subscription and cached task is released on both', async () => {
+    const client = await apiClient(a, 'churn across nodes');
+    const ext = await deviceLogin(a, 'palisade-extension', 'openid offline_access agent');
+    const agent = await SyntheticAgent.connect({ url: b.url, token: ext.access_token, ca: b.server.tls?.ca, grants: [SITE] });
+    try {
+      const ids = await Promise.all(Array.from({ length: 40 }, async (_, i) => {
+        const res = await submit(a, client.token, i % 2 ? { waitForAgent: true } : {});
+        assert.equal(res.status, 201);
+        return ((await res.json()) as { id: string }).id;
+      }));
+      // Half the callers watch their task's events on A while it runs on B.
+      await Promise.all(ids.filter((_, i) => i % 2 === 0).map((id) => a.fetch(`/api/v1/tasks/${id}/events`, { token: client.token }).then((r) => r.text())));
+      await until(async () => (await Promise.all(ids.map((id) => stateOn(a, client.token, id)))).every((s) => s === 'succeeded'), 'all ran', 15_000);
+      const zero = { accept: 0, deadline: 0, grace: 0, listeners: 0, live: 0, following: 0 };
+      await until(async () => JSON.stringify(a.server.tasks.openHandles) === JSON.stringify(zero) && JSON.stringify(b.server.tasks.openHandles) === JSON.stringify(zero), 'released', 3000)
+        .catch(() => assert.deepEqual({ a: a.server.tasks.openHandles, b: b.server.tasks.openHandles }, { a: zero, b: zero }));
+    } finally {
+      agent.close();
+    }
+  });
+
+  it('a task waiting for an agent (waitForAgent) runs when one connects to another node', async () => {
+    const client = await apiClient(a, 'waits across nodes');
+    const ext = await deviceLogin(a, 'palisade-extension', 'openid offline_access agent');
+    const res = await submit(a, client.token, { waitForAgent: true });
+    assert.equal(res.status, 201, await res.clone().text());
+    const task = (await res.json()) as { id: string; state: string };
+    assert.equal(task.state, 'queued');
+    const agent = await SyntheticAgent.connect({ url: b.url, token: ext.access_token, ca: b.server.tls?.ca, grants: [SITE] });
+    try {
+      await until(async () => (await stateOn(a, client.token, task.id)) === 'succeeded', 'the task ran on B');
+    } finally {
+      agent.close();
+    }
+  });
+
+  it('cancelling on node A reaches the agent on node B at once; a late result from the agent changes nothing', async () => {
+    const client = await apiClient(a, 'cancel across nodes');
+    const ext = await deviceLogin(a, 'palisade-extension', 'openid offline_access agent');
+    const agent = await SyntheticAgent.connect({ url: b.url, token: ext.access_token, ca: b.server.tls?.ca, grants: [SITE], onTask: () => 'ignore' });
+    try {
+      const task = (await (await submit(a, client.token)).json()) as { id: string };
+      await until(async () => (await stateOn(a, client.token, task.id)) === 'running', 'running on B');
+      const res = await a.fetch(`/api/v1/tasks/${task.id}/cancel`, { method: 'POST', token: client.token });
+      assert.equal(res.status, 200);
+      assert.equal(((await res.json()) as { state: string }).state, 'cancelled');
+      const cancel = await agent.next((f) => f.type === 'task.cancel' && f.taskId === task.id, 3000);
+      assert.equal((cancel as { reason: string }).reason, 'cancelled');
+      agent.send({ type: 'task.result', taskId: task.id, outcome: 'succeeded', result: { outputs: {}, artifacts: [], timings: { totalMs: 1, steps: [] } } });
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(await stateOn(b, client.token, task.id), 'cancelled');
+      assert.equal(await stateOn(a, client.token, task.id), 'cancelled');
+      assert.equal(b.server.tasks.openHandles.accept, 0);
+    } finally {
+      agent.close();
+    }
+  });
+
+  it('a duplicate dispatch message (at-least-once delivery) never runs a task twice', async () => {
+    const client = await apiClient(a, 'duplicates');
+    const ext = await deviceLogin(a, 'palisade-extension', 'openid offline_access agent');
+    const dispatched: string[] = [];
+    const agent = await SyntheticAgent.connect({
+      url: b.url, token: ext.access_token, ca: b.server.tls?.ca, grants: [SITE],
+      onTask: (f) => { dispatched.push(f.taskId); return { outcome: 'succeeded' }; },
+    });
+    const redis = new Redis(REDIS_URL);
+    try {
+      const task = (await (await submit(a, client.token)).json()) as { id: string };
+      await until(async () => (await stateOn(a, client.token, task.id)) === 'succeeded', 'done');
+      // The same "dispatch" again, three times, as a retried or duplicated delivery would bring it.
+      for (let i = 0; i < 3; i++) await redis.publish(`${prefix}:bus:node:node-b`, JSON.stringify({ k: 'dispatch', taskId: task.id }));
+      await new Promise((r) => setTimeout(r, 300));
+      assert.deepEqual(dispatched, [task.id], 'dispatched to the agent once');
+      assert.equal(await stateOn(a, client.token, task.id), 'succeeded');
+    } finally {
+      redis.disconnect();
+      agent.close();
+    }
+  });
+  it('a node killed with SIGKILL mid-task: its task is taken back and runs again when the agent reconnects to another node, long before the deadline', async () => {
+    const client = await apiClient(a, 'node death');
+    const ext = await deviceLogin(a, 'palisade-extension', 'openid offline_access agent');
+    const c = await startNodeProcess({ ...shared, nodeId: 'node-c', publicUrl: a.url, nodeBeatMs: 200 });
+    try {
+      const instanceId = randomUUID();
+      const first = await SyntheticAgent.connect({ url: c.url, token: ext.access_token, ca: c.ca, grants: [SITE], instanceId, onTask: () => 'ignore' });
+      const task = (await (await submit(a, client.token, { timeoutMs: 60_000 })).json()) as { id: string };
+      await until(async () => (await stateOn(a, client.token, task.id)) === 'running', 'running on node C');
+      const gone = first.closed();
+      const killedAt = Date.now();
+      await c.kill();
+      await gone;
+      // The browser reconnects, through the load balancer, to a node that is still up.
+      const second = await SyntheticAgent.connect({ url: a.url, token: ext.access_token, ca: a.server.tls?.ca, grants: [SITE], instanceId });
+      try {
+        assert.equal(second.agentId, first.agentId, 'the same agent');
+        await until(async () => (await stateOn(a, client.token, task.id)) === 'succeeded', 'ran again after node C died', 15_000);
+        const tookMs = Date.now() - killedAt;
+        assert.ok(tookMs < 10_000, `taken back in ${tookMs} ms (deadline 60 s)`);
+        const view = (await (await a.fetch(`/api/v1/tasks/${task.id}`, { token: client.token })).json()) as { attempts: number };
+        assert.equal(view.attempts, 2, 'dispatched once more');
+        const lost = [...a.securityEvents, ...b.securityEvents].filter((e) => e.activity_name === 'node.lost');
+        assert.equal(lost.length, 1, 'one node (the sweeper of that beat) reported it');
+        assert.match(lost[0]!.message ?? '', /node-c/);
+      } finally {
+        second.close();
+      }
+    } finally {
+      await c.kill();
+    }
   });
 });

@@ -82,12 +82,48 @@ describe('request limits', () => {
     await problem(res, 400, 'PAL_ERR_VALIDATION');
   });
 
+  it('OAuth endpoints: a resume URL with no sign-in in progress is 400 (not a 500), an unknown route a 404 problem', async () => {
+    for (const path of ['/oauth2/device/nope/', '/oauth2/device/auth', '/oauth2/auth/nope/']) {
+      const res = await t.fetch(path);
+      assert.equal(res.status, 400, path);
+      assert.match(await res.text(), /not in progress in this browser|request has expired/);
+      assert.ok(res.headers.get('content-security-policy'), 'security headers kept');
+    }
+    await problem(await t.fetch('/oauth2/token'), 404, 'PAL_ERR_NOT_FOUND');
+    await problem(await t.fetch('/oauth2/no-such-endpoint'), 404, 'PAL_ERR_NOT_FOUND');
+  });
+
+  it('a Host header that is not a host is 400 before any handler builds a URL from it', async () => {
+    for (const host of ['javascript:alert(1)', '%2e%2e%2f', 'blob:https://example.com/x', 'a b', 'x/y']) {
+      for (const path of ['/oauth2/session/end', '/api/v1/me', '/healthz']) {
+        const answer = await raw(t, `GET ${path} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+        assert.match(answer, /^HTTP\/1\.1 400 /, `${host} ${path}`);
+        assert.equal((JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)) as Problem).code, 'PAL_ERR_VALIDATION');
+      }
+    }
+    for (const host of ['localhost', 'localhost:8443', '127.0.0.1:1', '[::1]:443', 'my_host.internal']) {
+      assert.match(await raw(t, `GET /healthz HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`), /^HTTP\/1\.1 200 /, host);
+    }
+  });
+
+  it('the router\'s own refusals are problem details: a bad percent-escape (400), an over-long path segment (414)', async () => {
+    const bad = await problem(await t.fetch('/api/v1/tasks/%E0%A4%A', { token }), 400, 'PAL_ERR_VALIDATION');
+    assert.match(bad.detail!, /percent-encoding/);
+    await problem(await t.fetch(`/api/v1/tasks/${'x'.repeat(150)}`, { token }), 414, 'PAL_ERR_URI_TOO_LONG');
+  });
+
+  it('/oauth2 with a query string reaches the OAuth server (not a 500)', async () => {
+    const res = await t.fetch('/oauth2?x=1');
+    assert.ok(res.status < 500, `status ${res.status}`);
+    await problem(res, 404, 'PAL_ERR_NOT_FOUND');
+  });
+
   it('health (liveness) and readiness (stores reachable) answer for a load balancer', async () => {
     const health = await t.fetch('/healthz');
     assert.equal(health.status, 200);
     assert.deepEqual(await health.json(), { status: 'ok' });
     const ready = await t.fetch('/readyz');
     assert.equal(ready.status, 200);
-    assert.deepEqual(await ready.json(), { status: 'ready', checks: { durableStore: 'ok', hotStore: 'ok' } });
+    assert.deepEqual(await ready.json(), { status: 'ready', checks: { durableStore: 'ok', hotStore: 'ok', memory: 'ok' } });
   });
 });

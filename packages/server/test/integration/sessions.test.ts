@@ -87,6 +87,16 @@ function sessionSuite(name: string, options: () => CreateOptions, skip: false | 
       assert.equal((await t.fetch('/api/v1/me', { token: client.adminToken })).status, 200, 'the session is untouched');
     });
 
+    it("an agent-only token (the extension's) can neither list nor end the person's sessions", async () => {
+      const ext = await deviceLogin(t, ...EXT);
+      for (const [method, path] of [['GET', '/api/v1/sessions'], ['DELETE', '/api/v1/sessions'], ['DELETE', `/api/v1/sessions/${String(decodeJwt(cli.access_token).gid)}`]] as const) {
+        const res = await t.fetch(path, { method, token: ext.access_token });
+        assert.equal(res.status, 403, `${method} ${path}`);
+        assert.match(((await res.json()) as { detail: string }).detail, /"tasks" scope/);
+      }
+      assert.equal((await t.fetch('/api/v1/me', { token: cli.access_token })).status, 200, 'the CLI session is untouched');
+    });
+
     it('revoke all ends every session of the person, the current one too', async () => {
       const other = await deviceLogin(t, ...CLI);
       const res = await t.fetch('/api/v1/sessions', { method: 'DELETE', token: cli.access_token });

@@ -141,3 +141,22 @@ test('TLS 1.3 only by default; --tls-min-version 1.2 lets a TLS 1.2 client in wi
     await t12.close();
   }
 });
+
+test('a renegotiation attempt (TLS 1.2) is refused and its connection cut, so the node still closes promptly', async () => {
+  const t = await startTestServer({ tlsMinVersion: '1.2' });
+  let closedAt = 0;
+  try {
+    const { port } = new URL(t.url);
+    const socket = connect({ host: '127.0.0.1', port: Number(port), servername: 'localhost', ca: t.server.tls!.ca!, maxVersion: 'TLSv1.2' });
+    await new Promise<void>((resolve, reject) => socket.once('secureConnect', () => resolve()).once('error', reject));
+    const gone = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    socket.on('error', () => undefined);
+    socket.renegotiate({ rejectUnauthorized: false }, () => undefined);
+    await Promise.race([gone, new Promise((_, reject) => setTimeout(() => reject(new Error('the server kept the connection open')), 5000))]);
+  } finally {
+    const start = Date.now();
+    await t.close();
+    closedAt = Date.now() - start;
+  }
+  assert.ok(closedAt < 3000, `close() took ${closedAt} ms`);
+});

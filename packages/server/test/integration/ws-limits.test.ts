@@ -174,4 +174,31 @@ describe('WebSocket limits', () => {
       await t.close();
     }
   });
+  it('frames nested past maxJsonDepth are refused before parsing; error messages quote input clipped; a refused Origin is clipped too', async () => {
+    const { t, token } = await serverWithAgentToken({ maxJsonDepth: 8 });
+    try {
+      const { ws } = await open(t, token);
+      const frames: { type: string; code?: string; message?: string }[] = [];
+      ws!.on('message', (d) => frames.push(JSON.parse(String(d)) as { type: string; code?: string; message?: string }));
+      // A `type` nested 100,000 deep once overflowed the validator's stack (PAL_ERR_INTERNAL).
+      ws!.send(`{"type":${'['.repeat(100_000)}${']'.repeat(100_000)}}`);
+      ws!.send(`{"type":${JSON.stringify('t'.repeat(10_000))}}`);
+      ws!.send(JSON.stringify({ type: 'hello', ['k'.repeat(5000)]: 1 }));
+      await until(() => frames.length >= 3);
+      assert.equal(frames[0]!.code, 'PAL_ERR_VALIDATION');
+      assert.match(frames[0]!.message!, /deeper than 8 levels/);
+      for (const f of frames.slice(1)) {
+        assert.equal(f.code, 'PAL_ERR_VALIDATION');
+        assert.ok(f.message!.length < 400, `clipped: ${f.message!.length} chars`);
+      }
+      assert.match(frames[1]!.message!, /unknown type "t{64}…\(10000 chars\)"/);
+      assert.equal(ws!.readyState, WebSocket.OPEN, 'a bad frame is answered, not fatal');
+      ws!.close();
+      const refused = await rawAgentSocket(t.url, [WS_SUBPROTOCOL, WS_BEARER_PREFIX + token], { ca: t.server.tls?.ca, origin: `https://${'o'.repeat(3000)}.example` });
+      assert.equal(refused.status, 403);
+      assert.ok((JSON.parse(refused.body!) as Problem).detail!.length < 200);
+    } finally {
+      await t.close();
+    }
+  });
 });
