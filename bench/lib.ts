@@ -3,6 +3,9 @@ import { cpus, totalmem } from 'node:os';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import type { ChildProcess } from 'node:child_process';
 import { Session } from 'node:inspector/promises';
+import { fetch as ufetch, type Dispatcher } from 'undici';
+import type { Palisade } from '../packages/server/src/app.ts';
+import type { TestServer } from '../packages/server/test/support/harness.ts';
 
 export function percentiles(samples: number[]): { p50: number; p99: number; p999: number; mean: number } {
   const s = [...samples].sort((a, b) => a - b);
@@ -123,4 +126,21 @@ export function answerAsks(stop: () => Promise<void>): void {
       }
     })();
   });
+}
+
+/**
+ * A `TestServer` view of a server running elsewhere (another process, the real CLI), so the test
+ * harness's helpers (createAdmin, apiClient, deviceLogin) work against it. `close` does nothing.
+ */
+export function remoteServer(url: string, dispatcher: Dispatcher, server: Partial<Palisade> = {}): TestServer {
+  return {
+    server: server as Palisade, url, dispatcher: dispatcher as TestServer['dispatcher'], securityEvents: [],
+    fetch: (path, init = {}) => {
+      const { token, ...rest } = init;
+      const headers = new Headers(rest.headers);
+      if (token) headers.set('authorization', `Bearer ${token}`);
+      return ufetch(new URL(path, url), { ...(rest as object), headers, dispatcher, redirect: 'manual' } as never) as unknown as Promise<Response>;
+    },
+    close: async () => {},
+  };
 }

@@ -4,6 +4,10 @@
  * (one in flight per connection), warms up, then times every request for `seconds`. Tells its parent
  * when the timed window opens and closes (so the parent can read the server's CPU time over exactly
  * that window) and prints {requests, seconds, rps, p50, p99, …} as JSON.
+ *
+ * Several drivers can share one window (`awaitGo`: each says `loaded`, then counts from the wall-clock
+ * time the parent sends to all); each then also prints its latency samples (`keepSamples`), which the
+ * parent merges into one set of percentiles.
  */
 import { Pool } from 'undici';
 import { percentiles } from './lib.ts';
@@ -17,6 +21,10 @@ interface DriverInput {
   connections: number;
   warmupSeconds: number;
   seconds: number;
+  /** Wait for the parent's `{ go: epochMs }` and count the warm-up from that wall-clock time (drivers sharing one window); default: start at once. */
+  awaitGo?: boolean;
+  /** Print every latency sample of the window too (`samples`), for merging with other drivers. */
+  keepSamples?: boolean;
 }
 
 /** What the driver prints: counts and latencies (ms) of the timed window only. */
@@ -31,6 +39,8 @@ export interface DriverResult {
   mean: number;
   /** CPU time of this process over the window, as a fraction of one core. */
   driverCpu: number;
+  /** Every request's latency in the window, ms (with `keepSamples`). */
+  samples?: number[];
 }
 
 const input = JSON.parse(process.env.BENCH_DRIVER ?? '{}') as DriverInput;
@@ -43,7 +53,19 @@ const body = new URLSearchParams({ grant_type: 'client_credentials', scope: 'tas
 const tell = (phase: string) => process.send?.({ phase });
 
 const now = () => Number(process.hrtime.bigint()) / 1e6;
-const t0 = now();
+// Loaded: a coordinated driver waits here, so slow process starts on a busy machine do not eat the warm-up.
+const startedAt = input.awaitGo
+  ? await new Promise<number>((resolve) => {
+    const onGo = (m: { go?: number }) => {
+      if (m.go === undefined) return;
+      process.off('message', onGo);
+      resolve(m.go);
+    };
+    process.on('message', onGo);
+    tell('loaded');
+  })
+  : Date.now();
+const t0 = now() - (Date.now() - startedAt);
 const windowStart = t0 + input.warmupSeconds * 1000;
 const windowEnd = windowStart + input.seconds * 1000;
 const samples: number[] = [];
@@ -53,11 +75,11 @@ let cpuStart = process.cpuUsage();
 setTimeout(() => {
   cpuStart = process.cpuUsage();
   tell('window-open');
-}, windowStart - t0);
+}, Math.max(0, windowStart - now()));
 const closed = new Promise<NodeJS.CpuUsage>((resolve) => setTimeout(() => {
   resolve(process.cpuUsage(cpuStart));
   tell('window-closed');
-}, windowEnd - t0));
+}, Math.max(0, windowEnd - now())));
 
 async function connection(): Promise<void> {
   while (now() < windowEnd) {
@@ -89,6 +111,7 @@ const result: DriverResult = {
   requests: samples.length, errors, seconds: input.seconds, rps: samples.length / input.seconds,
   p50: p.p50, p99: p.p99, p999: p.p999, mean: p.mean,
   driverCpu: (cpu.user + cpu.system) / 1e6 / input.seconds,
+  ...(input.keepSamples ? { samples } : {}),
 };
 if (errors > 0) process.stderr.write(`  driver: ${errors} failed requests; first: ${firstError}\n`);
 process.stdout.write(JSON.stringify(result));

@@ -46,13 +46,37 @@ import { postgresSslOptions, readCaFile, redisTlsOptions } from './tls/clients.t
 import { createMetrics, type NodeMetrics } from './metrics.ts';
 import { startInternalListener, type InternalListener } from './edge/internal.ts';
 import { AgentRegistry } from './gateway/registry.ts';
-import { attachAgentGateway, type ConnectionCaps } from './gateway/agents.ts';
+import { attachAgentGateway, DRAINING_RETRY_AFTER_S, type ConnectionCaps } from './gateway/agents.ts';
 import { loadRecipes, type RecipeRegistry } from './tasks/recipes.ts';
 import { TaskService } from './tasks/service.ts';
 import { apiRoutes } from './api/routes.ts';
 
 /** Interval between deletions of expired OAuth records, ms. */
 export const OIDC_SWEEP_INTERVAL_MS = 60_000;
+/** How often a draining node looks whether its tasks have finished, ms. */
+export const DRAIN_POLL_MS = 50;
+/** How often a draining node logs how many tasks it still waits for, ms (`ShutdownOptions.progressMs`). */
+export const DRAIN_PROGRESS_MS = 5000;
+/** On close, HTTP requests still open (event streams, long polls) are cut after this long, ms. */
+export const HTTP_CLOSE_GRACE_MS = 1000;
+
+export interface ShutdownOptions {
+  /** Longest wait for this node's running tasks, ms. Default `config.shutdownDrainMs`. */
+  drainMs?: number | undefined;
+  /** Interval of progress reports while tasks run, ms. Default {@link DRAIN_PROGRESS_MS}. */
+  progressMs?: number | undefined;
+  /** Called (besides the log line) when the wait starts and every `progressMs` while tasks run. */
+  onProgress?: ((p: { running: number; remainingMs: number }) => void) | undefined;
+}
+
+export interface ShutdownResult {
+  /** Every task this node's agents ran finished before the deadline (or `close()` ended the wait). */
+  drained: boolean;
+  /** Tasks still running when the wait ended: a cluster's other nodes take them back once this node stops beating; a lone node requeues them when it starts again. */
+  running: number;
+  /** How long the wait lasted, ms. */
+  waitedMs: number;
+}
 
 /** A running (or ready to run) server node. */
 export interface Palisade {
@@ -87,6 +111,18 @@ export interface Palisade {
   listen(): Promise<string>;
   /** Rotates the token-signing keys for every node (see auth/keys.ts) and uses them here at once. */
   rotateKeys(): Promise<KeyView[]>;
+  /** Whether the node is shutting down (stopped accepting; `/readyz` answers 503). */
+  readonly draining: boolean;
+  /**
+   * Shuts down gracefully: 1) stops accepting — the port is closed (new connections are refused;
+   * idle keep-alive ones closed, busy ones answered with `Connection: close`), `/readyz` answers 503,
+   * agent upgrades get 503 with `Retry-After`, and no task is dispatched to this node's agents any
+   * more; 2) waits until the tasks its agents run have finished, or `drainMs` passed, logging how
+   * many still run; 3) closes every agent connection with 1012 (reconnect elsewhere); 4) closes the
+   * stores (`close()`). Runs once; later calls return the first one's result.
+   */
+  shutdown(options?: ShutdownOptions): Promise<ShutdownResult>;
+  /** Closes at once, without waiting for tasks (a running `shutdown()`'s wait ends here). Runs once; later calls return the same promise. */
   close(): Promise<void>;
 }
 
@@ -165,6 +201,8 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
   const dispatch = (fastify: (req: IncomingMessage, res: ServerResponse) => void) => (req: IncomingMessage, res: ServerResponse) => {
     const url = req.url ?? '/';
     setSecurityHeaders(res, url);
+    // Shutting down: a keep-alive connection gets this one answer, then the client reconnects (elsewhere).
+    if (draining) res.setHeader('connection', 'close');
     if (oauthHandler && (url === '/oauth2' || url.startsWith('/oauth2/') || url.startsWith('/oauth2?'))) {
       guard.raw(req, res, () => {
         (req as IncomingMessage & { originalUrl?: string }).originalUrl = url;
@@ -253,22 +291,24 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
       applyKeys();
       return keys.view();
     },
-    async close() {
-      memory.close();
-      clearInterval(sweeper);
-      clearInterval(keyPoll);
-      tlsWatch?.close();
-      await internal?.close();
-      tasks.stop();
-      await gatewayClose?.();
-      await app.close();
-      await hot.close();
-      await store.close();
-      if (!logger) log.flush();
+    get draining() {
+      return draining;
+    },
+    shutdown(options = {}) {
+      return (shuttingDown ??= drainAndClose(options));
+    },
+    close() {
+      return (closing ??= closeNow());
     },
   };
 
+  let draining = false;
+  let shuttingDown: Promise<ShutdownResult> | undefined;
+  let closing: Promise<void> | undefined;
+  /** Ends a shutdown's wait early (set while it waits). */
+  let wakeDrain: (() => void) | undefined;
   let gatewayClose: (() => Promise<void>) | undefined;
+  let gatewayDrain: (() => void) | undefined;
   let sweeper: NodeJS.Timeout | undefined;
   let keyPoll: NodeJS.Timeout | undefined;
   let tlsWatch: TlsWatch | undefined;
@@ -288,8 +328,84 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
     useProvider(newProvider());
     const gateway = attachAgentGateway(app.server as unknown as HttpServer, { config, verifier, sessions, presence: hot.presence, nodeId, store, tasks, agents, events, log: log.child({ mod: 'gateway' }), limiter, ips, memory });
     gatewayClose = gateway.close;
+    gatewayDrain = gateway.drain;
     Object.assign(self, { connections: gateway.caps });
     ready();
+  }
+
+  /** Shutdown step 1: nothing new reaches this node (see `shutdown`). Idempotent. */
+  function stopAccepting(): void {
+    if (draining) return;
+    draining = true;
+    tasks.drain();
+    gatewayDrain?.();
+    // The port closes (with SO_REUSEPORT the other workers take the new connections); Node closes
+    // idle keep-alive connections, and `dispatch` answers requests on busy ones with `Connection: close`.
+    if (app.server.listening) app.server.close();
+  }
+
+  /** Steps 1–2 of a shutdown, then `close()`. */
+  async function drainAndClose(o: ShutdownOptions): Promise<ShutdownResult> {
+    const drainMs = o.drainMs ?? config.shutdownDrainMs;
+    const progressMs = o.progressMs ?? DRAIN_PROGRESS_MS;
+    const started = Date.now();
+    const deadline = started + drainMs;
+    stopAccepting();
+    let running = tasks.running;
+    const report = () => {
+      const remainingMs = Math.max(0, deadline - Date.now());
+      log.info({ running, remainingMs }, `draining: ${running} task(s) still running, ${Math.ceil(remainingMs / 1000)} s left`);
+      o.onProgress?.({ running, remainingMs });
+    };
+    if (running > 0 && !closing) {
+      report();
+      let nextReport = started + progressMs;
+      while (running > 0 && !closing && Date.now() < deadline) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, Math.min(DRAIN_POLL_MS, Math.max(0, deadline - Date.now())));
+          wakeDrain = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        wakeDrain = undefined;
+        running = tasks.running;
+        if (running > 0 && Date.now() >= nextReport) {
+          report();
+          nextReport += progressMs;
+        }
+      }
+    }
+    const result: ShutdownResult = { drained: running === 0, running, waitedMs: Date.now() - started };
+    if (running > 0) {
+      const fate = hot.kind === 'redis' ? 'another node takes them back once this node stops beating' : 'they are requeued when the server starts again';
+      log.warn({ ...result }, `drain ${closing ? 'cut short' : 'deadline passed'} with ${running} task(s) still running: ${fate}`);
+    } else {
+      log.info({ waitedMs: result.waitedMs }, 'drained: no task running');
+    }
+    await self.close();
+    return result;
+  }
+
+  /** Closes everything at once (ending a shutdown's wait); agents are told 1012, then the stores close. */
+  async function closeNow(): Promise<void> {
+    stopAccepting();
+    wakeDrain?.();
+    memory.close();
+    clearInterval(sweeper);
+    clearInterval(keyPoll);
+    tlsWatch?.close();
+    await internal?.close();
+    // Agents before the task service: their connections closing start grace timers there, which stop() clears.
+    await gatewayClose?.();
+    tasks.stop();
+    // Requests still open now (event streams, long polls) had their chance: cut rather than waited for.
+    const cut = setTimeout(() => app.server.closeAllConnections(), HTTP_CLOSE_GRACE_MS);
+    await app.close();
+    clearTimeout(cut);
+    await hot.close();
+    await store.close();
+    if (!logger) log.flush();
   }
 
   /** Serves `/oauth2/*` with `provider` from now on. */
@@ -367,6 +483,11 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
   // Liveness: the process answers. Readiness: it can serve (stores reachable, not shutting down).
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/readyz', async (_req, reply) => {
+    // Shutting down: out of rotation at once, without asking the stores.
+    if (draining) {
+      const problem = new PalisadeError('PAL_ERR_UNAVAILABLE', 'not ready: shutting down').toProblem();
+      return reply.code(503).type('application/problem+json').header('cache-control', 'no-store').header('retry-after', String(DRAINING_RETRY_AFTER_S)).send(problem);
+    }
     const checks = await Promise.all([
       store.meta.get('readiness-probe').then(() => 'ok', () => 'unreachable'),
       hot.counters.peek('readiness-probe').then(() => 'ok', () => 'unreachable'),

@@ -13,7 +13,7 @@ import type { AddressInfo } from 'node:net';
 import { parseArgs } from 'node:util';
 import { createPalisade, type Palisade } from './app.ts';
 import { createSetupToken } from './auth/interactions.ts';
-import { DEFAULTS } from './config.ts';
+import { DEFAULT_RATE_LIMITS, DEFAULTS, type RateLimitConfig, type RateSpec } from './config.ts';
 import { parseUpstreamConfig } from './auth/upstream.ts';
 import { createClientIpResolver } from './edge/client-ip.ts';
 import { InsecureConfigError } from './edge/production.ts';
@@ -22,6 +22,12 @@ import { heapLimitBytes } from './edge/memory-guard.ts';
 import { forkWorker, MAX_WORKERS, parseWorkerCount, reportReady, REUSE_PORT_PLATFORMS, superviseWorkers, workerRole } from './workers.ts';
 
 const MIB = 1024 * 1024;
+/** Longest `--drain-timeout`, seconds. */
+const MAX_DRAIN_TIMEOUT_S = 3600;
+/** With `--workers`: time a worker has past its drain timeout to close before the primary kills it, ms. */
+const WORKER_STOP_MARGIN_MS = 15_000;
+/** After a second signal: longest wait for the immediate close before the process exits anyway, ms. */
+const FORCE_EXIT_MS = 5000;
 
 const HELP = `Usage: palisade-server start [options]
 
@@ -62,9 +68,17 @@ Options (environment variable in brackets):
   --max-connections N  WebSocket connections this node holds             [PALISADE_MAX_CONNECTIONS] (default ${DEFAULTS.maxConnections})
   --max-connections-per-user N                                            [PALISADE_MAX_CONNECTIONS_PER_USER] (default ${DEFAULTS.maxConnectionsPerUser})
   --max-connections-per-ip N                                              [PALISADE_MAX_CONNECTIONS_PER_IP] (default ${DEFAULTS.maxConnectionsPerIp})
+  --max-tasks-per-user N   unfinished tasks one user may have            [PALISADE_MAX_TASKS_PER_USER] (default ${DEFAULTS.maxUnfinishedTasksPerUser})
+  --max-tasks-per-agent N  tasks one agent runs at once (more wait)      [PALISADE_MAX_TASKS_PER_AGENT] (default ${DEFAULTS.maxInFlightPerAgent})
+  --rate-limits FILE   request-rate limits (JSON) merged over the defaults, e.g. {"classes":{"ws":{"ip":
+                       {"limit":6000,"periodMs":60000,"burst":600}}}}; a class's ip/principal null = no
+                       limit; "enabled": false turns them off (refused in production) [PALISADE_RATE_LIMITS]
   --memory-high-water MB  V8 heap in use (MiB) above which new tasks and agent connections get 503
                        and /readyz 503, until it is under 90 % of it      [PALISADE_MEMORY_HIGH_WATER_MB]
                        (default ${Math.floor(DEFAULTS.memoryHighWaterBytes / MIB)}: 85 % of the heap limit; see docs/PRODUCTION.md)
+  --drain-timeout S    on SIGTERM/SIGINT, longest wait for running tasks before agents are told to
+                       reconnect elsewhere and the node stops; a second signal stops at once
+                       (see docs/PRODUCTION.md)                            [PALISADE_DRAIN_TIMEOUT] (default ${DEFAULTS.shutdownDrainMs / 1000})
   --workers N          worker processes on this machine, all on one port: a number from 1 to ${MAX_WORKERS},
                        or auto (one per core); more than 1 needs --redis or --redis-sentinel
                        (see docs/WORKERS.md)                               [PALISADE_WORKERS] (default 1)
@@ -94,8 +108,8 @@ async function main(argv: string[]): Promise<number> {
       'insecure-http': { type: 'boolean' }, 'log-level': { type: 'string' }, help: { type: 'boolean', short: 'h' },
       production: { type: 'boolean' }, 'trust-proxy': { type: 'string', multiple: true },
       'max-connections': { type: 'string' }, 'max-connections-per-user': { type: 'string' }, 'max-connections-per-ip': { type: 'string' },
-      'memory-high-water': { type: 'string' },
-      workers: { type: 'string' },
+      'memory-high-water': { type: 'string' }, 'rate-limits': { type: 'string' }, 'max-tasks-per-user': { type: 'string' }, 'max-tasks-per-agent': { type: 'string' },
+      workers: { type: 'string' }, 'drain-timeout': { type: 'string' },
     },
   });
   if (values.help) {
@@ -122,6 +136,8 @@ async function main(argv: string[]): Promise<number> {
   };
   const accessTokenTtl = ttl('access-token-ttl', values['access-token-ttl'] ?? env.PALISADE_ACCESS_TOKEN_TTL, 60, 24 * 3600);
   const refreshTokenTtl = ttl('refresh-token-ttl', values['refresh-token-ttl'] ?? env.PALISADE_REFRESH_TOKEN_TTL, 3600, 365 * 24 * 3600);
+  const drainTimeout = ttl('drain-timeout', values['drain-timeout'] ?? env.PALISADE_DRAIN_TIMEOUT, 0, MAX_DRAIN_TIMEOUT_S);
+  const shutdownDrainMs = drainTimeout === undefined ? undefined : drainTimeout * 1000;
   const insecureHttp = values['insecure-http'] ?? env.PALISADE_INSECURE_HTTP === '1';
   const production = values.production ?? (env.PALISADE_ENV === 'production' || env.NODE_ENV === 'production');
   const count = (flag: string, raw: string | undefined): number | undefined => {
@@ -133,6 +149,8 @@ async function main(argv: string[]): Promise<number> {
   const maxConnections = count('max-connections', values['max-connections'] ?? env.PALISADE_MAX_CONNECTIONS);
   const maxConnectionsPerUser = count('max-connections-per-user', values['max-connections-per-user'] ?? env.PALISADE_MAX_CONNECTIONS_PER_USER);
   const maxConnectionsPerIp = count('max-connections-per-ip', values['max-connections-per-ip'] ?? env.PALISADE_MAX_CONNECTIONS_PER_IP);
+  const maxUnfinishedTasksPerUser = count('max-tasks-per-user', values['max-tasks-per-user'] ?? env.PALISADE_MAX_TASKS_PER_USER);
+  const maxInFlightPerAgent = count('max-tasks-per-agent', values['max-tasks-per-agent'] ?? env.PALISADE_MAX_TASKS_PER_AGENT);
   // A mark above the V8 heap limit could never be reached: refused, with the limit named.
   const memoryText = values['memory-high-water'] ?? env.PALISADE_MEMORY_HIGH_WATER_MB;
   const heapMib = Math.floor(heapLimitBytes() / MIB);
@@ -140,6 +158,21 @@ async function main(argv: string[]): Promise<number> {
     throw new UsageError(`--memory-high-water must be a whole number of MiB from 1 to ${heapMib} (this process's V8 heap limit; node --max-old-space-size raises it), not "${memoryText}"`);
   }
   const memoryHighWaterBytes = memoryText === undefined ? undefined : Number(memoryText) * MIB;
+  const rateLimitsFile = values['rate-limits'] ?? env.PALISADE_RATE_LIMITS;
+  let rateLimits: RateLimitConfig | undefined;
+  if (rateLimitsFile !== undefined) {
+    let text: string;
+    try {
+      text = readFileSync(rateLimitsFile, 'utf8');
+    } catch (e) {
+      throw new UsageError(`--rate-limits: cannot read ${rateLimitsFile} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    }
+    try {
+      rateLimits = parseRateLimits(text);
+    } catch (e) {
+      throw new UsageError(`--rate-limits ${rateLimitsFile}: ${(e as Error).message}`);
+    }
+  }
   const trustProxy = values['trust-proxy'] ?? env.PALISADE_TRUST_PROXY?.split(',').map((x) => x.trim()).filter(Boolean);
   try {
     createClientIpResolver(trustProxy ?? []);
@@ -218,7 +251,9 @@ async function main(argv: string[]): Promise<number> {
   }
   const role = workerRole();
   if (workers > 1 && !role) {
-    return superviseWorkers({ count: workers, start: (index, sharedPort) => forkWorker(index, sharedPort), write: (text) => process.stderr.write(text) });
+    // Workers drain before they stop: they are killed only once the drain and the close after it had their time.
+    const stopTimeoutMs = (shutdownDrainMs ?? DEFAULTS.shutdownDrainMs) + WORKER_STOP_MARGIN_MS;
+    return superviseWorkers({ count: workers, start: (index, sharedPort) => forkWorker(index, sharedPort), write: (text) => process.stderr.write(text), stopTimeoutMs });
   }
   const server = await createPalisade({
     dataDir: values['data-dir'] ?? env.PALISADE_DATA_DIR,
@@ -253,23 +288,20 @@ async function main(argv: string[]): Promise<number> {
     maxConnections,
     maxConnectionsPerUser,
     maxConnectionsPerIp,
+    maxUnfinishedTasksPerUser,
+    maxInFlightPerAgent,
     memoryHighWaterBytes,
+    rateLimits,
     accessTokenTtl,
     refreshTokenTtl,
+    shutdownDrainMs,
     logLevel: values['log-level'] ?? env.PALISADE_LOG_LEVEL,
   });
   // Signals are handled before anything is printed, so a stop right after start is still clean.
-  let stopping = false;
-  const stop = async (signal: string) => {
-    // A worker gets the terminal's SIGINT and its primary's SIGTERM: the first one stops it.
-    if (stopping) return;
-    stopping = true;
-    if (!role) process.stderr.write(`\n${signal}: shutting down…\n`);
-    await server.close();
-    process.exit(0);
-  };
-  process[role ? 'on' : 'once']('SIGINT', () => void stop('SIGINT'));
-  process[role ? 'on' : 'once']('SIGTERM', () => void stop('SIGTERM'));
+  const stopper = gracefulStop(server, role?.index);
+  process.on('SIGINT', () => stopper.signal('SIGINT'));
+  process.on('SIGTERM', () => stopper.signal('SIGTERM'));
+  const stop = (why: string) => stopper.signal(why);
   const url = await server.listen();
   if (role) {
     reportReady({
@@ -288,6 +320,109 @@ async function main(argv: string[]): Promise<number> {
   process.stderr.write(banner(server, insecureHttp));
   if (server.setupUrl) process.stderr.write(`\n  No admin account yet. Open this one-time link to create it:\n\n    ${server.setupUrl}\n\n`);
   return -1;
+}
+
+/**
+ * `--rate-limits`: a JSON object merged over DEFAULT_RATE_LIMITS — `enabled`, `classes` (per class,
+ * `ip` and `principal`: a rate, or null for none) and `escalation`. Anything else is refused.
+ */
+function parseRateLimits(text: string): RateLimitConfig {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    throw new Error('not valid JSON');
+  }
+  const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+  const onlyKeys = (v: Record<string, unknown>, keys: readonly string[], where: string) => {
+    for (const k of Object.keys(v)) if (!keys.includes(k)) throw new Error(`${where}: unknown key "${k}" (expected ${keys.join(', ')})`);
+  };
+  const whole = (v: unknown, where: string, min: number): number => {
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > 1e12) throw new Error(`${where} must be a whole number from ${min}, not ${JSON.stringify(v)}`);
+    return v;
+  };
+  if (!isObject(raw)) throw new Error('expected a JSON object');
+  onlyKeys(raw, ['enabled', 'classes', 'escalation'], 'the file');
+  const out: RateLimitConfig = { ...DEFAULT_RATE_LIMITS, classes: { ...DEFAULT_RATE_LIMITS.classes }, escalation: { ...DEFAULT_RATE_LIMITS.escalation } };
+  if (raw.enabled !== undefined) {
+    if (typeof raw.enabled !== 'boolean') throw new Error('enabled must be true or false');
+    out.enabled = raw.enabled;
+  }
+  if (raw.classes !== undefined) {
+    if (!isObject(raw.classes)) throw new Error('classes must be an object');
+    const names = Object.keys(DEFAULT_RATE_LIMITS.classes) as (keyof RateLimitConfig['classes'])[];
+    onlyKeys(raw.classes, names, 'classes');
+    for (const name of names) {
+      const cls = raw.classes[name];
+      if (cls === undefined) continue;
+      if (!isObject(cls)) throw new Error(`classes.${name} must be an object`);
+      onlyKeys(cls, ['ip', 'principal'], `classes.${name}`);
+      const merged = { ...out.classes[name] };
+      for (const dim of ['ip', 'principal'] as const) {
+        const spec = cls[dim];
+        if (spec === undefined) continue;
+        if (spec === null) {
+          merged[dim] = undefined;
+          continue;
+        }
+        const where = `classes.${name}.${dim}`;
+        if (!isObject(spec)) throw new Error(`${where} must be {"limit","periodMs","burst"} or null`);
+        onlyKeys(spec, ['limit', 'periodMs', 'burst'], where);
+        const r: RateSpec = { limit: whole(spec.limit, `${where}.limit`, 1), periodMs: whole(spec.periodMs, `${where}.periodMs`, 1), burst: whole(spec.burst, `${where}.burst`, 1) };
+        merged[dim] = r;
+      }
+      out.classes[name] = merged;
+    }
+  }
+  if (raw.escalation !== undefined) {
+    if (!isObject(raw.escalation)) throw new Error('escalation must be an object');
+    onlyKeys(raw.escalation, ['strikes', 'windowMs', 'blockMs'], 'escalation');
+    for (const k of ['strikes', 'windowMs', 'blockMs'] as const) if (raw.escalation[k] !== undefined) out.escalation[k] = whole(raw.escalation[k], `escalation.${k}`, 1);
+  }
+  return out;
+}
+
+/**
+ * What SIGTERM/SIGINT do: the first drains the node (`Palisade.shutdown`: stop accepting, wait up to
+ * the drain timeout for running tasks, tell agents to reconnect, close) and exits 0; a second stops
+ * at once (`close()`) and exits 1, or is cut after {@link FORCE_EXIT_MS}. In a worker (`index`), one
+ * Ctrl-C brings the terminal's SIGINT and the primary's SIGTERM together: only a signal it has
+ * already had forces.
+ */
+function gracefulStop(server: Palisade, index: number | undefined): { signal(name: string): void } {
+  const say = (text: string) => process.stderr.write(index === undefined ? text : `worker ${index}: ${text}`);
+  const seen = new Set<string>();
+  let forced = false;
+  return {
+    signal(name) {
+      const again = seen.has(name);
+      if (seen.size === 0) {
+        seen.add(name);
+        const drainS = server.config.shutdownDrainMs / 1000;
+        if (index === undefined) say(`\n${name}: shutting down…\n`);
+        server.shutdown({
+          onProgress: ({ running, remainingMs }) => say(`  draining: ${running} task(s) still running, ${Math.ceil(remainingMs / 1000)} s left (of ${drainS} s; a second signal stops at once)\n`),
+        }).then(
+          (r) => {
+            if (r.running > 0) say(`  stopped with ${r.running} task(s) still running: ${server.hot.kind === 'redis' ? 'another node takes them back' : 'they are requeued when the server starts again'}\n`);
+            else if (r.waitedMs > 0) say(`  drained: every task finished (${(r.waitedMs / 1000).toFixed(1)} s)\n`);
+            process.exit(forced ? 1 : 0);
+          },
+          (e: unknown) => {
+            say(`  shutdown failed: ${(e as Error).message}\n`);
+            process.exit(1);
+          },
+        );
+        return;
+      }
+      seen.add(name);
+      if (forced || (index !== undefined && !again)) return;
+      forced = true;
+      say(`second signal (${name}): stopping now, without waiting for running tasks\n`);
+      setTimeout(() => process.exit(1), FORCE_EXIT_MS).unref();
+      server.close().finally(() => process.exit(1));
+    },
+  };
 }
 
 /** The start banner: where the server listens, what it stores where, how to trust its TLS. */

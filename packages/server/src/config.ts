@@ -110,6 +110,8 @@ export interface ServerConfig {
   nodeBeatMs: number;
   /** Most unfinished (queued, dispatched, running) tasks one user may have. Default 1000. */
   maxUnfinishedTasksPerUser: number;
+  /** Most tasks one agent runs at once; more wait queued for it (or go to another agent). Default 4. */
+  maxInFlightPerAgent: number;
   /**
    * V8 heap bytes in use above which this node sheds new work: task submissions and agent
    * connections get 503 `PAL_ERR_OVERLOADED`, `/readyz` 503, until the heap is back under 90 % of
@@ -134,6 +136,12 @@ export interface ServerConfig {
   maxJsonDepth: number;
   /** How often a node checks whether another node rotated the signing keys, ms. Default 30000. */
   keyReloadMs: number;
+  /**
+   * Longest wait, on a graceful shutdown (SIGTERM), for the tasks this node's agents are running to
+   * finish before the agents are told to reconnect elsewhere (app.ts `shutdown`), ms. Default 25000:
+   * with the close after it, inside the 30 s a container orchestrator waits before SIGKILL.
+   */
+  shutdownDrainMs: number;
   /** Log level. Default `info`. */
   logLevel: string;
 }
@@ -226,6 +234,7 @@ export const DEFAULTS: ServerConfig = {
   reconnectGraceMs: 15_000,
   nodeBeatMs: 2000,
   maxUnfinishedTasksPerUser: 1000,
+  maxInFlightPerAgent: 4,
   memoryHighWaterBytes: Math.floor(getHeapStatistics().heap_size_limit * 0.85),
   memorySampleMs: 1000,
   loginLimits: { perAccount: 5, perIp: 20, windowMs: 15 * 60_000, freeFailures: 2, delayMs: 500, maxDelayMs: 4000 },
@@ -236,6 +245,7 @@ export const DEFAULTS: ServerConfig = {
   maxHeaderBytes: 16 * 1024,
   maxJsonDepth: 32,
   keyReloadMs: 30_000,
+  shutdownDrainMs: 25_000,
   logLevel: 'info',
 };
 

@@ -137,7 +137,10 @@ export class AgentConnection {
         return;
       }
       this.#set('connected', undefined);
-      this.send(await this.#d.hello());
+      const hello = await this.#d.hello();
+      // Closed while the hello was being made: no ping timer for a socket that is gone.
+      if (this.#ws !== ws) return;
+      this.send(hello);
       this.#ping = setInterval(() => this.send({ type: 'ping', t: Date.now() }), PING_INTERVAL_MS);
     };
     ws.onmessage = (ev: MessageEvent) => {

@@ -2,7 +2,8 @@
  * @module gateway/agents — the agent WebSocket endpoint (`/ws/agent`).
  *
  * Upgrade pipeline, in order (each a named step below):
- *   checkPath → checkMemory (503 while the node sheds) → checkOrigin → checkSubprotocol → rateLimitIp
+ *   checkPath → checkDraining (503 while the node shuts down) → checkMemory (503 while the node sheds)
+ *   → checkOrigin → checkSubprotocol → rateLimitIp
  *   → reserveConnection (node, IP caps)
  *   → authenticate (bearer subprotocol, verified before the upgrade) → authorize (scope `agent`)
  *   → rateLimitPrincipal → reserveUser (per-user cap) → upgrade (`maxPayload` bounded)
@@ -11,6 +12,11 @@
  * each within the connection's rate (token bucket), parsed and validated → heartbeat (a missed pong
  * drops the peer) → closed when the token expires unless a fresh one came in an `auth` frame; a
  * peer whose unsent data passes `maxSendBufferBytes` is closed as a slow consumer.
+ *
+ * Shutting down: `drain()` refuses new upgrades (503 `PAL_ERR_UNAVAILABLE`, `Retry-After`) and
+ * closes with 1012 a connection that says `hello` now, while open agents go on (their results are
+ * still taken); `close()` then closes every connection with 1012 ("service restart": reconnect, to
+ * another node or to this one restarted) and resolves once each is closed and released.
  */
 import type { IncomingMessage, Server as HttpServer } from 'node:http';
 import type { Duplex } from 'node:stream';
@@ -38,6 +44,12 @@ import { wholeSeconds } from '../timers.ts';
 import { OVERLOAD_RETRY_AFTER_S, type MemoryGuard } from '../edge/memory-guard.ts';
 
 export const AGENT_PATH = '/ws/agent';
+/** WebSocket close code of a node shutting down (RFC 6455 registry: "Service Restart"): the agent reconnects with backoff. */
+export const SERVICE_RESTART_CLOSE = 1012;
+/** `Retry-After` (seconds) of an upgrade refused while the node drains: soon, and the balancer sends it to another node. */
+export const DRAINING_RETRY_AFTER_S = 1;
+/** How long `close()` waits for peers to answer the close frame before it cuts them, ms (ws itself would wait 30 s). */
+export const CLOSE_WAIT_MS = 2000;
 /** Frames of one connection waiting to be handled; past this the agent is flooding and is closed. */
 export const MAX_PENDING_FRAMES = 256;
 
@@ -74,6 +86,29 @@ interface UpgradeContext {
 }
 
 type UpgradeStep = (ctx: UpgradeContext, o: GatewayOptions) => void | Promise<void>;
+
+/** What one gateway's connections share: whether the node drains, and cleanups still under way (awaited by `close()`). */
+interface GatewayState {
+  draining: boolean;
+  cleanups: Set<Promise<unknown>>;
+}
+
+/** The agent endpoint attached to a server. */
+export interface AgentGateway {
+  wss: WebSocketServer;
+  caps: ConnectionCaps;
+  /**
+   * The node is shutting down: new upgrades get 503 `PAL_ERR_UNAVAILABLE` with `Retry-After`, and a
+   * connection that says `hello` from now on is closed with 1012. Open agents go on. Idempotent.
+   */
+  drain(): void;
+  /**
+   * Refuses new upgrades, closes every connection with 1012 (cut after {@link CLOSE_WAIT_MS} if the
+   * peer does not answer) and resolves once all are closed and their cleanup (caps, presence, the
+   * task service's `agentGone`) has run.
+   */
+  close(): Promise<void>;
+}
 
 /**
  * Open connections on this node: in all, per client IP and per user. A connection reserves its
@@ -188,9 +223,12 @@ const authorize: UpgradeStep = (ctx) => {
   if (ctx.principal && !ctx.principal.scopes.has('agent')) throw new PalisadeError('PAL_ERR_FORBIDDEN', 'agent connections need the "agent" scope');
 };
 
-/** The visible pipeline every agent upgrade passes (`reserveConnection`/`reserveUser` need the caps, so they are bound per gateway). */
-export const UPGRADE_PIPELINE: readonly (readonly [string, UpgradeStep | 'reserveConnection' | 'reserveUser'])[] = [
+type BoundStep = 'checkDraining' | 'reserveConnection' | 'reserveUser';
+
+/** The visible pipeline every agent upgrade passes (`checkDraining` and the reservations need the gateway's state, so they are bound per gateway). */
+export const UPGRADE_PIPELINE: readonly (readonly [string, UpgradeStep | BoundStep])[] = [
   ['checkPath', checkPath],
+  ['checkDraining', 'checkDraining'],
   ['checkMemory', checkMemory],
   ['checkOrigin', checkOrigin],
   ['checkSubprotocol', checkSubprotocol],
@@ -202,8 +240,8 @@ export const UPGRADE_PIPELINE: readonly (readonly [string, UpgradeStep | 'reserv
   ['reserveUser', 'reserveUser'],
 ];
 
-/** Attaches the agent endpoint to `server`. Returns a function that closes every connection. */
-export function attachAgentGateway(server: HttpServer, o: GatewayOptions): { close(): Promise<void>; wss: WebSocketServer; caps: ConnectionCaps } {
+/** Attaches the agent endpoint to `server`. */
+export function attachAgentGateway(server: HttpServer, o: GatewayOptions): AgentGateway {
   const wss = new WebSocketServer({
     noServer: true,
     maxPayload: o.config.maxFrameBytes,
@@ -214,7 +252,15 @@ export function attachAgentGateway(server: HttpServer, o: GatewayOptions): { clo
   // Connections by session, so revoking a session (on any node) closes its connections here at once.
   const bySession = new SessionIndex();
   const caps = new ConnectionCaps(o.config);
-  const steps: Record<'reserveConnection' | 'reserveUser', UpgradeStep> = {
+  const state: GatewayState = { draining: false, cleanups: new Set() };
+  const refuseWhileDraining = (ctx: UpgradeContext) => {
+    ctx.retryAfter = [['retry-after', String(DRAINING_RETRY_AFTER_S)]];
+    return new PalisadeError('PAL_ERR_UNAVAILABLE', 'this node is shutting down; connect again (another node will answer)');
+  };
+  const steps: Record<BoundStep, UpgradeStep> = {
+    checkDraining: (ctx) => {
+      if (state.draining) throw refuseWhileDraining(ctx);
+    },
     reserveConnection: (ctx) => {
       ctx.slot = caps.reserve(ctx.ip);
     },
@@ -246,14 +292,21 @@ export function attachAgentGateway(server: HttpServer, o: GatewayOptions): { clo
           return;
         }
       }
+      // The node began to drain while the pipeline ran (it awaits the rate limiter and the token check).
+      if (state.draining) {
+        ctx.slot?.release();
+        refuseUpgrade(socket, refuseWhileDraining(ctx), ctx.retryAfter);
+        return;
+      }
       // The socket may have gone while the pipeline ran: then its place is given back here.
-      socket.once('close', () => {
-        if (!upgraded) ctx.slot?.release();
-      });
-      let upgraded = false;
+      const slot = ctx.slot;
+      const goneEarly = () => slot?.release();
+      socket.once('close', goneEarly);
       wss.handleUpgrade(req, socket, head, (ws) => {
-        upgraded = true;
-        new AgentConnection(ws, ctx, o, bySession).start();
+        socket.off('close', goneEarly);
+        // Only what the connection needs is kept, not the request (its headers, the token): that
+        // was kilobytes per idle connection (bench/connections.bench.ts).
+        new AgentConnection(ws, { ip: ctx.ip, origin: ctx.origin, slot, principal: ctx.principal }, o, bySession, state).start();
       });
     })();
   };
@@ -262,11 +315,21 @@ export function attachAgentGateway(server: HttpServer, o: GatewayOptions): { clo
   return {
     wss,
     caps,
+    drain() {
+      state.draining = true;
+    },
     async close() {
+      state.draining = true;
       offRevoke();
       server.off('upgrade', onUpgrade);
-      for (const ws of wss.clients) ws.close(1001, 'server shutting down');
-      await new Promise<void>((resolve) => wss.close(() => resolve()));
+      for (const ws of wss.clients) ws.close(SERVICE_RESTART_CLOSE, 'server restarting; reconnect');
+      const closed = new Promise<void>((resolve) => wss.close(() => resolve()));
+      const cut = setTimeout(() => {
+        for (const ws of wss.clients) ws.terminate();
+      }, CLOSE_WAIT_MS);
+      await closed;
+      clearTimeout(cut);
+      await Promise.allSettled([...state.cleanups]);
     },
   };
 }
@@ -302,14 +365,24 @@ class SessionIndex {
   }
 }
 
+/** What an upgraded connection keeps of its upgrade. */
+interface ConnectionContext {
+  readonly ip: string;
+  readonly origin?: string | undefined;
+  readonly slot?: ConnectionSlot | undefined;
+  readonly principal?: Principal | undefined;
+}
+
 /** One agent connection, from upgrade to close. */
 class AgentConnection {
   readonly #ws: WebSocket;
-  readonly #ctx: UpgradeContext;
+  readonly #ctx: ConnectionContext;
   readonly #o: GatewayOptions;
   #principal: Principal | undefined;
   #handle: AgentHandle | undefined;
-  #timers: NodeJS.Timeout[] = [];
+  /** The authentication-and-hello deadline (cleared once the agent said hello) and the heartbeat. */
+  #authTimer: NodeJS.Timeout | undefined;
+  #heartbeat: NodeJS.Timeout | undefined;
   #alive = true;
   #closed = false;
   /** Closing with an error: later frames are ignored. */
@@ -323,12 +396,14 @@ class AgentConnection {
   #refilledAt = Date.now();
 
   readonly #sessions: SessionIndex;
+  readonly #state: GatewayState;
 
-  constructor(ws: WebSocket, ctx: UpgradeContext, o: GatewayOptions, sessions: SessionIndex) {
+  constructor(ws: WebSocket, ctx: ConnectionContext, o: GatewayOptions, sessions: SessionIndex, state: GatewayState) {
     this.#ws = ws;
     this.#ctx = ctx;
     this.#o = o;
     this.#sessions = sessions;
+    this.#state = state;
     this.#principal = ctx.principal;
     this.#tokens = o.config.wsMessageBurst;
   }
@@ -386,9 +461,11 @@ class AgentConnection {
     });
     ws.on('close', () => this.#onClose());
     // Authenticate and say hello within the limit, or be dropped.
-    this.#timer(this.#o.config.authTimeoutMs, () => {
+    this.#authTimer = setTimeout(() => {
+      this.#authTimer = undefined;
       if (!this.#handle) this.#fail('PAL_ERR_UNAUTHENTICATED', this.#principal ? 'no hello in time' : 'no authentication in time');
-    });
+    }, Math.min(this.#o.config.authTimeoutMs, 2 ** 31 - 1));
+    this.#authTimer.unref();
     const hb = setInterval(() => {
       if (!this.#alive) {
         ws.terminate();
@@ -399,7 +476,7 @@ class AgentConnection {
       this.#present();
     }, this.#o.config.heartbeatMs);
     hb.unref();
-    this.#timers.push(hb);
+    this.#heartbeat = hb;
     if (this.#principal) this.#onAuthenticated();
   }
 
@@ -509,6 +586,13 @@ class AgentConnection {
 
   async #hello(frame: Extract<AgentFrame, { type: 'hello' }>): Promise<void> {
     if (frame.v !== PROTOCOL_VERSION) throw new PalisadeError('PAL_ERR_PROTOCOL_VERSION', `protocol version ${frame.v} is not supported; this server speaks ${PROTOCOL_VERSION}`);
+    // Upgraded before the node began to drain: it would get no task here; sent to reconnect elsewhere.
+    if (this.#state.draining) {
+      this.#failed = true;
+      this.#event('ws.close', 'failure', 'PAL_ERR_UNAVAILABLE', 'the node is shutting down; told to reconnect (1012)');
+      this.#ws.close(SERVICE_RESTART_CLOSE, 'server restarting; reconnect');
+      return;
+    }
     // Upgraded before the node began to shed, but not an agent yet: it is new work, refused (1013).
     if (this.#o.memory.shedding) {
       const err = this.#o.memory.refuse('agent');
@@ -522,6 +606,8 @@ class AgentConnection {
       version: frame.agent.version, grants: [...grants], createdAt: at, lastSeenAt: at,
     });
     const ws = this.#ws;
+    clearTimeout(this.#authTimer);
+    this.#authTimer = undefined;
     const handle: AgentHandle = {
       id: record.id, userId: p.userId, name: record.name, grants, inFlight: new Set(),
       send: (f: ServerFrame) => this.#write(JSON.stringify(f)),
@@ -547,15 +633,22 @@ class AgentConnection {
     this.#closed = true;
     this.#ctx.slot?.release();
     if (this.#principal?.sessionId) this.#sessions.remove(this.#principal.sessionId, this);
-    for (const t of this.#timers) clearTimeout(t);
-    this.#timers = [];
+    clearTimeout(this.#authTimer);
+    clearInterval(this.#heartbeat);
     clearTimeout(this.#expiry);
     const h = this.#handle;
     if (h && this.#o.agents.remove(h)) {
-      void this.#o.presence.remove(h.id, this.#o.nodeId).catch(() => undefined);
-      void this.#o.store.agents.touch(h.id, new Date().toISOString()).catch(() => undefined);
-      void this.#o.tasks.agentGone(h).catch((e: unknown) => this.#o.log.error({ err: e }, 'agentGone failed'));
+      // Tracked until settled, so a closing gateway waits for them before the stores close.
+      this.#cleanup(this.#o.presence.remove(h.id, this.#o.nodeId).catch(() => undefined));
+      this.#cleanup(this.#o.store.agents.touch(h.id, new Date().toISOString()).catch(() => undefined));
+      this.#cleanup(this.#o.tasks.agentGone(h).catch((e: unknown) => this.#o.log.error({ err: e }, 'agentGone failed')));
     }
+  }
+
+  #cleanup(p: Promise<unknown>): void {
+    const cleanups = this.#state.cleanups;
+    cleanups.add(p);
+    void p.finally(() => cleanups.delete(p));
   }
 
   #since = '';
@@ -579,12 +672,6 @@ class AgentConnection {
     this.#event('ws.close', 'failure', code, message);
     this.#send({ type: 'error', code, message });
     this.#ws.close(ERROR_CODES[code].close, message.slice(0, 120));
-  }
-
-  #timer(ms: number, fn: () => void): void {
-    const t = setTimeout(fn, Math.min(ms, 2 ** 31 - 1));
-    t.unref();
-    this.#timers.push(t);
   }
 
   #event(activity: string, outcome: 'success' | 'failure', code: string | undefined, message: string): void {

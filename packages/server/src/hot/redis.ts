@@ -16,6 +16,8 @@
  *
  * Failure is closed: a command that cannot reach Redis (down, failing over, timed out) rejects with
  * PAL_ERR_UNAVAILABLE; ioredis reconnects on its own (and follows Sentinel to the new primary).
+ * Bus messages published while a node's subscriber connection was down are lost to it: once it is
+ * back, each topic's handlers get an empty message, meaning "read again what matters".
  */
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -150,6 +152,7 @@ export async function openRedisHotStore(o: RedisHotStoreOptions): Promise<HotSto
     commandTimeout: o.commandTimeoutMs ?? 2000,
     maxRetriesPerRequest: 1,
     connectTimeout: 3000,
+    // At most 2 s between attempts (tasks/service.ts counts on it: REDIS_RECONNECT_MAX_MS).
     retryStrategy: (times) => Math.min(100 * times, 2000),
     // After a failover the old primary comes back as a read-only replica: reconnect (Sentinel
     // then names the new primary).
@@ -213,7 +216,26 @@ export async function openRedisHotStore(o: RedisHotStoreOptions): Promise<HotSto
     mirror.set(id, Number(message.slice(0, sep)));
     bus.emit('revoke', id);
   });
-  sub.on('ready', () => void reload().catch(() => undefined));
+  // Channels whose unsubscribe failed (Redis unreachable): ioredis would subscribe them again on
+  // reconnecting, so they are unsubscribed then.
+  const unsubscribeLater = new Set<string>();
+  // On every reconnection: revocations are reloaded, and each bus topic's handlers get an empty
+  // message once the subscriptions are back — a bus message is never empty, so it says "messages
+  // on this topic may have been lost meanwhile: read again what matters" (tasks/service.ts does).
+  sub.on('ready', () => {
+    void reload().catch(() => undefined);
+    void (async () => {
+      const stale = [...unsubscribeLater].filter((ch) => !topics.has(ch));
+      unsubscribeLater.clear();
+      if (stale.length > 0) await sub.unsubscribe(...stale);
+      // ioredis subscribes again what it had; subscribing again is harmless and makes sure of it
+      // (a subscription in flight when the connection dropped included).
+      const held = [...topics.keys()];
+      if (held.length === 0) return;
+      await sub.subscribe(...held);
+      for (const channel of held) for (const h of topics.get(channel)?.handlers ?? []) h('');
+    })().catch(() => undefined);
+  });
   await run(() => sub.subscribe(revokedKey));
   await run(reload);
   let lastTrim = 0;
@@ -267,6 +289,7 @@ export async function openRedisHotStore(o: RedisHotStoreOptions): Promise<HotSto
       async subscribe(topic, handler) {
         const channel = `${P}bus:${topic}`;
         let t = topics.get(channel);
+        unsubscribeLater.delete(channel);
         if (!t) {
           const handlers = new Set<(message: string) => void>();
           const ready = run(() => sub.subscribe(channel)).then(() => undefined);
@@ -280,7 +303,12 @@ export async function openRedisHotStore(o: RedisHotStoreOptions): Promise<HotSto
           entry.handlers.delete(handler);
           if (entry.handlers.size === 0 && topics.get(channel) === entry) {
             topics.delete(channel);
-            await run(() => sub.unsubscribe(channel));
+            try {
+              await run(() => sub.unsubscribe(channel));
+            } catch (e) {
+              unsubscribeLater.add(channel);
+              throw e;
+            }
           }
         };
       },

@@ -23,7 +23,19 @@
  *
  * A dispatched task records its node. Every node beats (`nodes`, every `nodeBeatMs`); one node at a
  * time (a counter used as a lock) sweeps: a dispatched or running task whose node has missed three
- * beats is re-dispatched (its agent reconnects elsewhere) or failed with `PAL_ERR_AGENT_LOST`.
+ * beats is re-dispatched (its agent reconnects elsewhere) or failed with `PAL_ERR_AGENT_LOST`, and a
+ * task queued for more than two beats is offered again (a bus message lost while Redis restarted
+ * costs a beat or two, never the task).
+ *
+ * Redis unreachable (restarting, failing over): submissions are refused (`PAL_ERR_UNAVAILABLE`)
+ * until routing works again, but a task once stored is accepted, and waits queued. Agents go on
+ * running what they hold; what the bus lost is made good when it is back — `end` events it refused
+ * are published again on a later beat, a node whose subscriptions came back reads the tasks it
+ * follows from the store (and offers queued ones to its agents), and no node is judged dead until
+ * the others have had time to beat again.
+ *
+ * Draining (a node shutting down): it dispatches nothing more to its own agents — new and requeued
+ * tasks go to other nodes — and reports how many of its dispatches are still running.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
@@ -73,6 +85,9 @@ type NodeMessage =
   | { k: 'dispatch'; taskId: string }
   | { k: 'cancel'; taskId: string; agentId: string; reason: string };
 
+/** Longest wait between two attempts to reconnect to Redis, ms (hot/redis.ts, `retryStrategy`). */
+const REDIS_RECONNECT_MAX_MS = 2000;
+
 /** A task event on the bus, on the task's topic `task:<id>`, tagged with the node that published it. */
 interface BusEvent { from: string; event: TaskEvent }
 
@@ -116,7 +131,16 @@ export class TaskService {
   readonly #routed = new Set<string>();
   #stopNodeTopic: (() => Promise<void>) | undefined;
   #beat: NodeJS.Timeout | undefined;
+  #draining = false;
   #stopped = false;
+  /** `end` events the bus refused (Redis unreachable), by task, oldest first: published again on a later beat. */
+  readonly #unsent = new Map<string, Extract<TaskEvent, { type: 'end' }>>();
+  /** Tasks accepted here that could not be routed (Redis unreachable): followed on a later beat. */
+  readonly #unrouted = new Set<string>();
+  /** A beat and sweep is running. */
+  #sweeping = false;
+  /** Since when this node's beats (and sweeps) succeed without a failure (ms since the epoch); Infinity after one fails. */
+  #beatingSince = 0;
 
   constructor(options: TaskServiceOptions) {
     this.#o = options;
@@ -169,7 +193,16 @@ export class TaskService {
       actor: { userId: p.userId, clientId: p.clientId }, data: { taskId: task.id, recipe, site },
     });
     this.#armDeadline(task);
-    await this.#tryDispatch(task);
+    try {
+      await this.#tryDispatch(task);
+    } catch (e) {
+      // The task is stored, so it is accepted: a refusal now would have the caller submit it again
+      // (and it would run twice). Redis failing mid-dispatch leaves it queued; the sweeper offers it again.
+      this.#o.log.warn({ err: e, taskId: task.id }, 'dispatching a new task failed; it stays queued');
+      // Another node may take it from the queue: this one follows it once the bus is back, to hear
+      // its end (and drop its deadline timer).
+      if (this.#o.cluster) this.#unrouted.add(task.id);
+    }
     return { task: toView((await this.#current(task.id)) ?? task), created: true };
   }
 
@@ -198,19 +231,32 @@ export class TaskService {
     if (!set) this.#listeners.set(id, (set = new Set()));
     set.add(listener);
     // Events from the node whose agent runs it, if that is another one.
-    if (!FINAL_STATES.has(t.state)) await this.#follow(id);
-    // Read after subscribing so no transition between the read and the subscription is missed.
-    const fresh = (await this.#current(id)) ?? t;
-    const backlog = (this.#history.get(id)?.events ?? []).filter((e) => e.seq > afterSeq);
-    return {
-      task: toView(fresh),
-      backlog,
-      unsubscribe: () => {
-        if (!set.delete(listener)) return;
-        if (set.size === 0) this.#listeners.delete(id);
-        if (!FINAL_STATES.has(t.state)) this.#unfollow(id);
-      },
+    if (!FINAL_STATES.has(t.state)) {
+      try {
+        await this.#follow(id);
+      } catch (e) {
+        // Refused (Redis unreachable): the listener must not stay behind.
+        set.delete(listener);
+        if (set.size === 0 && this.#listeners.get(id) === set) this.#listeners.delete(id);
+        throw e;
+      }
+    }
+    const unsubscribe = () => {
+      if (!set.delete(listener)) return;
+      if (set.size === 0 && this.#listeners.get(id) === set) this.#listeners.delete(id);
+      if (!FINAL_STATES.has(t.state)) this.#unfollow(id);
     };
+    // Read after subscribing so no transition between the read and the subscription is missed.
+    let fresh: TaskRecord;
+    try {
+      fresh = (await this.#current(id)) ?? t;
+    } catch (e) {
+      // The store failed (bench/soak.bench.ts found listeners left behind this way): undo, then refuse.
+      unsubscribe();
+      throw e;
+    }
+    const backlog = (this.#history.get(id)?.events ?? []).filter((e) => e.seq > afterSeq);
+    return { task: toView(fresh), backlog, unsubscribe };
   }
 
   // ── agent side ─────────────────────────────────────────────────────────────────────────────
@@ -228,7 +274,12 @@ export class TaskService {
         this.#o.log.info({ taskId: t.id, agentId: agent.id }, 'agent came back; it keeps its task');
       }
     }
-    const queued = (await this.#o.store.tasks.listUnfinished(agent.userId)).filter((t) => t.state === 'queued');
+    await this.#offerQueued(agent.userId);
+  }
+
+  /** Offers the user's queued tasks to this node's agents (one connected, or one has room again). */
+  async #offerQueued(userId: string): Promise<void> {
+    const queued = (await this.#o.store.tasks.listUnfinished(userId)).filter((t) => t.state === 'queued');
     for (const t of queued) await this.#tryDispatch(t, true);
   }
 
@@ -276,6 +327,8 @@ export class TaskService {
     if (!t || (t.state !== 'running' && t.state !== 'dispatched')) return;
     const error = frame.outcome === 'failed' ? (frame.error ?? { code: 'PAL_ERR_STEP_FAILED', message: 'the agent reported a failure' }) : undefined;
     await this.#finish(t, frame.outcome, frame.result, error);
+    // The agent has room again: tasks waiting for it (past maxInFlightPerAgent) are offered.
+    if (agent.inFlight.size === this.#o.config.maxInFlightPerAgent - 1) await this.#offerQueued(agent.userId);
   }
 
   // ── lifecycle ──────────────────────────────────────────────────────────────────────────────
@@ -310,6 +363,8 @@ export class TaskService {
     for (const f of this.#following.values()) void f.stop.then((stop) => stop()).catch(() => undefined);
     this.#following.clear();
     this.#routed.clear();
+    this.#unsent.clear();
+    this.#unrouted.clear();
     for (const t of this.#acceptTimers.values()) clearTimeout(t);
     for (const t of this.#deadlineTimers.values()) clearTimeout(t);
     for (const t of this.#graceTimers.values()) clearTimeout(t);
@@ -320,6 +375,21 @@ export class TaskService {
     this.#live.clear();
     this.#history.clear();
     this.#ended = [];
+  }
+
+  /**
+   * Stops dispatching to this node's agents (a shutdown is draining it): from now on tasks go to
+   * agents on other nodes, or wait for one. Tasks already running here go on.
+   */
+  drain(): void {
+    this.#draining = true;
+  }
+
+  /** Tasks this node dispatched that have not finished (what a drain waits for). */
+  get running(): number {
+    let n = 0;
+    for (const t of this.#live.values()) if (t.state === 'dispatched' || t.state === 'running') n++;
+    return n;
   }
 
   /** Open timers and listeners, for leak checks. */
@@ -349,8 +419,10 @@ export class TaskService {
     return { site, steps: bindSteps(sub.steps!, sub.input ?? {}), timeoutMs: sub.timeoutMs ?? config.defaultTaskTimeoutMs };
   }
 
-  #eligible(userId: string, site: string, pinned?: string): AgentHandle[] {
-    return this.#o.agents.forUser(userId).filter((a) => (pinned === undefined || a.id === pinned) && a.grants.has(site));
+  /** This node's agents of `userId` granted `site` (and with room for one more task, unless `busyToo`). */
+  #eligible(userId: string, site: string, pinned?: string, busyToo = false): AgentHandle[] {
+    const room = busyToo ? Infinity : this.#o.config.maxInFlightPerAgent;
+    return this.#o.agents.forUser(userId).filter((a) => (pinned === undefined || a.id === pinned) && a.grants.has(site) && a.inFlight.size < room);
   }
 
   /** Present agents of the owner on other nodes (presence), with the sites they were granted. */
@@ -364,7 +436,7 @@ export class TaskService {
 
   async #precheckRouting(userId: string, site: string, pinned?: string): Promise<void> {
     const connected = this.#o.agents.forUser(userId).filter((a) => pinned === undefined || a.id === pinned);
-    if (connected.length > 0 && this.#eligible(userId, site, pinned).length > 0) return;
+    if (connected.length > 0 && this.#eligible(userId, site, pinned, true).length > 0) return;
     const remote = await this.#remote(userId, pinned);
     if (connected.length === 0 && remote.length === 0) {
       throw new PalisadeError('PAL_ERR_NO_AGENT', pinned ? `agent ${pinned} is not connected` : 'none of your agents is connected; open the extension and sign in, or submit with "waitForAgent": true');
@@ -378,11 +450,11 @@ export class TaskService {
    * Dispatches a queued task to the least busy eligible agent on this node; failing that (and unless
    * `localOnly`, as when another node asked), hands it to a node where an eligible agent is present.
    */
-  async #tryDispatch(t: TaskRecord, localOnly = false): Promise<void> {
+  async #tryDispatch(t: TaskRecord, localOnly = false, old = false): Promise<void> {
     if (this.#stopped || t.state !== 'queued') return;
-    const candidates = this.#eligible(t.ownerUserId, t.site, t.pinnedAgentId);
+    const candidates = this.#draining ? [] : this.#eligible(t.ownerUserId, t.site, t.pinnedAgentId);
     if (candidates.length === 0) {
-      if (!localOnly) await this.#routeRemote(t);
+      if (!localOnly) await this.#routeRemote(t, old);
       return;
     }
     const agent = candidates.reduce((a, b) => (b.inFlight.size < a.inFlight.size ? b : a));
@@ -396,20 +468,58 @@ export class TaskService {
     this.#clearAccept(t.id);
     const timer = setTimeout(() => {
       this.#acceptTimers.delete(t.id);
-      void this.#acceptTimedOut(t.id, agent);
+      // A store failure here must not become an unhandled rejection (it would end the process).
+      this.#acceptTimedOut(t.id, agent).catch((e: unknown) => this.#o.log.error({ err: e, taskId: t.id }, 'handling an accept timeout failed'));
     }, this.#o.config.acceptTimeoutMs);
     timer.unref();
     this.#acceptTimers.set(t.id, timer);
   }
 
-  /** Says this node is alive; if no other node swept within the last beat, takes back dead nodes' tasks. */
+  /**
+   * Says this node is alive; if no other node swept within the last beat, offers stale queued tasks
+   * again and takes back dead nodes' tasks. One runs at a time (a slow Redis must not pile them up).
+   */
   async #beatAndSweep(): Promise<void> {
+    if (this.#sweeping) return;
+    this.#sweeping = true;
+    try {
+      await this.#beatAndSweepOnce();
+    } finally {
+      this.#sweeping = false;
+    }
+  }
+
+  async #beatAndSweepOnce(): Promise<void> {
     const c = this.#o.cluster!;
     const beat = this.#o.config.nodeBeatMs;
+    const started = Date.now();
     try {
-      await c.nodes.beat(c.nodeId, 3 * beat);
+      try {
+        await c.nodes.beat(c.nodeId, 3 * beat);
+      } catch (e) {
+        this.#beatingSince = Infinity;
+        throw e;
+      }
+      if (this.#beatingSince === Infinity) this.#beatingSince = Date.now();
+      await this.#republish();
+      await this.#followUnrouted();
       if (!(await c.counters.attempt([{ key: 'tasks:sweep', limit: 1 }], beat)).allowed) return;
-      const held = (await this.#o.store.tasks.listUnfinished()).filter((t) => t.state !== 'queued' && t.nodeId !== undefined && t.nodeId !== c.nodeId);
+      const unfinished = await this.#o.store.tasks.listUnfinished();
+      const stale = Date.now() - 2 * beat;
+      for (const t of unfinished) {
+        if (t.state !== 'queued' || Date.parse(t.updatedAt) >= stale || this.#stopped) continue;
+        // One task failing to be offered (Redis again) must not keep the others from their turn.
+        await this.#tryDispatch(t, false, true).catch((e: unknown) => {
+          this.#beatingSince = Infinity;
+          this.#o.log.warn({ err: e, taskId: t.id }, 'offering a queued task again failed');
+        });
+      }
+      // Other nodes could not beat while this one could not either (Redis was down: their beats
+      // may have expired), and may get Redis back later than this one (ioredis waits up to
+      // REDIS_RECONNECT_MAX_MS between attempts): none is judged dead until they have had time to
+      // beat again — nor by a sweep so slow (Redis stalled under it) that their beats expired meanwhile.
+      if (Date.now() - this.#beatingSince < 3 * beat + 2 * REDIS_RECONNECT_MAX_MS || Date.now() - started > 3 * beat) return;
+      const held = unfinished.filter((t) => t.state !== 'queued' && t.nodeId !== undefined && t.nodeId !== c.nodeId);
       if (held.length === 0) return;
       const alive = await c.nodes.alive([...new Set(held.map((t) => t.nodeId!))]);
       const lost = new Set<string>();
@@ -429,8 +539,11 @@ export class TaskService {
     }
   }
 
-  /** Asks a node where an eligible agent is present to dispatch `t`, following its events first. */
-  async #routeRemote(t: TaskRecord): Promise<void> {
+  /**
+   * Asks a node where an eligible agent is present to dispatch `t`, following its events first.
+   * `old`: `t` was read a while ago (the sweeper's list), so it may have ended before this node followed it.
+   */
+  async #routeRemote(t: TaskRecord, old = false): Promise<void> {
     const c = this.#o.cluster;
     if (!c) return;
     const remote = (await this.#remote(t.ownerUserId, t.pinnedAgentId)).filter((r) => r.grants.includes(t.site));
@@ -438,7 +551,19 @@ export class TaskService {
     const target = remote[Math.floor(Math.random() * remote.length)]!;
     if (!this.#routed.has(t.id)) {
       this.#routed.add(t.id);
-      await this.#follow(t.id);
+      try {
+        await this.#follow(t.id);
+      } catch (e) {
+        // Not following: the next offer (the sweeper's) follows it again.
+        this.#routed.delete(t.id);
+        throw e;
+      }
+      // Its end may have been published before this node followed it: read it again, now that no
+      // event can be missed, and stop (forget it) if it ended.
+      if (old) {
+        await this.#catchUp(t.id);
+        if (!this.#following.has(t.id)) return;
+      }
     }
     // The other node moves it from here on: this node reads it from the store.
     this.#live.delete(t.id);
@@ -446,6 +571,17 @@ export class TaskService {
   }
 
   async #onNodeMessage(raw: string): Promise<void> {
+    if (raw === '') {
+      // The bus reconnected (see hot/redis.ts): dispatch messages sent meanwhile are lost. Queued
+      // tasks are offered to this node's agents now rather than after the sweeper's two beats.
+      if (this.#o.agents.size === 0) return;
+      try {
+        for (const t of await this.#o.store.tasks.listUnfinished()) if (t.state === 'queued') await this.#tryDispatch(t, true);
+      } catch (e) {
+        this.#o.log.warn({ err: e }, 'offering queued tasks after the bus reconnected failed');
+      }
+      return;
+    }
     let m: NodeMessage;
     try {
       m = JSON.parse(raw) as NodeMessage;
@@ -455,7 +591,8 @@ export class TaskService {
     try {
       if (m.k === 'dispatch') {
         const t = await this.#o.store.tasks.byId(m.taskId);
-        if (t) await this.#tryDispatch(t, true);
+        // A draining node passes it on to an agent present on another node (its own take no more).
+        if (t) await this.#tryDispatch(t, !this.#draining);
       } else if (m.k === 'cancel') {
         this.#dropLocal(m.taskId);
         const agent = this.#o.agents.get(m.agentId);
@@ -488,8 +625,15 @@ export class TaskService {
       return;
     }
     const stop = c.bus.subscribe(taskTopic(taskId), (raw) => this.#onBusEvent(taskId, raw));
-    this.#following.set(taskId, { refs: 1, stop });
-    await stop;
+    const entry = { refs: 1, stop };
+    this.#following.set(taskId, entry);
+    try {
+      await stop;
+    } catch (e) {
+      // A failed subscription must not be shared with later callers (they would all fail with it).
+      if (this.#following.get(taskId) === entry) this.#following.delete(taskId);
+      throw e;
+    }
   }
 
   #unfollow(taskId: string): void {
@@ -500,6 +644,10 @@ export class TaskService {
   }
 
   #onBusEvent(taskId: string, raw: string): void {
+    if (raw === '') {
+      void this.#catchUp(taskId).catch((e: unknown) => this.#o.log.warn({ err: e, taskId }, 'reading a followed task again failed'));
+      return;
+    }
     let m: BusEvent;
     try {
       m = JSON.parse(raw) as BusEvent;
@@ -510,6 +658,19 @@ export class TaskService {
     if (m.event.type === 'end') this.#dropLocal(taskId);
     this.#publishLocal(m.event);
     if (m.event.type === 'end') this.#forget(taskId);
+  }
+
+  /**
+   * The bus reconnected (an empty message, see hot/redis.ts): the task's events published meanwhile
+   * are lost. If it ended, its watchers here get the end from the store instead of waiting forever.
+   */
+  async #catchUp(taskId: string): Promise<void> {
+    const t = await this.#o.store.tasks.byId(taskId);
+    // Followed no more: the end came through the bus after all.
+    if (!t || !FINAL_STATES.has(t.state) || !this.#following.has(taskId)) return;
+    this.#dropLocal(taskId);
+    this.#publishLocal({ type: 'end', task: toView(t) });
+    this.#forget(taskId);
   }
 
   /** A task ended (here or elsewhere): stop following it for the reasons that end with it. */
@@ -639,10 +800,42 @@ export class TaskService {
     const c = this.#o.cluster;
     if (c) {
       const id = event.type === 'end' ? event.task.id : event.taskId;
-      c.bus.publish(taskTopic(id), JSON.stringify({ from: c.nodeId, event } satisfies BusEvent))
-        .catch((e: unknown) => this.#o.log.warn({ err: e, taskId: id }, 'a task event did not reach the other nodes'));
+      c.bus.publish(taskTopic(id), JSON.stringify({ from: c.nodeId, event } satisfies BusEvent)).catch((e: unknown) => {
+        this.#o.log.warn({ err: e, taskId: id }, 'a task event did not reach the other nodes');
+        // Watchers elsewhere wait for the end: it is published again once Redis is back (#republish).
+        if (event.type !== 'end') return;
+        this.#unsent.delete(id);
+        this.#unsent.set(id, event);
+        if (this.#unsent.size > HISTORY_TASKS) this.#unsent.delete(this.#unsent.keys().next().value!);
+      });
     }
     this.#publishLocal(event);
+  }
+
+  /** Follows the tasks accepted here that could not be routed, as if routed; ends those that ended meanwhile. */
+  async #followUnrouted(): Promise<void> {
+    for (const id of [...this.#unrouted]) {
+      if (!this.#routed.has(id)) {
+        this.#routed.add(id);
+        try {
+          await this.#follow(id);
+        } catch (e) {
+          this.#routed.delete(id);
+          throw e;
+        }
+      }
+      this.#unrouted.delete(id);
+      await this.#catchUp(id);
+    }
+  }
+
+  /** Publishes again the `end` events the bus refused, oldest first; stops at the first refusal. */
+  async #republish(): Promise<void> {
+    const c = this.#o.cluster!;
+    for (const [id, event] of [...this.#unsent]) {
+      await c.bus.publish(taskTopic(id), JSON.stringify({ from: c.nodeId, event } satisfies BusEvent));
+      if (this.#unsent.get(id) === event) this.#unsent.delete(id);
+    }
   }
 
   #publishLocal(event: TaskEvent): void {

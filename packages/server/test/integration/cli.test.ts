@@ -2,7 +2,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -44,12 +44,49 @@ describe('palisade-server CLI', () => {
       [['start', '--port', 'abc'], /--port must be a number/],
       [['start', '--access-token-ttl', '5'], /--access-token-ttl must be a whole number of seconds from 60/],
       [['start', '--refresh-token-ttl', 'forever'], /--refresh-token-ttl must be/],
+      [['start', '--max-tasks-per-user', '0'], /--max-tasks-per-user must be a whole number from 1/],
+      [['start', '--max-tasks-per-agent', '2.5'], /--max-tasks-per-agent must be a whole number from 1/],
       [['start', '--bogus'], /Unknown option '--bogus'/],
       [['stop'], /unknown command "stop"/],
     ] as const) {
       const r = await run([...args]);
       assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
       assert.match(r.stderr, message);
+    }
+  });
+
+  it('--rate-limits: refuses an unreadable or malformed file with exit 2, and starts with a valid one', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'palisade-cli-'));
+    try {
+      const file = (name: string, text: string) => {
+        writeFileSync(join(dir, name), text);
+        return join(dir, name);
+      };
+      for (const [path, message] of [
+        [join(dir, 'missing.json'), /--rate-limits: cannot read .*missing\.json \(ENOENT\)/],
+        [file('bad.json', '{classes:'), /--rate-limits .*bad\.json: not valid JSON/],
+        [file('array.json', '[]'), /expected a JSON object/],
+        [file('key.json', '{"limits":{}}'), /the file: unknown key "limits"/],
+        [file('class.json', '{"classes":{"socket":{}}}'), /classes: unknown key "socket"/],
+        [file('zero.json', '{"classes":{"ws":{"ip":{"limit":0,"periodMs":60000,"burst":1}}}}'), /classes\.ws\.ip\.limit must be a whole number from 1, not 0/],
+        [file('partial.json', '{"classes":{"ws":{"principal":{"limit":5}}}}'), /classes\.ws\.principal\.periodMs must be a whole number/],
+        [file('enabled.json', '{"enabled":"no"}'), /enabled must be true or false/],
+        [file('esc.json', '{"escalation":{"strikes":1.5}}'), /escalation\.strikes must be a whole number/],
+      ] as const) {
+        const r = await run(['start', '--port', '0', '--data-dir', dir, '--rate-limits', path]);
+        assert.equal(r.code, 2, `${path}: ${r.stderr}`);
+        assert.match(r.stderr, message);
+      }
+      // Rate limits off are an insecure configuration: production mode refuses them (the file was applied).
+      const off = await run(['start', '--port', '0', '--data-dir', dir, '--production', '--rate-limits', file('off.json', '{"enabled":false}')]);
+      assert.equal(off.code, 2, off.stderr);
+      assert.match(off.stderr, /rateLimits\.enabled/);
+      const ok = file('ok.json', '{"classes":{"ws":{"ip":{"limit":600000,"periodMs":60000,"burst":60000},"principal":null}}}');
+      const r = await run(['start', '--port', '0', '--data-dir', dir, '--rate-limits', ok], /setup\?token=\S+\n/);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stderr, /Palisade is running at/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -210,6 +210,34 @@ describe('task routing', () => {
     await closeAll();
   });
 
+  it('an agent runs at most maxInFlightPerAgent tasks at once; the next waits queued and is its as soon as one ends', async () => {
+    const s = await startTestServer({ maxInFlightPerAgent: 2 });
+    try {
+      await createAdmin(s);
+      const agentTok = (await deviceLogin(s, 'palisade-extension', 'openid offline_access agent')).access_token;
+      const { token: tok } = await apiClient(s);
+      const dispatched: string[] = [];
+      const a = await SyntheticAgent.connect({ url: s.url, token: agentTok, ca: s.server.tls?.ca, grants: [SITE], onTask: (f) => (dispatched.push(f.taskId), 'ignore') });
+      const state = async (id: string) => ((await (await s.fetch(`/api/v1/tasks/${id}`, { token: tok })).json()) as TaskView).state;
+      const ids: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        const res = await s.fetch('/api/v1/tasks', { method: 'POST', token: tok, headers: { 'content-type': 'application/json' }, body: JSON.stringify({ site: SITE, steps: STEPS }) });
+        assert.equal(res.status, 201, 'a busy agent still counts as one that can take the site');
+        ids.push(((await res.json()) as TaskView).id);
+      }
+      await new Promise((r) => setTimeout(r, 300));
+      assert.deepEqual(dispatched, ids.slice(0, 2), 'two dispatched');
+      assert.equal(await state(ids[2]!), 'queued', 'the third waits');
+      a.send({ type: 'task.result', taskId: ids[0], outcome: 'succeeded', result: { outputs: {}, artifacts: [], timings: { totalMs: 1, steps: [] } } });
+      for (let i = 0; i < 100 && dispatched.length < 3; i++) await new Promise((r) => setTimeout(r, 20));
+      assert.deepEqual(dispatched, ids, 'the third went to the agent when the first ended');
+      assert.equal(await state(ids[0]!), 'succeeded');
+      a.close();
+    } finally {
+      await s.close();
+    }
+  });
+
   it('a failed outcome carries the agent\'s error', async () => {
     await connect(() => ({ outcome: 'failed', error: { code: 'PAL_ERR_STEP_FAILED', message: 'no element matched #q', step: 0 } }));
     const r = await submit();

@@ -1,0 +1,132 @@
+/**
+ * The load side of `dispatch-nodes.bench.ts`, in a process of its own: connects `agents` synthetic
+ * agents to one server (Palisade's SyntheticAgent speaking the agent protocol, or socket.io-client
+ * sockets that answer with an acknowledgement), then keeps `concurrency` callers busy submitting
+ * tasks to a server (the same one or another node), one request in flight per caller on its own
+ * kept-alive HTTPS connection (closed loop). Warms up, times every round trip for `seconds`, tells
+ * its parent when the timed window opens and closes, and prints a `DriverResult` as JSON.
+ */
+import { Pool } from 'undici';
+import { io as connectSio, type Socket } from 'socket.io-client';
+import { SyntheticAgent } from '../packages/server/test/support/agent.ts';
+import { percentiles } from './lib.ts';
+
+export interface DriverInput {
+  kind: 'palisade' | 'socketio';
+  /** Where the callers submit. */
+  callerUrl: string;
+  /** Where the agents connect. */
+  agentUrl: string;
+  ca: string;
+  /** Palisade: the agents' access token. */
+  agentToken?: string;
+  /** An API client's access token: Palisade checks it; Socket.IO's server reads none, but gets the same bytes. */
+  clientToken: string;
+  /** Palisade agents' instance ids are `<instancePrefix>-<k>`. */
+  instancePrefix: string;
+  agents: number;
+  concurrency: number;
+  site: string;
+  body: string;
+  warmupSeconds: number;
+  seconds: number;
+}
+
+export interface DriverResult {
+  requests: number;
+  errors: number;
+  firstError: string;
+  seconds: number;
+  rps: number;
+  p50: number;
+  p99: number;
+  p999: number;
+  mean: number;
+  /** CPU of this process over the window, as a fraction of one core. */
+  driverCpu: number;
+  /** Bytes of one answer's body. */
+  answerBytes: number;
+}
+
+const input = JSON.parse(process.env.BENCH_DRIVER ?? '{}') as DriverInput;
+const tell = (phase: string) => process.send?.({ phase });
+
+// ---- agents ----
+const closers: (() => void)[] = [];
+if (input.kind === 'palisade') {
+  const agents = await Promise.all(Array.from({ length: input.agents }, (_, k) => SyntheticAgent.connect({
+    url: input.agentUrl, token: input.agentToken!, ca: input.ca, grants: [input.site], instanceId: `${input.instancePrefix}-${k}`,
+  })));
+  for (const a of agents) closers.push(() => a.close());
+} else {
+  const sockets = await Promise.all(Array.from({ length: input.agents }, (_, k) => new Promise<Socket>((resolve, reject) => {
+    const s = connectSio(input.agentUrl, { transports: ['websocket'], ca: input.ca, auth: { agent: String(k) }, reconnection: false, forceNew: true });
+    s.once('connect', () => resolve(s));
+    s.once('connect_error', reject);
+  })));
+  for (const s of sockets) {
+    // The same answer as the synthetic agent's result frame (accept and progress frames have no equivalent here).
+    s.on('task', (f: { taskId: string; steps: unknown[] }, ack: (a: unknown) => void) => {
+      const started = performance.now();
+      ack({ taskId: f.taskId, outcome: 'succeeded', result: { outputs: {}, artifacts: [], timings: { totalMs: performance.now() - started, steps: [] } } });
+    });
+    closers.push(() => s.close());
+  }
+}
+
+// ---- callers ----
+const pool = new Pool(input.callerUrl, { connections: input.concurrency, pipelining: 1, connect: { ca: input.ca } });
+const headers = { authorization: `Bearer ${input.clientToken}`, 'content-type': 'application/json', prefer: 'wait=5' };
+
+const now = () => Number(process.hrtime.bigint()) / 1e6;
+const t0 = now();
+const windowStart = t0 + input.warmupSeconds * 1000;
+const windowEnd = windowStart + input.seconds * 1000;
+const samples: number[] = [];
+let errors = 0;
+let firstError = '';
+let answerBytes = 0;
+let cpuStart = process.cpuUsage();
+setTimeout(() => {
+  cpuStart = process.cpuUsage();
+  tell('window-open');
+}, windowStart - t0);
+const closed = new Promise<NodeJS.CpuUsage>((resolve) => setTimeout(() => {
+  resolve(process.cpuUsage(cpuStart));
+  tell('window-closed');
+}, windowEnd - t0));
+
+async function caller(): Promise<void> {
+  while (now() < windowEnd) {
+    const start = now();
+    let ok = false;
+    try {
+      const res = await pool.request({ path: '/api/v1/tasks', method: 'POST', headers, body: input.body });
+      const text = await res.body.text();
+      ok = res.statusCode === 201 && (JSON.parse(text) as { state?: string }).state === 'succeeded';
+      if (ok) answerBytes = Buffer.byteLength(text);
+      else if (!firstError) firstError = `${res.statusCode} ${text.slice(0, 300)}`;
+    } catch (e) {
+      if (!firstError) firstError = String(e);
+    }
+    const end = now();
+    if (end >= windowStart && end <= windowEnd) {
+      if (ok) samples.push(end - start);
+      else errors++;
+    }
+  }
+}
+
+await Promise.all(Array.from({ length: input.concurrency }, caller));
+const cpu = await closed;
+await pool.close();
+for (const c of closers) c();
+if (samples.length === 0) throw new Error(`no successful request in the window; first error: ${firstError}`);
+const p = percentiles(samples);
+const result: DriverResult = {
+  requests: samples.length, errors, firstError, seconds: input.seconds, rps: samples.length / input.seconds,
+  p50: p.p50, p99: p.p99, p999: p.p999, mean: p.mean, driverCpu: (cpu.user + cpu.system) / 1e6 / input.seconds, answerBytes,
+};
+process.stdout.write(JSON.stringify(result));
+// Sockets and timers may hold the loop a while after closing.
+setTimeout(() => process.exit(0), 200).unref();
