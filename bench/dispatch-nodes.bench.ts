@@ -14,6 +14,10 @@
  *
  *   node bench/dispatch-nodes.bench.ts [--agents 8] [--concurrency 1,4,16] [--seconds 5] [--warmup 2] [--rounds 3] [--write]
  *
+ * `--cpu-prof DIR` (a diagnostic; profiling slows the nodes, so not with `--write`): V8 CPU profiles of
+ * both Palisade nodes over each Palisade window, written to DIR, and where each node's main thread
+ * spent its time per task printed at the end.
+ *
  * `--async-commit` (a diagnostic, not written to the docs): Palisade's nodes use a database of their
  * own created with `synchronous_commit = off`, to show what waiting for the WAL flush of each state
  * change costs on this machine's disk.
@@ -33,18 +37,36 @@ import { POSTGRES_URL, dropSchema, postgresSkip } from '../packages/server/test/
 import { REDIS_URL, dropPrefix, redisSkip, testPrefix } from '../packages/server/test/support/redis.ts';
 import type { DriverInput, DriverResult } from './dispatch-nodes.driver.ts';
 import type { SioServeInput } from './socketio.server.ts';
-import { answerAsks, ask, type Ask, machine, machineBusy, nextMessage, table, writeSection } from './lib.ts';
+import { addProfile, answerAsks, ask, type Ask, machine, machineBusy, nextMessage, table, writeSection } from './lib.ts';
 
 const { values } = parseArgs({
   options: {
     agents: { type: 'string', default: '8' }, concurrency: { type: 'string', default: '1,4,16' }, seconds: { type: 'string', default: '5' },
     warmup: { type: 'string', default: '2' }, rounds: { type: 'string', default: '3' }, write: { type: 'boolean', default: false },
-    serve: { type: 'string' }, note: { type: 'string' }, 'async-commit': { type: 'boolean', default: false },
+    serve: { type: 'string' }, note: { type: 'string' }, 'async-commit': { type: 'boolean', default: false }, 'cpu-prof': { type: 'string' },
   },
 });
 
 const SITE = 'http://127.0.0.1:9';
 const BODY = JSON.stringify({ site: SITE, steps: [{ type: 'navigate', url: `${SITE}/` }, { type: 'extract', name: 'x', selectors: ['h1'] }] });
+const PROFILE_DIR = values['cpu-prof'];
+if (PROFILE_DIR) mkdirSync(PROFILE_DIR, { recursive: true });
+let profileCount = 0;
+/** CPU profiles (`--cpu-prof`), summed by target, level and node. */
+const hot = new Map<string, { areas: Map<string, number>; fns: Map<string, number>; tasks: number }>();
+
+/** Where each profiled node's main thread spent its time, µs per task: the top areas and functions. */
+function hotspots(): string {
+  let out = '\nCPU profiles (main thread, µs per task):\n';
+  for (const [k, t] of hot) {
+    const busy = [...t.areas].reduce((n, [a, v]) => n + (a === '(idle)' ? 0 : v), 0) / t.tasks;
+    const top = (m: Map<string, number>, n: number) => [...m].filter(([a]) => !a.startsWith('(idle)')).sort((x, y) => y[1] - x[1]).slice(0, n)
+      .map(([a, v]) => `    ${(v / t.tasks).toFixed(0).padStart(6)}  ${a}`).join('\n');
+    out += `  ${k}: busy ${busy.toFixed(0)} µs/task\n   areas:\n${top(t.areas, 15)}\n   functions:\n${top(t.fns, 25)}\n`;
+  }
+  return out;
+}
+
 /** Budget of issue 5: p99 of a round trip across nodes. */
 const BUDGET_P99_MS = 10;
 
@@ -197,6 +219,7 @@ async function main(): Promise<void> {
   const tls = ensureDevTls(join(work, 'tls'));
   const schema = `palisade_bench_${process.pid}`;
   if (values['async-commit'] && values.write) throw new Error('--async-commit is a diagnostic: its figures are not written to the docs');
+  if (PROFILE_DIR && values.write) throw new Error('--cpu-prof is a diagnostic (profiling slows the nodes): its figures are not written to the docs');
   // The diagnostic's database: its own, so the setting touches nobody else's connections.
   const asyncDb = values['async-commit'] ? `palisade_bench_async_${process.pid}` : undefined;
   if (asyncDb) await admin(`CREATE DATABASE ${asyncDb}`, `ALTER DATABASE ${asyncDb} SET synchronous_commit = off`);
@@ -249,14 +272,30 @@ async function main(): Promise<void> {
       let out = '';
       driver.stdout!.on('data', (d: Buffer) => (out += d));
       const snaps: Promise<Snapshot>[] = [];
+      const profiled = PROFILE_DIR && target.startsWith('palisade') ? [pa, pb] : [];
+      const profiles: Promise<string>[] = [];
       driver.on('message', (m: { phase: string }) => {
         if (m.phase === 'window-open' || m.phase === 'window-closed') snaps.push(snapshot());
+        if (m.phase === 'window-open') for (const s of profiled) s.child.send({ ask: 'profile-start' } satisfies Ask);
+        if (m.phase === 'window-closed') {
+          for (const s of profiled) {
+            const file = join(PROFILE_DIR!, `${target}-c${concurrency}-${s.name}-${profileCount++}.cpuprofile`);
+            profiles.push(ask(s.child, { ask: 'profile-stop', file } satisfies Ask, (x) => (x as { profiled?: string }).profiled));
+          }
+        }
       });
       const [code] = (await once(driver, 'exit')) as [number | null];
       if (code !== 0) throw new Error(`${target} driver failed (exit ${code})`);
+      for (const [i, file] of (await Promise.all(profiles)).entries()) {
+        const k = `${target}@${concurrency} ${profiled[i]!.name}`;
+        const t = hot.get(k) ?? { areas: new Map<string, number>(), fns: new Map<string, number>(), tasks: 0 };
+        addProfile(file, t.areas, t.fns);
+        hot.set(k, t);
+      }
       const [a, b] = await Promise.all(snaps);
       const r = JSON.parse(out) as DriverResult;
       const tasks = r.requests + r.errors;
+      for (const s of profiled) hot.get(`${target}@${concurrency} ${s.name}`)!.tasks += tasks;
       const own = e.own.map((s) => servers.indexOf(s));
       const serverCpu = own.reduce((n, i) => n + b!.servers[i]! - a!.servers[i]!, 0);
       const allServers = b!.servers.reduce((n, x, i) => n + x - a!.servers[i]!, 0);
@@ -287,6 +326,7 @@ async function main(): Promise<void> {
     }
 
     stats.disconnect();
+    if (PROFILE_DIR) process.stderr.write(hotspots());
     const probeEnd = await probe(databaseUrl, schema);
     const endLoad = loadavg().map((x) => x.toFixed(2)).join(', ');
     const med = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)]!;

@@ -9,7 +9,7 @@
 import { Pool } from 'undici';
 import { io as connectSio, type Socket } from 'socket.io-client';
 import { SyntheticAgent } from '../packages/server/test/support/agent.ts';
-import { percentiles } from './lib.ts';
+import { closedLoop, percentiles } from './lib.ts';
 
 export interface DriverInput {
   kind: 'palisade' | 'socketio';
@@ -78,47 +78,17 @@ if (input.kind === 'palisade') {
 const pool = new Pool(input.callerUrl, { connections: input.concurrency, pipelining: 1, connect: { ca: input.ca } });
 const headers = { authorization: `Bearer ${input.clientToken}`, 'content-type': 'application/json', prefer: 'wait=5' };
 
-const now = () => Number(process.hrtime.bigint()) / 1e6;
-const t0 = now();
-const windowStart = t0 + input.warmupSeconds * 1000;
-const windowEnd = windowStart + input.seconds * 1000;
-const samples: number[] = [];
-let errors = 0;
-let firstError = '';
 let answerBytes = 0;
-let cpuStart = process.cpuUsage();
-setTimeout(() => {
-  cpuStart = process.cpuUsage();
-  tell('window-open');
-}, windowStart - t0);
-const closed = new Promise<NodeJS.CpuUsage>((resolve) => setTimeout(() => {
-  resolve(process.cpuUsage(cpuStart));
-  tell('window-closed');
-}, windowEnd - t0));
-
-async function caller(): Promise<void> {
-  while (now() < windowEnd) {
-    const start = now();
-    let ok = false;
-    try {
-      const res = await pool.request({ path: '/api/v1/tasks', method: 'POST', headers, body: input.body });
-      const text = await res.body.text();
-      ok = res.statusCode === 201 && (JSON.parse(text) as { state?: string }).state === 'succeeded';
-      if (ok) answerBytes = Buffer.byteLength(text);
-      else if (!firstError) firstError = `${res.statusCode} ${text.slice(0, 300)}`;
-    } catch (e) {
-      if (!firstError) firstError = String(e);
-    }
-    const end = now();
-    if (end >= windowStart && end <= windowEnd) {
-      if (ok) samples.push(end - start);
-      else errors++;
-    }
-  }
-}
-
-await Promise.all(Array.from({ length: input.concurrency }, caller));
-const cpu = await closed;
+const { samples, errors, firstError, cpu } = await closedLoop({
+  loops: input.concurrency, warmupSeconds: input.warmupSeconds, seconds: input.seconds, tell,
+  request: async () => {
+    const res = await pool.request({ path: '/api/v1/tasks', method: 'POST', headers, body: input.body });
+    const text = await res.body.text();
+    if (res.statusCode !== 201 || (JSON.parse(text) as { state?: string }).state !== 'succeeded') return `${res.statusCode} ${text.slice(0, 300)}`;
+    answerBytes = Buffer.byteLength(text);
+    return undefined;
+  },
+});
 await pool.close();
 for (const c of closers) c();
 if (samples.length === 0) throw new Error(`no successful request in the window; first error: ${firstError}`);

@@ -13,6 +13,68 @@ export function percentiles(samples: number[]): { p50: number; p99: number; p999
   return { p50: at(0.5), p99: at(0.99), p999: at(0.999), mean: s.reduce((a, b) => a + b, 0) / s.length };
 }
 
+/** What a closed loop measured in its timed window. */
+export interface LoopResult {
+  /** Latency (ms) of every request that succeeded and completed inside the window. */
+  samples: number[];
+  /** Requests that failed and completed inside the window. */
+  errors: number;
+  /** The first failure, of the whole run (warm-up included). */
+  firstError: string;
+  /** CPU time of this process over the window. */
+  cpu: NodeJS.CpuUsage;
+}
+
+/**
+ * The load side of a benchmark driver: `loops` closed loops, each with one `request` in flight, from
+ * `startedAt` (epoch ms; drivers sharing one window get it from their parent) through a warm-up of
+ * `warmupSeconds`, then `seconds` timed. `tell` hears `window-open` and `window-closed`, so the
+ * parent can read the server's CPU over exactly that window. `request` resolves to an error text, or
+ * undefined when the answer was right.
+ */
+export async function closedLoop(o: {
+  loops: number; warmupSeconds: number; seconds: number; startedAt?: number;
+  tell: (phase: 'window-open' | 'window-closed') => void;
+  request: () => Promise<string | undefined>;
+}): Promise<LoopResult> {
+  const now = () => Number(process.hrtime.bigint()) / 1e6;
+  const t0 = now() - (Date.now() - (o.startedAt ?? Date.now()));
+  const windowStart = t0 + o.warmupSeconds * 1000;
+  const windowEnd = windowStart + o.seconds * 1000;
+  const samples: number[] = [];
+  let errors = 0;
+  let firstError = '';
+  let cpuStart = process.cpuUsage();
+  setTimeout(() => {
+    cpuStart = process.cpuUsage();
+    o.tell('window-open');
+  }, Math.max(0, windowStart - now()));
+  const closed = new Promise<NodeJS.CpuUsage>((resolve) => setTimeout(() => {
+    resolve(process.cpuUsage(cpuStart));
+    o.tell('window-closed');
+  }, Math.max(0, windowEnd - now())));
+  const loop = async () => {
+    while (now() < windowEnd) {
+      const start = now();
+      let error: string | undefined;
+      try {
+        error = await o.request();
+      } catch (e) {
+        error = String(e);
+      }
+      if (error !== undefined && !firstError) firstError = error;
+      const end = now();
+      // Throughput counts the requests that completed inside the window.
+      if (end >= windowStart && end <= windowEnd) {
+        if (error === undefined) samples.push(end - start);
+        else errors++;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: o.loops }, loop));
+  return { samples, errors, firstError, cpu: await closed };
+}
+
 /** One line: CPU model, cores, memory, Node version, date. */
 export function machine(): string {
   const c = cpus();

@@ -10,7 +10,7 @@
  * parent merges into one set of percentiles.
  */
 import { Pool } from 'undici';
-import { percentiles } from './lib.ts';
+import { closedLoop, percentiles } from './lib.ts';
 
 interface DriverInput {
   url: string;
@@ -52,7 +52,6 @@ const headers = {
 const body = new URLSearchParams({ grant_type: 'client_credentials', scope: 'tasks' }).toString();
 const tell = (phase: string) => process.send?.({ phase });
 
-const now = () => Number(process.hrtime.bigint()) / 1e6;
 // Loaded: a coordinated driver waits here, so slow process starts on a busy machine do not eat the warm-up.
 const startedAt = input.awaitGo
   ? await new Promise<number>((resolve) => {
@@ -65,45 +64,14 @@ const startedAt = input.awaitGo
     tell('loaded');
   })
   : Date.now();
-const t0 = now() - (Date.now() - startedAt);
-const windowStart = t0 + input.warmupSeconds * 1000;
-const windowEnd = windowStart + input.seconds * 1000;
-const samples: number[] = [];
-let errors = 0;
-let firstError = '';
-let cpuStart = process.cpuUsage();
-setTimeout(() => {
-  cpuStart = process.cpuUsage();
-  tell('window-open');
-}, Math.max(0, windowStart - now()));
-const closed = new Promise<NodeJS.CpuUsage>((resolve) => setTimeout(() => {
-  resolve(process.cpuUsage(cpuStart));
-  tell('window-closed');
-}, Math.max(0, windowEnd - now())));
-
-async function connection(): Promise<void> {
-  while (now() < windowEnd) {
-    const start = now();
-    let ok = false;
-    try {
-      const res = await pool.request({ path: input.path, method: 'POST', headers, body });
-      const text = await res.body.text();
-      ok = res.statusCode === 200 && text.includes('"access_token"');
-      if (!ok && !firstError) firstError = `${res.statusCode} ${text.slice(0, 200)}`;
-    } catch (e) {
-      if (!firstError) firstError = String(e);
-    }
-    const end = now();
-    // Throughput counts the requests that completed inside the window.
-    if (end >= windowStart && end <= windowEnd) {
-      if (ok) samples.push(end - start);
-      else errors++;
-    }
-  }
-}
-
-await Promise.all(Array.from({ length: input.connections }, connection));
-const cpu = await closed;
+const { samples, errors, firstError, cpu } = await closedLoop({
+  loops: input.connections, warmupSeconds: input.warmupSeconds, seconds: input.seconds, startedAt, tell,
+  request: async () => {
+    const res = await pool.request({ path: input.path, method: 'POST', headers, body });
+    const text = await res.body.text();
+    return res.statusCode === 200 && text.includes('"access_token"') ? undefined : `${res.statusCode} ${text.slice(0, 200)}`;
+  },
+});
 await pool.close();
 if (samples.length === 0) throw new Error(`no successful request in the window; first error: ${firstError}`);
 const p = percentiles(samples);

@@ -188,8 +188,8 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
   const agents = new AgentRegistry();
   // With Redis, other nodes may share the stores: tasks then reach agents connected to any of them.
   const tasks = new TaskService({
-    config, store, recipes, agents, events, log,
-    cluster: hot.kind === 'redis' ? { nodeId, bus: hot.bus, presence: hot.presence, nodes: hot.nodes, counters: hot.counters } : undefined,
+    config, store, recipes, agents, events, log, presence: hot.presence,
+    cluster: hot.kind === 'redis' ? { nodeId, bus: hot.bus, nodes: hot.nodes, counters: hot.counters } : undefined,
   });
 
   // The authorization server (oidc-provider, a Koa app) answers `/oauth2/*` itself, before Fastify's
@@ -478,7 +478,7 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
     }));
   });
 
-  await app.register(async (api) => apiRoutes(api, { limiter, verifier: lazy(() => self.verifier), store, sessions, clients, presence: hot.presence, tasks, recipes, agents, events, rotateKeys: () => self.rotateKeys(), keyView: () => keys.view() }), { prefix: '/api/v1' });
+  await app.register(async (api) => apiRoutes(api, { limiter, verifier: lazy(() => self.verifier), store, sessions, clients, tasks, recipes, agents, events, rotateKeys: () => self.rotateKeys(), keyView: () => keys.view() }), { prefix: '/api/v1' });
 
   // Liveness: the process answers. Readiness: it can serve (stores reachable, not shutting down).
   app.get('/healthz', async () => ({ status: 'ok' }));

@@ -108,6 +108,13 @@ export interface ServerConfig {
    * beats is dead, and the tasks its agents were running are re-dispatched or failed. Default 2000.
    */
   nodeBeatMs: number;
+  /**
+   * How often a connected agent's presence (which node holds it, its grants) is written again, ms;
+   * an entry lives three of these. Other nodes ignore an entry at once when its node stops beating,
+   * so this only bounds what a lost entry costs (Redis restarted empty: entries are written again
+   * when the node's bus reconnects). Default 300000; never more often than `heartbeatMs`.
+   */
+  presenceRefreshMs: number;
   /** Most unfinished (queued, dispatched, running) tasks one user may have. Default 1000. */
   maxUnfinishedTasksPerUser: number;
   /** Most tasks one agent runs at once; more wait queued for it (or go to another agent). Default 4. */
@@ -233,6 +240,7 @@ export const DEFAULTS: ServerConfig = {
   maxAttempts: 2,
   reconnectGraceMs: 15_000,
   nodeBeatMs: 2000,
+  presenceRefreshMs: 300_000,
   maxUnfinishedTasksPerUser: 1000,
   maxInFlightPerAgent: 4,
   memoryHighWaterBytes: Math.floor(getHeapStatistics().heap_size_limit * 0.85),

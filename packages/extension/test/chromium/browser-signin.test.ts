@@ -13,7 +13,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import type { Page } from 'playwright-core';
-import { launch, unpackedExtensionId, type Browser } from '../support/harness.ts';
+import { eventually, launch, unpackedExtensionId, type Browser } from '../support/harness.ts';
 import { ADMIN, createAdmin, startTestServer, type TestServer } from '../../../server/test/support/harness.ts';
 
 let browser: Browser;
@@ -191,10 +191,14 @@ test('signs in through the window: server sign-in and consent, tokens stored as 
     return before;
   });
   await popup.getByRole('button', { name: 'Reconnect' }).click();
+  // "connected" may still show from before the click; wait for the rotation itself, then the connection.
+  const after = await eventually('the refresh token to be used and rotated', async () => {
+    const t = (await storage()).local.refreshToken;
+    return typeof t === 'string' && t !== rotated ? t : undefined;
+  }, 20_000);
+  assert.notEqual(after, rotated);
   await popup.locator('#conn', { hasText: 'connected' }).waitFor({ timeout: 20_000 });
-  const after = (await storage()).local.refreshToken;
-  assert.equal(typeof after, 'string');
-  assert.notEqual(after, rotated, 'the refresh token was used and rotated');
+  assert.ok(Number((await storage()).session.accessTokenExpiresAt) > Date.now(), 'a fresh access token came with it');
 });
 
 test('signed out and in again: the browser keeps its session on the server, so only consent is asked', async () => {

@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Page } from 'playwright-core';
-import { FakePalisade, findWorker, type Browser, type Received, type AgentRig, startAgentRig } from '../support/harness.ts';
+import { eventually, FakePalisade, findWorker, type Browser, type Received, type AgentRig, startAgentRig } from '../support/harness.ts';
 
 let rig: AgentRig;
 let browser: Browser;
@@ -59,10 +59,10 @@ async function startWaitingTask(path = '/offsite.html', deadline?: number): Prom
   if (deadline !== undefined) task.deadline = deadline;
   const result = server.run(task).then((r) => r.result);
   await server.waitFor((f) => f.type === 'task.progress' && f.taskId === taskId && f.step === 1 && f.status === 'started');
-  let page: Page | undefined;
-  for (const until = Date.now() + 5000; !page && Date.now() < until; await new Promise((r) => setTimeout(r, 50))) page = browser.ctx.pages().find((p) => p.url() === url);
-  if (!page) server.send({ type: 'task.cancel', taskId, reason: 'test setup failed' }); // leave nothing running
-  assert.ok(page, 'the task tab is visible to the test');
+  const page = await eventually('the task tab to be visible to the test', () => browser.ctx.pages().find((p) => p.url() === url)).catch((e: unknown) => {
+    server.send({ type: 'task.cancel', taskId, reason: 'test setup failed' }); // leave nothing running
+    throw e;
+  });
   return { taskId, url, page, result };
 }
 const release = (page: Page) => page.evaluate(() => document.body.append(Object.assign(document.createElement('p'), { id: 'release', textContent: 'released' })));

@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Page } from 'playwright-core';
-import { FakePalisade, findWorker, type Browser, type Received, type AgentRig, startAgentRig } from '../support/harness.ts';
+import { eventually, FakePalisade, findWorker, type Browser, type Received, type AgentRig, startAgentRig } from '../support/harness.ts';
 import type { Status } from '../../src/shared/messages.ts';
 
 let browser: Browser;
@@ -62,8 +62,8 @@ async function startWaitingTask(): Promise<{ taskId: string; page: Page; result:
     ],
   }).then((r) => r.result);
   await server.waitFor((f) => f.type === 'task.progress' && f.taskId === taskId && f.step === 1 && f.status === 'started');
-  const page = browser.ctx.pages().find((p) => p.url() === url);
-  assert.ok(page, 'the task tab is visible to the test');
+  // Playwright may report the tab (or its committed URL) a moment after the agent's progress frame.
+  const page = await eventually('the task tab to be visible to the test', () => browser.ctx.pages().find((p) => p.url() === url));
   return { taskId, page, result };
 }
 

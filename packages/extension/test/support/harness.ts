@@ -253,6 +253,21 @@ export async function launch(extraExtensions: string[] = [], extraArgs: string[]
   };
 }
 
+/**
+ * Polls `probe` until it returns something other than `undefined`, and returns that; throws naming
+ * `what` after `timeoutMs`. For state the browser reaches on its own time (a tab Playwright has not
+ * reported yet, storage a worker writes after a round trip).
+ */
+export async function eventually<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 /** The service worker of the extension whose manifest name is `name`. */
 export async function findWorker(ctx: BrowserContext, name: string): Promise<Worker> {
   const deadline = Date.now() + 15_000;

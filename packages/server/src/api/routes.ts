@@ -4,15 +4,14 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from '@sinclair/typebox';
-import { FINAL_STATES, PalisadeError, parse, validator, type TaskEvent } from '@palisade/protocol';
+import { FINAL_STATES, PalisadeError, parse, validator, type TaskEvent, type TaskView } from '@palisade/protocol';
 import { bearer, requireScope, type Principal, type TokenVerifier } from '../auth/tokens.ts';
 import { newApiClient, CLIENT_SCOPES, type ClientDirectory } from '../auth/clients.ts';
 import type { DurableStore } from '../store/types.ts';
 import type { SessionManager } from '../auth/sessions.ts';
 import type { KeyView } from '../auth/keys.ts';
-import type { Presence } from '../hot/types.ts';
 import type { SecurityEvents } from '../siem/events.ts';
-import type { TaskService } from '../tasks/service.ts';
+import type { TaskListener, TaskService } from '../tasks/service.ts';
 import type { RecipeRegistry } from '../tasks/recipes.ts';
 import type { AgentRegistry } from '../gateway/registry.ts';
 import { rateLimitError, type RateLimiter } from '../edge/rate-limit.ts';
@@ -30,7 +29,6 @@ export interface ApiOptions {
   store: DurableStore;
   sessions: SessionManager;
   clients: ClientDirectory;
-  presence: Presence;
   tasks: TaskService;
   recipes: RecipeRegistry;
   agents: AgentRegistry;
@@ -86,12 +84,20 @@ export async function apiRoutes(app: FastifyInstance, o: ApiOptions): Promise<vo
     const p = principal(req);
     requireScope(p, 'tasks');
     const header = req.headers['idempotency-key'];
-    const { task, created } = await o.tasks.submit(p, req.body, Array.isArray(header) ? header[0] : header);
-    reply.code(created ? 201 : 200).header('location', `/api/v1/tasks/${task.id}`);
     const wait = preferWait(String(req.headers.prefer ?? ''));
-    if (wait === undefined || FINAL_STATES.has(task.state)) return reply.send(task);
+    // Waiting: the caller hears the task's end from before it is dispatched (no read-back needed).
+    const end = wait === undefined ? undefined : endListener();
+    const { task, created, unsubscribe } = await o.tasks.submit(p, req.body, Array.isArray(header) ? header[0] : header, end?.listener);
+    reply.code(created ? 201 : 200).header('location', `/api/v1/tasks/${task.id}`);
+    // Created but not subscribed: the bus refused (Redis unreachable). The task is accepted; the
+    // caller gets it as it stands rather than an error that would have it submitted twice.
+    if (wait === undefined || FINAL_STATES.has(task.state) || (created && !unsubscribe)) {
+      unsubscribe?.();
+      return reply.send(task);
+    }
     reply.header('preference-applied', `wait=${wait}`);
-    return reply.send(await waitForEnd(o.tasks, p, task.id, wait * 1000));
+    if (unsubscribe) return reply.send(await ended(o.tasks, p, task.id, end!, unsubscribe, wait * 1000));
+    return reply.send(await waitForEnd(o.tasks, p, task.id, wait * 1000)); // an idempotent replay
   });
 
   app.get<{ Params: { id: string } }>('/tasks/:id', async (req) => {
@@ -121,7 +127,7 @@ export async function apiRoutes(app: FastifyInstance, o: ApiOptions): Promise<vo
   app.get('/agents', async (req) => {
     const p = principal(req);
     requireScope(p, 'tasks');
-    const [stored, present] = await Promise.all([o.store.agents.listByUser(p.userId), o.presence.forUser(p.userId)]);
+    const [stored, present] = await Promise.all([o.store.agents.listByUser(p.userId), o.tasks.present(p.userId)]);
     const where = new Map(present.map((e) => [e.agentId, e]));
     return {
       agents: stored.map((a) => {
@@ -213,23 +219,35 @@ function preferWait(header: string | undefined): number | undefined {
   return m ? Math.min(Number(m[1]), MAX_PREFER_WAIT_S) : undefined;
 }
 
-/** The task's view once it ends, or its current view after `ms`. */
-async function waitForEnd(tasks: TaskService, p: Principal, id: string, ms: number) {
-  let done!: (v: unknown) => void;
-  const ended = new Promise((r) => (done = r));
-  const { task, unsubscribe } = await tasks.watch(p, id, (e) => {
+/** A task listener and the promise of the view its `end` event carries. */
+function endListener(): { listener: TaskListener; end: Promise<TaskView> } {
+  let done!: (v: TaskView) => void;
+  const end = new Promise<TaskView>((r) => (done = r));
+  const listener: TaskListener = (e) => {
     if (e.type === 'end') done(e.task);
-  });
+  };
+  return { listener, end };
+}
+
+/** The task's view once it ends, or its current view after `ms`; unsubscribes either way. */
+async function ended(tasks: TaskService, p: Principal, id: string, { end }: { end: Promise<TaskView> }, unsubscribe: () => void, ms: number): Promise<TaskView> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), ms)));
+  const result = await Promise.race([end, timeout]);
+  clearTimeout(timer);
+  unsubscribe();
+  return result ?? (await tasks.get(p, id));
+}
+
+/** Subscribes to a task already stored, then as `ended`. */
+async function waitForEnd(tasks: TaskService, p: Principal, id: string, ms: number): Promise<TaskView> {
+  const end = endListener();
+  const { task, unsubscribe } = await tasks.watch(p, id, end.listener);
   if (FINAL_STATES.has(task.state)) {
     unsubscribe();
     return task;
   }
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise((r) => (timer = setTimeout(r, ms)));
-  const result = await Promise.race([ended, timeout]);
-  clearTimeout(timer);
-  unsubscribe();
-  return result ?? (await tasks.get(p, id));
+  return ended(tasks, p, id, end, unsubscribe, ms);
 }
 
 function requireAdmin(req: FastifyRequest): Principal {

@@ -473,7 +473,7 @@ class AgentConnection {
       }
       this.#alive = false;
       ws.ping();
-      this.#present();
+      if (Date.now() - this.#presentAt >= this.#o.config.presenceRefreshMs) this.#present();
     }, this.#o.config.heartbeatMs);
     hb.unref();
     this.#heartbeat = hb;
@@ -612,6 +612,7 @@ class AgentConnection {
       id: record.id, userId: p.userId, name: record.name, grants, inFlight: new Set(),
       send: (f: ServerFrame) => this.#write(JSON.stringify(f)),
       close: (code: number, reason: string) => ws.close(code, reason),
+      present: () => this.#present(),
     };
     this.#handle = handle;
     const previous = this.#o.agents.add(handle);
@@ -653,11 +654,20 @@ class AgentConnection {
 
   #since = '';
 
-  /** Records (or refreshes, each heartbeat) that this agent is connected here; lives 3 heartbeats. */
+  /** When this agent's presence was last written (ms since the epoch). */
+  #presentAt = 0;
+
+  /**
+   * Records (or refreshes: at hello, on new grants, then on the first heartbeat after each
+   * `presenceRefreshMs`) that this agent is connected here; lives three refreshes. An idle agent
+   * costs Redis one write per refresh, not one per heartbeat.
+   */
   #present(): void {
     const h = this.#handle;
     if (!h || this.#closed) return;
-    this.#o.presence.set({ agentId: h.id, userId: h.userId, nodeId: this.#o.nodeId, since: this.#since, grants: [...h.grants] }, 3 * this.#o.config.heartbeatMs)
+    this.#presentAt = Date.now();
+    const ttlMs = 3 * Math.max(this.#o.config.presenceRefreshMs, this.#o.config.heartbeatMs);
+    this.#o.presence.set({ agentId: h.id, userId: h.userId, nodeId: this.#o.nodeId, since: this.#since, grants: [...h.grants] }, ttlMs)
       .catch((e: unknown) => this.#o.log.warn({ err: (e as Error).message, agentId: h.id }, 'presence not recorded'));
   }
 

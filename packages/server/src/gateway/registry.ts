@@ -14,6 +14,8 @@ export interface AgentHandle {
   send(frame: ServerFrame): void;
   /** Closes the agent's connection (a newer connection of the same agent replaced it). */
   close(code: number, reason: string): void;
+  /** Records again that the agent is connected here (its presence, which Redis may have lost). */
+  present(): void;
 }
 
 export class AgentRegistry {
@@ -50,5 +52,10 @@ export class AgentRegistry {
 
   get size(): number {
     return this.#byId.size;
+  }
+
+  /** Every agent connected to this node. */
+  all(): IterableIterator<AgentHandle> {
+    return this.#byId.values();
   }
 }

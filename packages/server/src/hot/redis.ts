@@ -75,6 +75,20 @@ if v and cjson.decode(v).nodeId == ARGV[1] then
 end
 return 0`;
 
+// KEYS[1]: the user's set of present agents. ARGV[1]: the prefix of entry keys (+ agent id).
+// Returns the entries still live; forgets the ids whose entry expired. One round trip instead of
+// SMEMBERS then MGET. (It reads keys named by the set's members: fine on one Redis or with
+// Sentinel, not on Redis Cluster.)
+const PRESENCE_FOR_USER = `
+local ids = redis.call('SMEMBERS', KEYS[1])
+local out, gone = {}, {}
+for _, id in ipairs(ids) do
+  local v = redis.call('GET', ARGV[1] .. id)
+  if v then out[#out + 1] = v else gone[#gone + 1] = id end
+end
+for i = 1, #gone, 1000 do redis.call('SREM', KEYS[1], unpack(gone, i, math.min(i + 999, #gone))) end
+return out`;
+
 // KEYS[1]: record. ARGV[1]: now (s). Marks the record consumed, keeping its TTL.
 const CONSUME = `
 local v = redis.call('GET', KEYS[1])
@@ -140,6 +154,7 @@ function script(source: string) {
 const attemptScript = script(ATTEMPT);
 const releaseScript = script(RELEASE);
 const presenceRemoveScript = script(PRESENCE_REMOVE);
+const presenceForUserScript = script(PRESENCE_FOR_USER);
 const consumeScript = script(CONSUME);
 const rateScript = script(RATE);
 
@@ -351,12 +366,8 @@ export async function openRedisHotStore(o: RedisHotStoreOptions): Promise<HotSto
         await run(() => presenceRemoveScript(redis, [presenceKey(agentId), presenceUserKey(userId)], [nodeId, agentId]));
       },
       async forUser(userId) {
-        const ids = await run(() => redis.smembers(presenceUserKey(userId)));
-        if (ids.length === 0) return [];
-        const values = await run(() => redis.mget(ids.map(presenceKey)));
-        const gone = ids.filter((_, i) => values[i] === null);
-        if (gone.length > 0) await run(() => redis.srem(presenceUserKey(userId), ...gone));
-        return values.filter((v): v is string => v !== null).map((v) => JSON.parse(v) as PresenceEntry);
+        const values = (await run(() => presenceForUserScript(redis, [presenceUserKey(userId)], [presenceKey('')]))) as string[];
+        return values.map((v) => JSON.parse(v) as PresenceEntry);
       },
     },
     transient: {

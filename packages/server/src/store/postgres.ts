@@ -12,6 +12,8 @@ import { migrations } from './schema.ts';
 
 const MIGRATIONS = migrations('postgres');
 const LIVE = '(expires_at IS NULL OR expires_at > $3)';
+/** Pooled connections for relaxed writes, beside `maxConnections`. */
+const RELAXED_CONNECTIONS = 2;
 
 const { user: toUser, client: toClient, agent: toAgent, task: toTask, oidc: toOidc } = mappers({ json: <T>(v: unknown) => v as T, bool: (v) => v === true });
 const jsonOrNull = (v: unknown) => (v === undefined || v === null ? null : JSON.stringify(v));
@@ -21,7 +23,7 @@ export interface PostgresStoreOptions {
   connectionString: string;
   /** Schema holding Palisade's tables. Default `palisade`. */
   schema?: string;
-  /** Most pooled connections. Default 10. */
+  /** Most pooled connections. Default 10 (and 2 more for relaxed writes, see TaskRepo.update). */
   maxConnections?: number;
   /** How long to wait for a connection before failing the query, ms. Default 3000. */
   connectTimeoutMs?: number;
@@ -33,21 +35,25 @@ export interface PostgresStoreOptions {
 export async function openPostgresStore(o: PostgresStoreOptions): Promise<DurableStore> {
   const schema = o.schema ?? 'palisade';
   if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) throw new Error(`invalid schema name "${schema}"`);
-  const pool = new pg.Pool({
+  const poolOf = (max: number, settings = '') => new pg.Pool({
     connectionString: o.connectionString,
-    max: o.maxConnections ?? 10,
-    options: `-c search_path=${schema}`,
+    max,
+    options: `-c search_path=${schema}${settings}`,
     connectionTimeoutMillis: o.connectTimeoutMs ?? 3000,
     ...(o.ssl ? { ssl: o.ssl } : {}),
   });
+  const pool = poolOf(o.maxConnections ?? 10);
+  /** For `relaxed` writes (see TaskRepo.update): commits do not wait for the WAL flush. */
+  const relaxedPool = poolOf(RELAXED_CONNECTIONS, ' -c synchronous_commit=off');
   // An idle connection that breaks (server restart, network) must not take the process down; the
   // pool replaces it, and queries meanwhile fail closed (see `run`).
   pool.on('error', () => undefined);
+  relaxedPool.on('error', () => undefined);
   await migrate(pool, schema);
   /** Every query: a lost or refused connection becomes PAL_ERR_UNAVAILABLE (fail closed, retryable). */
-  const run = async (sql: string, params: unknown[] = []): Promise<pg.QueryResult> => {
+  const run = async (sql: string, params: unknown[] = [], via = pool): Promise<pg.QueryResult> => {
     try {
-      return await pool.query(sql, params);
+      return await via.query(sql, params);
     } catch (e) {
       if (isConnectionError(e)) throw new PalisadeError('PAL_ERR_UNAVAILABLE', 'the database is unreachable; try again shortly', { internal: e });
       throw e;
@@ -120,7 +126,7 @@ export async function openPostgresStore(o: PostgresStoreOptions): Promise<Durabl
       },
       async byId(id) { const r = await one('SELECT * FROM tasks WHERE id = $1', [id]); return r && toTask(r); },
       async byIdempotencyKey(owner, key) { const r = await one('SELECT * FROM tasks WHERE owner_user_id = $1 AND idempotency_key = $2', [owner, key]); return r && toTask(r); },
-      async update(current, patch) {
+      async update(current, patch, o) {
         const keys = Object.keys(patch).filter((k) => Object.hasOwn(TASK_COLUMNS, k));
         if (keys.length === 0) return current;
         const values = keys.map((k) => {
@@ -128,7 +134,11 @@ export async function openPostgresStore(o: PostgresStoreOptions): Promise<Durabl
           return TASK_JSON_FIELDS.has(k) ? jsonOrNull(v) : (v ?? null);
         });
         const sets = keys.map((k, i) => `${TASK_COLUMNS[k]} = $${i + 1}`).join(', ');
-        const res = await run(`UPDATE tasks SET ${sets} WHERE id = $${keys.length + 1} AND state = $${keys.length + 2}`, [...values, current.id, current.state]);
+        const n = keys.length;
+        const via = o?.relaxed ? relaxedPool : pool;
+        const res = current.state === 'running' && current.agentId !== undefined
+          ? await run(`UPDATE tasks SET ${sets} WHERE id = $${n + 1} AND (state = 'running' OR (state = 'dispatched' AND agent_id = $${n + 2}))`, [...values, current.id, current.agentId], via)
+          : await run(`UPDATE tasks SET ${sets} WHERE id = $${n + 1} AND state = $${n + 2}`, [...values, current.id, current.state], via);
         return res.rowCount === 1 ? withPatch(current, patch) : undefined;
       },
       async listUnfinished(owner) {
@@ -174,7 +184,7 @@ export async function openPostgresStore(o: PostgresStoreOptions): Promise<Durabl
         return (r.rowCount ?? 0) === 1;
       },
     },
-    async close() { await pool.end(); },
+    async close() { await Promise.all([pool.end(), relaxedPool.end()]); },
   };
 }
 

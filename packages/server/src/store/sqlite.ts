@@ -117,7 +117,10 @@ export function openSqliteStore(path: string): DurableStore {
         if (keys.length === 0) return current;
         const sets = keys.map((k) => `${TASK_COLUMNS[k]} = ?`).join(', ');
         const values = keys.map((k) => taskValue(k, (patch as Record<string, unknown>)[k]));
-        const res = run(`UPDATE tasks SET ${sets} WHERE id = ? AND state = ?`, ...values, current.id, current.state);
+        // (`relaxed` changes nothing here: with synchronous = NORMAL in WAL mode no commit waits for a sync.)
+        const res = current.state === 'running' && current.agentId !== undefined
+          ? run(`UPDATE tasks SET ${sets} WHERE id = ? AND (state = 'running' OR (state = 'dispatched' AND agent_id = ?))`, ...values, current.id, current.agentId)
+          : run(`UPDATE tasks SET ${sets} WHERE id = ? AND state = ?`, ...values, current.id, current.state);
         return Number(res.changes) === 1 ? withPatch(current, patch) : undefined;
       },
       async listUnfinished(owner) {

@@ -115,9 +115,15 @@ export interface TaskRepo {
   byIdempotencyKey(ownerUserId: string, key: string): Promise<TaskRecord | undefined>;
   /**
    * Compare-and-set update of the task `current` describes: applies `patch` only if the stored state
-   * is still `current.state`; returns `current` with the patch applied, or undefined if the state moved.
+   * is still `current.state` — or, when `current` is `running`, still `dispatched` to the same agent
+   * (a `running` written `relaxed` may have been lost); returns `current` with the patch applied, or
+   * undefined if the state moved.
+   *
+   * `relaxed`: the caller need not wait for the change to be durable (PostgreSQL: committed without
+   * waiting for the WAL flush, which the next ordinary commit of any session makes). A crash of the
+   * database itself may lose it. Only for changes whose loss the rule above makes harmless.
    */
-  update(current: TaskRecord, patch: Partial<Omit<TaskRecord, 'id' | 'ownerUserId'>>): Promise<TaskRecord | undefined>;
+  update(current: TaskRecord, patch: Partial<Omit<TaskRecord, 'id' | 'ownerUserId'>>, o?: { relaxed?: boolean }): Promise<TaskRecord | undefined>;
   /** Unfinished tasks, oldest first: every owner's, or one owner's. */
   listUnfinished(ownerUserId?: string): Promise<TaskRecord[]>;
   /** How many unfinished tasks an owner has. */

@@ -48,13 +48,19 @@ import type { Principal } from '../auth/tokens.ts';
 import type { DurableStore, TaskRecord } from '../store/types.ts';
 import type { SecurityEvents } from '../siem/events.ts';
 import type { AgentHandle, AgentRegistry } from '../gateway/registry.ts';
-import type { Bus, Counters, Nodes, Presence } from '../hot/types.ts';
+import type { Bus, Counters, Nodes, Presence, PresenceEntry } from '../hot/types.ts';
 import { taskSubmission, boundSteps } from '../edge/validators.ts';
 import type { RecipeRegistry } from './recipes.ts';
 import { canMove } from './machine.ts';
 import { wholeSeconds } from '../timers.ts';
 
 export type TaskListener = (event: TaskEvent, seq: number) => void;
+
+/** An agent of the owner present on another node, with the sites it was granted. */
+type Remote = { agentId: string; nodeId: string; grants: string[] };
+
+/** Other nodes whose liveness is remembered at once (more are read again). */
+const MAX_NODES_KEPT = 1000;
 
 /** Events kept per task for late subscribers (replayed on subscribe, `Last-Event-ID` honoured). */
 export const HISTORY_EVENTS_PER_TASK = 256;
@@ -76,13 +82,15 @@ export interface TaskServiceOptions {
   agents: AgentRegistry;
   events: SecurityEvents;
   log: Logger;
+  /** Where agents are connected (this node's, and in a cluster every node's). */
+  presence: Presence;
   /** Set when several nodes share the stores: tasks then reach agents connected to other nodes. */
-  cluster?: { nodeId: string; bus: Bus; presence: Presence; nodes: Nodes; counters: Counters } | undefined;
+  cluster?: { nodeId: string; bus: Bus; nodes: Nodes; counters: Counters } | undefined;
 }
 
 /** A message to one node, on its topic `node:<id>`. */
 type NodeMessage =
-  | { k: 'dispatch'; taskId: string }
+  | { k: 'dispatch'; taskId: string; task?: TaskRecord }
   | { k: 'cancel'; taskId: string; agentId: string; reason: string };
 
 /** Longest wait between two attempts to reconnect to Redis, ms (hot/redis.ts, `retryStrategy`). */
@@ -137,6 +145,8 @@ export class TaskService {
   readonly #unsent = new Map<string, Extract<TaskEvent, { type: 'end' }>>();
   /** Tasks accepted here that could not be routed (Redis unreachable): followed on a later beat. */
   readonly #unrouted = new Set<string>();
+  /** Other nodes' liveness as last read, oldest reading first (see #aliveNodes). */
+  readonly #nodeSeen = new Map<string, { alive: boolean; at: number }>();
   /** A beat and sweep is running. */
   #sweeping = false;
   /** Since when this node's beats (and sweeps) succeed without a failure (ms since the epoch); Infinity after one fails. */
@@ -146,10 +156,21 @@ export class TaskService {
     this.#o = options;
   }
 
+  /** After this node's beats fail, how long before it trusts others' beats again (they lived through the same outage). */
+  get #beatGraceMs(): number {
+    return 3 * this.#o.config.nodeBeatMs + 2 * REDIS_RECONNECT_MAX_MS;
+  }
+
   // ── caller side ────────────────────────────────────────────────────────────────────────────
 
-  /** Validates and accepts a task. Returns the task and whether it was created (false on an idempotent replay). */
-  async submit(p: Principal, body: unknown, idempotencyHeader?: string): Promise<{ task: TaskView; created: boolean }> {
+  /**
+   * Validates and accepts a task. Returns the task and whether it was created (false on an idempotent
+   * replay). With a `listener` (a caller waiting for the end, `Prefer: wait`), a created task's events
+   * go to it from before its dispatch, and `unsubscribe` is returned: no read-back is needed to catch
+   * up, so `task` is then the view as stored. No `unsubscribe` means nothing was subscribed (a replay,
+   * or the bus refused the subscription: the task is accepted all the same) — use `watch`.
+   */
+  async submit(p: Principal, body: unknown, idempotencyHeader?: string, listener?: TaskListener): Promise<{ task: TaskView; created: boolean; unsubscribe?: () => void }> {
     if (body !== null && typeof body === 'object') refuseCodeSteps((body as { steps?: unknown }).steps);
     const sub = parse(taskSubmission, body, 'task');
     if (idempotencyHeader !== undefined && sub.idempotencyKey !== undefined && idempotencyHeader !== sub.idempotencyKey) {
@@ -173,8 +194,11 @@ export class TaskService {
     }
 
     const waitForAgent = sub.waitForAgent ?? false;
-    if (!waitForAgent) await this.#precheckRouting(p.userId, site, sub.agentId);
-    const open = await this.#o.store.tasks.countUnfinished(p.userId);
+    // Presence is read once (the routing pre-check and the routing itself see the same), beside the count.
+    const [remote, open] = await Promise.all([
+      waitForAgent ? undefined : this.#precheckRouting(p.userId, site, sub.agentId),
+      this.#o.store.tasks.countUnfinished(p.userId),
+    ]);
     if (open >= this.#o.config.maxUnfinishedTasksPerUser) {
       throw new PalisadeError('PAL_ERR_RATE_LIMITED', `you have ${open} unfinished tasks, the most allowed; wait for some to finish or cancel them`);
     }
@@ -185,8 +209,25 @@ export class TaskService {
       attempts: 0, idempotencyKey: key, requestHash, waitForAgent, createdAt: at, updatedAt: at,
       deadline: new Date(Date.now() + timeoutMs).toISOString(),
     };
-    const { task, created } = await this.#o.store.tasks.insert(record);
-    if (!created) return { task: toView(task), created: false };
+    // A waiting caller subscribes while the task is stored (one round trip less on its way); an
+    // idempotent replay undoes it. Refused (Redis unreachable): the task is accepted all the same.
+    const listening = listener && this.#listen(record.id, listener).catch((e: unknown) => {
+      this.#o.log.warn({ err: e, taskId: record.id }, 'following a new task failed; the caller is answered without waiting');
+      return undefined;
+    });
+    let inserted: Awaited<ReturnType<DurableStore['tasks']['insert']>>;
+    try {
+      inserted = await this.#o.store.tasks.insert(record);
+    } catch (e) {
+      (await listening)?.();
+      throw e;
+    }
+    const { task, created } = inserted;
+    const unsubscribe = await listening;
+    if (!created) {
+      unsubscribe?.();
+      return { task: toView(task), created: false };
+    }
     if (!this.#o.cluster) this.#live.set(task.id, task);
     this.#o.events.emit({
       class: 'api_activity', activity: 'task.submit', outcome: 'success', message: `task ${task.id} accepted for ${site}`,
@@ -194,7 +235,7 @@ export class TaskService {
     });
     this.#armDeadline(task);
     try {
-      await this.#tryDispatch(task);
+      await this.#tryDispatch(task, false, false, remote);
     } catch (e) {
       // The task is stored, so it is accepted: a refusal now would have the caller submit it again
       // (and it would run twice). Redis failing mid-dispatch leaves it queued; the sweeper offers it again.
@@ -203,6 +244,7 @@ export class TaskService {
       // its end (and drop its deadline timer).
       if (this.#o.cluster) this.#unrouted.add(task.id);
     }
+    if (unsubscribe) return { task: toView(task), created: true, unsubscribe };
     return { task: toView((await this.#current(task.id)) ?? task), created: true };
   }
 
@@ -227,25 +269,7 @@ export class TaskService {
    */
   async watch(p: Principal, id: string, listener: TaskListener, afterSeq = -1): Promise<{ task: TaskView; backlog: { seq: number; event: TaskEvent }[]; unsubscribe: () => void }> {
     const t = await this.#owned(p, id);
-    let set = this.#listeners.get(id);
-    if (!set) this.#listeners.set(id, (set = new Set()));
-    set.add(listener);
-    // Events from the node whose agent runs it, if that is another one.
-    if (!FINAL_STATES.has(t.state)) {
-      try {
-        await this.#follow(id);
-      } catch (e) {
-        // Refused (Redis unreachable): the listener must not stay behind.
-        set.delete(listener);
-        if (set.size === 0 && this.#listeners.get(id) === set) this.#listeners.delete(id);
-        throw e;
-      }
-    }
-    const unsubscribe = () => {
-      if (!set.delete(listener)) return;
-      if (set.size === 0 && this.#listeners.get(id) === set) this.#listeners.delete(id);
-      if (!FINAL_STATES.has(t.state)) this.#unfollow(id);
-    };
+    const unsubscribe = await this.#listen(id, listener, !FINAL_STATES.has(t.state));
     // Read after subscribing so no transition between the read and the subscription is missed.
     let fresh: TaskRecord;
     try {
@@ -257,6 +281,33 @@ export class TaskService {
     }
     const backlog = (this.#history.get(id)?.events ?? []).filter((e) => e.seq > afterSeq);
     return { task: toView(fresh), backlog, unsubscribe };
+  }
+
+  /**
+   * Adds `listener` to the task's listeners and, unless the task is known to have ended (`follow`
+   * false), follows its events from other nodes. Returns how to undo both. Refused (Redis
+   * unreachable): nothing is left behind.
+   */
+  async #listen(id: string, listener: TaskListener, follow = true): Promise<() => void> {
+    let set = this.#listeners.get(id);
+    if (!set) this.#listeners.set(id, (set = new Set()));
+    set.add(listener);
+    const drop = () => {
+      if (!set.delete(listener)) return false;
+      if (set.size === 0 && this.#listeners.get(id) === set) this.#listeners.delete(id);
+      return true;
+    };
+    if (follow) {
+      try {
+        await this.#follow(id);
+      } catch (e) {
+        drop();
+        throw e;
+      }
+    }
+    return () => {
+      if (drop() && follow) this.#unfollow(id);
+    };
   }
 
   // ── agent side ─────────────────────────────────────────────────────────────────────────────
@@ -277,8 +328,8 @@ export class TaskService {
     await this.#offerQueued(agent.userId);
   }
 
-  /** Offers the user's queued tasks to this node's agents (one connected, or one has room again). */
-  async #offerQueued(userId: string): Promise<void> {
+  /** Offers the user's (or everyone's) queued tasks to this node's agents (one connected, one has room again, the bus came back). */
+  async #offerQueued(userId?: string): Promise<void> {
     const queued = (await this.#o.store.tasks.listUnfinished(userId)).filter((t) => t.state === 'queued');
     for (const t of queued) await this.#tryDispatch(t, true);
   }
@@ -311,7 +362,9 @@ export class TaskService {
     const t = await this.#agentTask(agent, taskId);
     if (!t || t.state !== 'dispatched') return;
     this.#clearAccept(taskId);
-    const moved = await this.#move(t, 'running', {});
+    // Relaxed: the agent's next frames need not wait for this commit's flush. Were a database crash
+    // to lose it, the task would read `dispatched` to this agent, which a move from `running` accepts.
+    const moved = await this.#move(t, 'running', {}, { relaxed: true });
     if (moved) this.#publish({ type: 'state', taskId, state: 'running', at: moved.updatedAt });
   }
 
@@ -426,17 +479,53 @@ export class TaskService {
   }
 
   /** Present agents of the owner on other nodes (presence), with the sites they were granted. */
-  async #remote(userId: string, pinned?: string): Promise<{ agentId: string; nodeId: string; grants: string[] }[]> {
+  async #remote(userId: string, pinned?: string): Promise<Remote[]> {
     const c = this.#o.cluster;
     if (!c) return [];
-    return (await c.presence.forUser(userId))
+    return (await this.present(userId))
       .filter((e) => e.nodeId !== c.nodeId && (pinned === undefined || e.agentId === pinned) && !this.#o.agents.get(e.agentId))
       .map((e) => ({ agentId: e.agentId, nodeId: e.nodeId, grants: e.grants ?? [] }));
   }
 
-  async #precheckRouting(userId: string, site: string, pinned?: string): Promise<void> {
+  /**
+   * The user's agents present on live nodes. An entry lives long (refreshed every
+   * `presenceRefreshMs`), so one whose node stopped beating is left out here, at once.
+   */
+  async present(userId: string): Promise<PresenceEntry[]> {
+    const c = this.#o.cluster;
+    if (!c) return this.#o.presence.forUser(userId);
+    const entries = await this.#o.presence.forUser(userId);
+    // Just after this node's own Redis outage the others may not have beaten again yet (as for the
+    // sweep, below): their entries count meanwhile.
+    if (Date.now() - this.#beatingSince < this.#beatGraceMs) return entries;
+    const alive = await this.#aliveNodes([...new Set(entries.map((e) => e.nodeId))]);
+    return entries.filter((e) => alive.has(e.nodeId));
+  }
+
+  /** Which of `ids` are alive: this node is; others as read from `nodes`, each reading kept one beat. */
+  async #aliveNodes(ids: string[]): Promise<Set<string>> {
+    const c = this.#o.cluster!;
+    const fresh = Date.now() - this.#o.config.nodeBeatMs;
+    const unknown = ids.filter((id) => id !== c.nodeId && !((this.#nodeSeen.get(id)?.at ?? 0) > fresh));
+    if (unknown.length > 0) {
+      const alive = await c.nodes.alive(unknown);
+      const at = Date.now();
+      for (const id of unknown) {
+        this.#nodeSeen.delete(id); // re-inserted last: the map stays in reading order, oldest first
+        this.#nodeSeen.set(id, { alive: alive.has(id), at });
+      }
+      for (const [id, seen] of this.#nodeSeen) {
+        if (this.#nodeSeen.size <= MAX_NODES_KEPT && seen.at > fresh) break;
+        this.#nodeSeen.delete(id);
+      }
+    }
+    return new Set(ids.filter((id) => id === c.nodeId || this.#nodeSeen.get(id)?.alive === true));
+  }
+
+  /** Refuses a task no connected agent could run; returns the presence it read, if it read it. */
+  async #precheckRouting(userId: string, site: string, pinned?: string): Promise<Remote[] | undefined> {
     const connected = this.#o.agents.forUser(userId).filter((a) => pinned === undefined || a.id === pinned);
-    if (connected.length > 0 && this.#eligible(userId, site, pinned, true).length > 0) return;
+    if (connected.length > 0 && this.#eligible(userId, site, pinned, true).length > 0) return undefined;
     const remote = await this.#remote(userId, pinned);
     if (connected.length === 0 && remote.length === 0) {
       throw new PalisadeError('PAL_ERR_NO_AGENT', pinned ? `agent ${pinned} is not connected` : 'none of your agents is connected; open the extension and sign in, or submit with "waitForAgent": true');
@@ -444,17 +533,19 @@ export class TaskService {
     if (!remote.some((r) => r.grants.includes(site))) {
       throw new PalisadeError('PAL_ERR_SITE_NOT_GRANTED', `no connected agent has been granted ${site}; grant it in the extension's popup`);
     }
+    return remote;
   }
 
   /**
    * Dispatches a queued task to the least busy eligible agent on this node; failing that (and unless
-   * `localOnly`, as when another node asked), hands it to a node where an eligible agent is present.
+   * `localOnly`, as when another node asked), hands it to a node where an eligible agent is present
+   * (`remote`: presence already read for it, else read now).
    */
-  async #tryDispatch(t: TaskRecord, localOnly = false, old = false): Promise<void> {
+  async #tryDispatch(t: TaskRecord, localOnly = false, old = false, remote?: Remote[]): Promise<void> {
     if (this.#stopped || t.state !== 'queued') return;
     const candidates = this.#draining ? [] : this.#eligible(t.ownerUserId, t.site, t.pinnedAgentId);
     if (candidates.length === 0) {
-      if (!localOnly) await this.#routeRemote(t, old);
+      if (!localOnly) await this.#routeRemote(t, old, remote);
       return;
     }
     const agent = candidates.reduce((a, b) => (b.inFlight.size < a.inFlight.size ? b : a));
@@ -518,7 +609,7 @@ export class TaskService {
       // may have expired), and may get Redis back later than this one (ioredis waits up to
       // REDIS_RECONNECT_MAX_MS between attempts): none is judged dead until they have had time to
       // beat again — nor by a sweep so slow (Redis stalled under it) that their beats expired meanwhile.
-      if (Date.now() - this.#beatingSince < 3 * beat + 2 * REDIS_RECONNECT_MAX_MS || Date.now() - started > 3 * beat) return;
+      if (Date.now() - this.#beatingSince < this.#beatGraceMs || Date.now() - started > 3 * beat) return;
       const held = unfinished.filter((t) => t.state !== 'queued' && t.nodeId !== undefined && t.nodeId !== c.nodeId);
       if (held.length === 0) return;
       const alive = await c.nodes.alive([...new Set(held.map((t) => t.nodeId!))]);
@@ -543,10 +634,10 @@ export class TaskService {
    * Asks a node where an eligible agent is present to dispatch `t`, following its events first.
    * `old`: `t` was read a while ago (the sweeper's list), so it may have ended before this node followed it.
    */
-  async #routeRemote(t: TaskRecord, old = false): Promise<void> {
+  async #routeRemote(t: TaskRecord, old = false, present?: Remote[]): Promise<void> {
     const c = this.#o.cluster;
     if (!c) return;
-    const remote = (await this.#remote(t.ownerUserId, t.pinnedAgentId)).filter((r) => r.grants.includes(t.site));
+    const remote = (present ?? (await this.#remote(t.ownerUserId, t.pinnedAgentId))).filter((r) => r.grants.includes(t.site));
     if (remote.length === 0) return;
     const target = remote[Math.floor(Math.random() * remote.length)]!;
     if (!this.#routed.has(t.id)) {
@@ -567,16 +658,20 @@ export class TaskService {
     }
     // The other node moves it from here on: this node reads it from the store.
     this.#live.delete(t.id);
-    await c.bus.publish(nodeTopic(target.nodeId), JSON.stringify({ k: 'dispatch', taskId: t.id } satisfies NodeMessage));
+    // A task just stored travels with the message (the other node need not read it back; its
+    // compare-and-set still decides); one read a while ago (`old`) does not.
+    await c.bus.publish(nodeTopic(target.nodeId), JSON.stringify({ k: 'dispatch', taskId: t.id, task: old ? undefined : t } satisfies NodeMessage));
   }
 
   async #onNodeMessage(raw: string): Promise<void> {
     if (raw === '') {
-      // The bus reconnected (see hot/redis.ts): dispatch messages sent meanwhile are lost. Queued
-      // tasks are offered to this node's agents now rather than after the sweeper's two beats.
+      // The bus reconnected (see hot/redis.ts): dispatch messages sent meanwhile are lost, and so
+      // may be presence (Redis restarted empty): this node's agents are recorded again, and queued
+      // tasks are offered to them now rather than after the sweeper's two beats.
       if (this.#o.agents.size === 0) return;
+      for (const a of this.#o.agents.all()) a.present();
       try {
-        for (const t of await this.#o.store.tasks.listUnfinished()) if (t.state === 'queued') await this.#tryDispatch(t, true);
+        await this.#offerQueued();
       } catch (e) {
         this.#o.log.warn({ err: e }, 'offering queued tasks after the bus reconnected failed');
       }
@@ -590,7 +685,7 @@ export class TaskService {
     }
     try {
       if (m.k === 'dispatch') {
-        const t = await this.#o.store.tasks.byId(m.taskId);
+        const t = m.task?.id === m.taskId && m.task.state === 'queued' ? m.task : await this.#o.store.tasks.byId(m.taskId);
         // A draining node passes it on to an agent present on another node (its own take no more).
         if (t) await this.#tryDispatch(t, !this.#draining);
       } else if (m.k === 'cancel') {
@@ -606,12 +701,17 @@ export class TaskService {
 
   /** Forgets what this node holds for a task another node finished. */
   #dropLocal(taskId: string): void {
+    this.#clearTimers(taskId);
+    this.#live.delete(taskId);
+  }
+
+  /** Stops the task's accept, reconnect-grace and deadline timers: it is over, or over here. */
+  #clearTimers(taskId: string): void {
     this.#clearAccept(taskId);
     clearTimeout(this.#graceTimers.get(taskId));
     this.#graceTimers.delete(taskId);
     clearTimeout(this.#deadlineTimers.get(taskId));
     this.#deadlineTimers.delete(taskId);
-    this.#live.delete(taskId);
   }
 
   /** Starts (or adds a reason for) receiving a task's events published by other nodes. */
@@ -711,12 +811,7 @@ export class TaskService {
   async #finish(t: TaskRecord, state: TaskState, result?: TaskResult, error?: { code: ErrorCode | string; message: string; step?: number }): Promise<TaskRecord | undefined> {
     const moved = await this.#move(t, state, { result, error });
     if (!moved) return undefined;
-    this.#clearAccept(t.id);
-    clearTimeout(this.#graceTimers.get(t.id));
-    this.#graceTimers.delete(t.id);
-    const dl = this.#deadlineTimers.get(t.id);
-    if (dl) clearTimeout(dl);
-    this.#deadlineTimers.delete(t.id);
+    this.#clearTimers(t.id);
     if (t.agentId !== undefined && (state === 'cancelled' || state === 'expired')) {
       const agent = this.#o.agents.get(t.agentId);
       if (agent) {
@@ -735,14 +830,14 @@ export class TaskService {
   async #cancelRemote(t: TaskRecord, agentId: string, reason: string): Promise<void> {
     const c = this.#o.cluster;
     if (!c) return;
-    const at = (await c.presence.forUser(t.ownerUserId)).find((e) => e.agentId === agentId);
+    const at = (await this.#o.presence.forUser(t.ownerUserId)).find((e) => e.agentId === agentId);
     if (!at || at.nodeId === c.nodeId) return;
     await c.bus.publish(nodeTopic(at.nodeId), JSON.stringify({ k: 'cancel', taskId: t.id, agentId, reason } satisfies NodeMessage));
   }
 
-  async #move(t: TaskRecord, to: TaskState, patch: Partial<TaskRecord>): Promise<TaskRecord | undefined> {
+  async #move(t: TaskRecord, to: TaskState, patch: Partial<TaskRecord>, o?: { relaxed?: boolean }): Promise<TaskRecord | undefined> {
     if (!canMove(t.state, to)) return undefined;
-    const moved = await this.#o.store.tasks.update(t, { ...patch, state: to, updatedAt: now() });
+    const moved = await this.#o.store.tasks.update(t, { ...patch, state: to, updatedAt: now() }, o);
     // A failed compare-and-set means another node (or call) moved it: the cached copy is stale.
     if (!moved || FINAL_STATES.has(moved.state) || (this.#o.cluster && moved.state === 'queued')) this.#live.delete(t.id);
     else this.#live.set(t.id, moved);

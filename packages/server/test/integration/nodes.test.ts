@@ -217,12 +217,18 @@ describe('two nodes sharing PostgreSQL and Redis', { skip }, () => {
     try {
       const instanceId = randomUUID();
       const first = await SyntheticAgent.connect({ url: c.url, token: ext.access_token, ca: c.ca, grants: [SITE], instanceId, onTask: () => 'ignore' });
+      // An idle agent on C too (no grants, so it takes no task): it never reconnects.
+      const idle = await SyntheticAgent.connect({ url: c.url, token: ext.access_token, ca: c.ca, grants: [] });
+      assert.equal((await agentsOn(a, client.token)).find((x) => x.id === idle.agentId)?.node, 'node-c');
       const task = (await (await submit(a, client.token, { timeoutMs: 60_000 })).json()) as { id: string };
       await until(async () => (await stateOn(a, client.token, task.id)) === 'running', 'running on node C');
       const gone = first.closed();
       const killedAt = Date.now();
       await c.kill();
       await gone;
+      // Its presence lives minutes (presenceRefreshMs), but a dead node's entries count no more.
+      await until(async () => (await agentsOn(a, client.token)).find((x) => x.id === idle.agentId)?.connected === false, "the idle agent shown gone with node C", 10_000);
+      assert.ok(Date.now() - killedAt < 10_000);
       // The browser reconnects, through the load balancer, to a node that is still up.
       const second = await SyntheticAgent.connect({ url: a.url, token: ext.access_token, ca: a.server.tls?.ca, grants: [SITE], instanceId });
       try {

@@ -100,6 +100,31 @@ export function storeContract(name: string, open: () => Promise<DurableStore>): 
       assert.deepEqual((await s.tasks.byId(t2.id))?.steps, t2.steps);
     });
 
+    it('tasks: a relaxed move is stored; a move from running also applies to the task still dispatched to the same agent, never to another agent', async () => {
+      const t = task();
+      await s.tasks.insert(t);
+      const dispatched = (await s.tasks.update(t, { state: 'dispatched', agentId: 'ag_1', attempts: 1 }))!;
+      const running = await s.tasks.update(dispatched, { state: 'running' }, { relaxed: true });
+      assert.equal((await s.tasks.byId(t.id))?.state, 'running', 'a relaxed write is read back like any other');
+      assert.equal(running?.state, 'running');
+      // As if the relaxed `running` had been lost: the task is still dispatched to ag_1.
+      const t2 = task();
+      await s.tasks.insert(t2);
+      const d2 = (await s.tasks.update(t2, { state: 'dispatched', agentId: 'ag_1', attempts: 1 }))!;
+      const believed: TaskRecord = { ...d2, state: 'running' };
+      assert.equal((await s.tasks.update(believed, { state: 'succeeded' }))?.state, 'succeeded', 'the result of the agent that holds it is kept');
+      assert.equal((await s.tasks.byId(t2.id))?.state, 'succeeded');
+      // Requeued and dispatched to another agent meanwhile: a stale `running` of ag_1 changes nothing.
+      const t3 = task();
+      await s.tasks.insert(t3);
+      const d3 = (await s.tasks.update(t3, { state: 'dispatched', agentId: 'ag_2', attempts: 2 }))!;
+      assert.equal(await s.tasks.update({ ...d3, state: 'running', agentId: 'ag_1' }, { state: 'succeeded' }), undefined);
+      assert.equal((await s.tasks.byId(t3.id))?.state, 'dispatched');
+      // Nor does it apply to a task that ended.
+      assert.equal(await s.tasks.update({ ...running!, state: 'running' }, { state: 'failed' }) !== undefined, true, 'still running: applies');
+      assert.equal(await s.tasks.update({ ...running!, state: 'running' }, { state: 'failed' }), undefined, 'ended: changes nothing');
+    });
+
     it('meta: set, overwrite, delete', async () => {
       await s.meta.set('k', 'v1');
       await s.meta.set('k', 'v2');
