@@ -96,11 +96,39 @@ const connection = new AgentConnection({
   log,
 });
 
+/**
+ * Results of tasks that finished while the connection was down (a server restart closes it with
+ * 1012, a network blip), sent once the server has welcomed the agent again: the server keeps a task
+ * for its agent while it reconnects, so the result still counts and the task does not run again.
+ * In memory and bounded (the oldest dropped first); progress frames are not kept.
+ */
+const held = new Map<string, AgentFrame>();
+const MAX_HELD_RESULTS = 16;
+
+function sendHeld(): void {
+  for (const [taskId, frame] of held) {
+    if (!connection.send(frame)) return;
+    held.delete(taskId);
+    log('frame.held.sent', { taskId });
+  }
+}
+
 const runner = new TaskRunner({
   driver: chromeDriver(netGuard),
   isGranted: (site) => sites.isGranted(site),
   send: (frame) => {
-    if (!connection.send(frame)) log('frame.unsent', { type: frame.type });
+    if (connection.send(frame)) return;
+    if (frame.type !== 'task.result') {
+      log('frame.unsent', { type: frame.type });
+      return;
+    }
+    held.set(frame.taskId, frame);
+    if (held.size > MAX_HELD_RESULTS) {
+      const [oldest] = held.keys();
+      held.delete(oldest!);
+      log('frame.held.dropped', { taskId: oldest });
+    }
+    log('frame.held', { taskId: frame.taskId });
   },
   log,
 });
@@ -125,6 +153,7 @@ async function onServerFrame(raw: unknown): Promise<void> {
     case 'welcome':
       agentId = raw.agentId;
       log('welcome', { agentId });
+      sendHeld();
       return;
     case 'task.cancel':
       runner.cancel(raw.taskId, raw.reason);
@@ -196,6 +225,7 @@ const popupHandlers: Handlers = {
   },
   'popup.signOut': async () => {
     runner.cancelAll('signed out');
+    held.clear(); // another account may sign in next: its server gets none of these
     connection.stop();
     await auth.signOut();
     agentId = undefined;

@@ -2,6 +2,7 @@
  * @module app — assembles one Palisade server node: store, secrets, TLS, the OAuth 2.1
  * authorization server, the REST API, the agent gateway and the task service, on one port.
  */
+import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -91,6 +92,8 @@ export interface Palisade {
   readonly verifier: TokenVerifier;
   readonly tasks: TaskService;
   readonly agents: AgentRegistry;
+  /** This node's name in presence, the bus and task records (`config.nodeId`, or made up at start). */
+  readonly nodeId: string;
   readonly recipes: RecipeRegistry;
   readonly log: Logger;
   readonly tls: (TlsMaterial & { generated?: boolean }) | undefined;
@@ -163,7 +166,7 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
   const pgSsl = postgresSslOptions({ url: config.databaseUrl, caFile: config.databaseCaFile });
   const metrics = createMetrics();
 
-  const store = config.databaseUrl ? await openPostgresStore({ connectionString: config.databaseUrl, schema: config.databaseSchema, ssl: pgSsl }) : openSqliteStore(join(config.dataDir, 'palisade.db'));
+  const store = config.databaseUrl ? await openPostgresStore({ connectionString: config.databaseUrl, schema: config.databaseSchema, maxConnections: config.databasePool, ssl: pgSsl }) : openSqliteStore(join(config.dataDir, 'palisade.db'));
   const hot = await openHotStore(config).catch(async (e: unknown) => {
     await store.close();
     throw e;
@@ -182,7 +185,9 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
   });
   const guard = createRequestGuard({ config, limiter, ips, memory, onError: (e) => log.error({ err: e }, 'request guard failed') });
   const clients = createClientDirectory({ clients: store.clients, revocations: hot.revocations, noticeMs: (config.accessTokenTtl + 60) * 1000 });
-  const nodeId = config.nodeId ?? `${hostname()}:${process.pid}`;
+  // A suffix of its own per start: a restarted process (in a container, always pid 1 on the same
+  // hostname) must not inherit the presence its previous run left in Redis (entries live minutes).
+  const nodeId = config.nodeId ?? `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   const sessions = createSessionManager({ records, revocations: hot.revocations, events, accessTokenTtl: config.accessTokenTtl });
   const recipes = loadRecipes(config.recipeDirs);
   const agents = new AgentRegistry();
@@ -240,7 +245,7 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
 
   // The issuer depends on the port, which is known after listen(); the provider is created lazily once.
   const self: Palisade = {
-    config, app, store, hot, sessions, keys, events, tasks, agents, recipes, log, tls, metrics, memory,
+    config, app, store, hot, sessions, keys, events, tasks, agents, nodeId, recipes, log, tls, metrics, memory,
     url: '', issuer: '', setupUrl: undefined, connections: undefined,
     provider: undefined as unknown as Provider,
     verifier: undefined as unknown as TokenVerifier,

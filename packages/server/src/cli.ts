@@ -8,7 +8,6 @@
  *   npm start -- --workers auto --redis redis://127.0.0.1:6379   # one worker process per core (workers.ts)
  */
 import { readFileSync } from 'node:fs';
-import { hostname } from 'node:os';
 import type { AddressInfo } from 'node:net';
 import { parseArgs } from 'node:util';
 import { createPalisade, type Palisade } from './app.ts';
@@ -53,6 +52,8 @@ Options (environment variable in brackets):
   --internal-ca FILE   CA (PEM) of its client certificates; required with --internal-port [PALISADE_INTERNAL_CA]
   --redis-ca FILE      CA (PEM) that verifies Redis's certificate (rediss://, Sentinel) [PALISADE_REDIS_CA]
   --database-ca FILE   CA (PEM) that verifies PostgreSQL's certificate; turns TLS on [PALISADE_DATABASE_CA]
+  --database-pool N    most PostgreSQL connections per process (+2 for relaxed writes; with
+                       --workers, per worker)                             [PALISADE_DATABASE_POOL] (default ${DEFAULTS.databasePool})
   --recipes DIR        recipe folder (repeatable; default: built-in recipes/)
   --extension-id ID    extension id allowed to sign in with launchWebAuthFlow (repeatable) [PALISADE_EXTENSION_IDS, comma-separated]
   --ws-origin ORIGIN   Origin allowed to open agent WebSockets (repeatable; default chrome-extension://*)
@@ -101,7 +102,7 @@ async function main(argv: string[]): Promise<number> {
       'redis-sentinel-name': { type: 'string' }, 'redis-prefix': { type: 'string' }, 'sign-in-config': { type: 'string' }, host: { type: 'string' }, port: { type: 'string' }, 'public-url': { type: 'string' },
       'tls-key': { type: 'string' }, 'tls-cert': { type: 'string' }, 'tls-name': { type: 'string', multiple: true },
       'tls-min-version': { type: 'string' }, 'internal-port': { type: 'string' }, 'internal-host': { type: 'string' }, 'internal-ca': { type: 'string' },
-      'redis-ca': { type: 'string' }, 'database-ca': { type: 'string' },
+      'redis-ca': { type: 'string' }, 'database-ca': { type: 'string' }, 'database-pool': { type: 'string' },
       recipes: { type: 'string', multiple: true }, 'ws-origin': { type: 'string', multiple: true }, 'extension-id': { type: 'string', multiple: true },
       'cors-origin': { type: 'string', multiple: true },
       'access-token-ttl': { type: 'string' }, 'refresh-token-ttl': { type: 'string' },
@@ -151,6 +152,7 @@ async function main(argv: string[]): Promise<number> {
   const maxConnectionsPerIp = count('max-connections-per-ip', values['max-connections-per-ip'] ?? env.PALISADE_MAX_CONNECTIONS_PER_IP);
   const maxUnfinishedTasksPerUser = count('max-tasks-per-user', values['max-tasks-per-user'] ?? env.PALISADE_MAX_TASKS_PER_USER);
   const maxInFlightPerAgent = count('max-tasks-per-agent', values['max-tasks-per-agent'] ?? env.PALISADE_MAX_TASKS_PER_AGENT);
+  const databasePool = count('database-pool', values['database-pool'] ?? env.PALISADE_DATABASE_POOL);
   // A mark above the V8 heap limit could never be reached: refused, with the limit named.
   const memoryText = values['memory-high-water'] ?? env.PALISADE_MEMORY_HIGH_WATER_MB;
   const heapMib = Math.floor(heapLimitBytes() / MIB);
@@ -230,6 +232,7 @@ async function main(argv: string[]): Promise<number> {
   const databaseCaFile = values['database-ca'] ?? env.PALISADE_DATABASE_CA;
   const databaseUrl = secretFrom('database', values.database, 'PALISADE_DATABASE_URL');
   if (databaseCaFile !== undefined && databaseUrl === undefined) throw new UsageError('--database-ca goes with --database');
+  if (databasePool !== undefined && databaseUrl === undefined) throw new UsageError('--database-pool goes with --database');
   const workersText = values.workers ?? env.PALISADE_WORKERS;
   let workers: number;
   try {
@@ -259,6 +262,7 @@ async function main(argv: string[]): Promise<number> {
     dataDir: values['data-dir'] ?? env.PALISADE_DATA_DIR,
     databaseUrl,
     databaseCaFile,
+    databasePool,
     databaseSchema: env.PALISADE_DATABASE_SCHEMA,
     redisUrl,
     redisSentinels: sentinels,
@@ -305,7 +309,7 @@ async function main(argv: string[]): Promise<number> {
   const url = await server.listen();
   if (role) {
     reportReady({
-      type: 'ready', index: role.index, pid: process.pid, nodeId: server.config.nodeId ?? `${hostname()}:${process.pid}`, url,
+      type: 'ready', index: role.index, pid: process.pid, nodeId: server.nodeId, url,
       port: (server.app.server.address() as AddressInfo).port,
       internalUrl: server.internalUrl, setupUrl: server.setupUrl, banner: banner(server, insecureHttp),
     }, {

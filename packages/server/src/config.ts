@@ -22,7 +22,7 @@ export interface ServerConfig {
   redisSentinelName?: string | undefined;
   /** Prefix of every Redis key. Default `palisade`. */
   redisPrefix?: string | undefined;
-  /** This node's name in presence records. Default `<hostname>:<pid>`. */
+  /** This node's name in presence records. Default `<hostname>:<pid>:<random>`, new at every start. */
   nodeId?: string | undefined;
   /** Extension ids allowed the authorization-code flow (`https://<id>.chromiumapp.org/` redirects). Default none: device flow only. */
   extensionIds: string[];
@@ -61,6 +61,8 @@ export interface ServerConfig {
   redisCaFile?: string | undefined;
   /** CA certificate (PEM file) that verifies PostgreSQL's TLS certificate; turns TLS on for the connection. */
   databaseCaFile?: string | undefined;
+  /** Most pooled PostgreSQL connections of this process (2 more for relaxed writes). Default 10. */
+  databasePool: number;
   /** Folders of recipe JSON files. Default: the built-in `recipes/`. */
   recipeDirs: string[];
   /** `Origin`s allowed to open agent/client WebSockets; `chrome-extension://*` allows any extension. Default that. */
@@ -242,6 +244,7 @@ export const DEFAULTS: ServerConfig = {
   nodeBeatMs: 2000,
   presenceRefreshMs: 300_000,
   maxUnfinishedTasksPerUser: 1000,
+  databasePool: 10,
   maxInFlightPerAgent: 4,
   memoryHighWaterBytes: Math.floor(getHeapStatistics().heap_size_limit * 0.85),
   memorySampleMs: 1000,

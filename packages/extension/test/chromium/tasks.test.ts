@@ -6,7 +6,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { FakePalisade, tabUrls, type Browser, type Received, type AgentRig, startAgentRig } from '../support/harness.ts';
+import { eventually, FakePalisade, tabUrls, type Browser, type Received, type AgentRig, startAgentRig } from '../support/harness.ts';
 import { PNG_SIGNATURE, decodePng, pngBytes, pngSize, type DecodedPng } from '../support/png.ts';
 
 let rig: AgentRig;
@@ -241,3 +241,27 @@ test('screenshot: a page whose Content-Security-Policy forbids data: images is s
 function fixtures_dir(): string {
   return join(import.meta.dirname, '..', 'fixtures');
 }
+
+test('a result finished while the connection was down is sent once the agent is welcomed back, and not run again', async () => {
+  const taskId = id();
+  const url = `${O}/results.html?q=${taskId}`;
+  const result = server.run({
+    taskId, site: O,
+    steps: [{ type: 'navigate', url }, { type: 'waitForElement', selectors: [['#release']], timeout: 25_000 }, { type: 'extract', name: 'clicks', selectors: [['#clicks']] }],
+  }).then((r) => r.result);
+  await server.waitFor((f) => f.type === 'task.progress' && f.taskId === taskId && f.step === 1 && f.status === 'started');
+  const page = await eventually('the task tab to be visible to the test', () => browser.ctx.pages().find((p) => p.url() === url));
+  // The server restarts: the connection is closed (1012) and upgrades are refused for a while.
+  server.refusing = true;
+  const hellos = server.frames.filter((f) => f.type === 'hello').length;
+  server.kick(1012, 'server restarting');
+  await page.evaluate(() => document.body.append(Object.assign(document.createElement('p'), { id: 'release', textContent: 'released' })));
+  await new Promise((r) => setTimeout(r, 1500)); // the task ends meanwhile; its result has nowhere to go
+  assert.equal(server.frames.filter((f) => f.type === 'task.result' && f.taskId === taskId).length, 0, 'no result while disconnected');
+  server.refusing = false;
+  const r = await result; // after the agent reconnects and is welcomed
+  assert.ok(server.frames.filter((f) => f.type === 'hello').length > hellos, 'it came back through a new connection');
+  assert.equal(r.outcome, 'succeeded', JSON.stringify(r.error));
+  assert.equal(outputsOf(r).clicks, '0');
+  assert.equal(server.frames.filter((f) => f.type === 'task.result' && f.taskId === taskId).length, 1, 'sent once');
+});

@@ -87,6 +87,8 @@ export class FakePalisade {
   readonly origins: (string | undefined)[] = [];
   #socket: WebSocket | undefined;
   #waiters: { match: (f: Received) => boolean; resolve: (f: Received) => void }[] = [];
+  /** While true, WebSocket upgrades are refused with 503 (a server restarting): the agent backs off and retries. */
+  refusing = false;
   /** Custom HTTP routes (OAuth endpoints in the sign-in test). */
   routes = new Map<string, (req: IncomingMessage, body: string, res: ServerResponse) => void>();
 
@@ -103,6 +105,7 @@ export class FakePalisade {
     this.wss = new WebSocketServer({
       server: this.http,
       path: '/ws/agent',
+      verifyClient: (_info, done) => (this.refusing ? done(false, 503, 'restarting') : done(true)),
       handleProtocols: (protocols) => {
         const bearer = [...protocols].find((p) => p.startsWith('palisade.bearer.'));
         if (!protocols.has('palisade.v1') || !bearer) return false;

@@ -57,7 +57,7 @@ import { wholeSeconds } from '../timers.ts';
 export type TaskListener = (event: TaskEvent, seq: number) => void;
 
 /** An agent of the owner present on another node, with the sites it was granted. */
-type Remote = { agentId: string; nodeId: string; grants: string[] };
+type Remote = { agentId: string; nodeId: string; grants: string[]; alive: boolean };
 
 /** Other nodes whose liveness is remembered at once (more are read again). */
 const MAX_NODES_KEPT = 1000;
@@ -402,7 +402,7 @@ export class TaskService {
       }
       // A task an agent on another live node is running is that node's; the rest were this node's
       // (or a dead node's whose agents are gone): requeued.
-      const elsewhere = t.agentId !== undefined && (await this.#remote(t.ownerUserId, t.agentId)).length > 0;
+      const elsewhere = t.agentId !== undefined && (await this.#remote(t.ownerUserId, t.agentId)).some((r) => r.alive);
       if (t.state !== 'queued' && !elsewhere) await this.#requeueOrFail(t, 'the server restarted while the task ran');
       const fresh = await this.#o.store.tasks.byId(t.id);
       if (fresh && !FINAL_STATES.has(fresh.state)) this.#armDeadline(fresh);
@@ -446,10 +446,12 @@ export class TaskService {
   }
 
   /** Open timers and listeners, for leak checks. */
-  get openHandles(): { accept: number; deadline: number; grace: number; listeners: number; live: number; following: number } {
+  get openHandles(): { accept: number; deadline: number; grace: number; listeners: number; live: number; following: number; unended: number } {
+    let unended = 0;
+    for (const h of this.#history.values()) if (h.endedAt === undefined) unended++;
     return {
       accept: this.#acceptTimers.size, deadline: this.#deadlineTimers.size, grace: this.#graceTimers.size, listeners: this.#listeners.size, live: this.#live.size,
-      following: this.#following.size,
+      following: this.#following.size, unended,
     };
   }
 
@@ -482,9 +484,10 @@ export class TaskService {
   async #remote(userId: string, pinned?: string): Promise<Remote[]> {
     const c = this.#o.cluster;
     if (!c) return [];
-    return (await this.present(userId))
-      .filter((e) => e.nodeId !== c.nodeId && (pinned === undefined || e.agentId === pinned) && !this.#o.agents.get(e.agentId))
-      .map((e) => ({ agentId: e.agentId, nodeId: e.nodeId, grants: e.grants ?? [] }));
+    const entries = (await this.#o.presence.forUser(userId))
+      .filter((e) => e.nodeId !== c.nodeId && (pinned === undefined || e.agentId === pinned) && !this.#o.agents.get(e.agentId));
+    const alive = await this.#aliveNodes([...new Set(entries.map((e) => e.nodeId))]);
+    return entries.map((e) => ({ agentId: e.agentId, nodeId: e.nodeId, grants: e.grants ?? [], alive: alive.has(e.nodeId) }));
   }
 
   /**
@@ -492,12 +495,8 @@ export class TaskService {
    * `presenceRefreshMs`), so one whose node stopped beating is left out here, at once.
    */
   async present(userId: string): Promise<PresenceEntry[]> {
-    const c = this.#o.cluster;
-    if (!c) return this.#o.presence.forUser(userId);
     const entries = await this.#o.presence.forUser(userId);
-    // Just after this node's own Redis outage the others may not have beaten again yet (as for the
-    // sweep, below): their entries count meanwhile.
-    if (Date.now() - this.#beatingSince < this.#beatGraceMs) return entries;
+    if (!this.#o.cluster) return entries;
     const alive = await this.#aliveNodes([...new Set(entries.map((e) => e.nodeId))]);
     return entries.filter((e) => alive.has(e.nodeId));
   }
@@ -505,6 +504,9 @@ export class TaskService {
   /** Which of `ids` are alive: this node is; others as read from `nodes`, each reading kept one beat. */
   async #aliveNodes(ids: string[]): Promise<Set<string>> {
     const c = this.#o.cluster!;
+    // Just after this node's own Redis outage the others may not have beaten again yet (as for the
+    // sweep, below): all count as alive meanwhile.
+    if (Date.now() - this.#beatingSince < this.#beatGraceMs) return new Set(ids);
     const fresh = Date.now() - this.#o.config.nodeBeatMs;
     const unknown = ids.filter((id) => id !== c.nodeId && !((this.#nodeSeen.get(id)?.at ?? 0) > fresh));
     if (unknown.length > 0) {
@@ -637,7 +639,12 @@ export class TaskService {
   async #routeRemote(t: TaskRecord, old = false, present?: Remote[]): Promise<void> {
     const c = this.#o.cluster;
     if (!c) return;
-    const remote = (present ?? (await this.#remote(t.ownerUserId, t.pinnedAgentId))).filter((r) => r.grants.includes(t.site));
+    const eligible = (present ?? (await this.#remote(t.ownerUserId, t.pinnedAgentId))).filter((r) => r.grants.includes(t.site));
+    // Agents on nodes that beat first. If none does (after a Redis failover a node may take a while
+    // to beat again), the others are tried: a dispatch sent to a dead node is lost, and the sweeper
+    // offers the task again — better than refusing work a live node could do.
+    const live = eligible.filter((r) => r.alive);
+    const remote = live.length > 0 ? live : eligible;
     if (remote.length === 0) return;
     const target = remote[Math.floor(Math.random() * remote.length)]!;
     if (!this.#routed.has(t.id)) {
@@ -690,6 +697,9 @@ export class TaskService {
         if (t) await this.#tryDispatch(t, !this.#draining);
       } else if (m.k === 'cancel') {
         this.#dropLocal(m.taskId);
+        // Its end event goes to the followers of `task:<id>`, which this node is not: the history
+        // it kept (dispatched, progress) is let go after the retention like an ended task's.
+        this.#historyEnded(m.taskId);
         const agent = this.#o.agents.get(m.agentId);
         agent?.inFlight.delete(m.taskId);
         agent?.send({ type: 'task.cancel', taskId: m.taskId, reason: m.reason });
@@ -971,6 +981,14 @@ export class TaskService {
       this.#ended.push([id, at]);
     }
     return seq;
+  }
+
+  /** Marks a task's history ended (its end event will not pass here), so #prune lets it go in time. */
+  #historyEnded(id: string): void {
+    const h = this.#history.get(id);
+    if (!h || h.endedAt !== undefined) return;
+    h.endedAt = Date.now();
+    this.#ended.push([id, h.endedAt]);
   }
 
   /** Drops histories of tasks that ended more than the retention ago; past the cap, the oldest. */

@@ -46,6 +46,8 @@ describe('palisade-server CLI', () => {
       [['start', '--refresh-token-ttl', 'forever'], /--refresh-token-ttl must be/],
       [['start', '--max-tasks-per-user', '0'], /--max-tasks-per-user must be a whole number from 1/],
       [['start', '--max-tasks-per-agent', '2.5'], /--max-tasks-per-agent must be a whole number from 1/],
+      [['start', '--database', 'postgres://127.0.0.1/x', '--database-pool', '0'], /--database-pool must be a whole number from 1/],
+      [['start', '--database-pool', '4'], /--database-pool goes with --database/],
       [['start', '--bogus'], /Unknown option '--bogus'/],
       [['stop'], /unknown command "stop"/],
     ] as const) {

@@ -143,7 +143,7 @@ describe('two nodes sharing PostgreSQL and Redis', { skip }, () => {
       // Half the callers watch their task's events on A while it runs on B.
       await Promise.all(ids.filter((_, i) => i % 2 === 0).map((id) => a.fetch(`/api/v1/tasks/${id}/events`, { token: client.token }).then((r) => r.text())));
       await until(async () => (await Promise.all(ids.map((id) => stateOn(a, client.token, id)))).every((s) => s === 'succeeded'), 'all ran', 15_000);
-      const zero = { accept: 0, deadline: 0, grace: 0, listeners: 0, live: 0, following: 0 };
+      const zero = { accept: 0, deadline: 0, grace: 0, listeners: 0, live: 0, following: 0, unended: 0 };
       await until(async () => JSON.stringify(a.server.tasks.openHandles) === JSON.stringify(zero) && JSON.stringify(b.server.tasks.openHandles) === JSON.stringify(zero), 'released', 3000)
         .catch(() => assert.deepEqual({ a: a.server.tasks.openHandles, b: b.server.tasks.openHandles }, { a: zero, b: zero }));
     } finally {
@@ -183,6 +183,9 @@ describe('two nodes sharing PostgreSQL and Redis', { skip }, () => {
       assert.equal(await stateOn(b, client.token, task.id), 'cancelled');
       assert.equal(await stateOn(a, client.token, task.id), 'cancelled');
       assert.equal(b.server.tasks.openHandles.accept, 0);
+      // B kept this task's events (dispatched, running) but hears no end event on the bus: the
+      // cancel message lets its history go like an ended task's (else it stayed until the cap).
+      assert.deepEqual([a.server.tasks.openHandles.unended, b.server.tasks.openHandles.unended], [0, 0]);
     } finally {
       agent.close();
     }

@@ -126,7 +126,7 @@ describe('palisade-server start --workers', { skip }, () => {
       const [w1, w2] = [ready.find((r) => r.index === 1)!, ready.find((r) => r.index === 2)!];
       assert.notEqual(w1.pid, w2.pid);
       assert.notEqual(w1.node, w2.node);
-      assert.ok(w1.node.endsWith(`:${w1.pid}`) && w2.node.endsWith(`:${w2.pid}`), 'a node id is <host>:<pid>');
+      for (const w of [w1, w2]) assert.match(w.node, new RegExp(`:${w.pid}:[0-9a-f]{6}$`), 'a node id is <host>:<pid>:<random>, new at each start');
       for (const w of [w1, w2]) assert.notEqual(w.pid, cli.child.pid);
       // Both workers hold a listening socket on the port, and the kernel hands connections to both.
       const ca = readFileSync(join(dir, 'tls', 'ca.crt'));
