@@ -34,6 +34,7 @@ import { Agent, fetch as ufetch } from 'undici';
 import WebSocket from 'ws';
 import { Redis } from 'ioredis';
 import { createAdmin, deviceLogin, freePort, type TestServer } from '../packages/server/test/support/harness.ts';
+import { countPrefix, dropPrefix, REDIS_URL } from '../packages/server/test/support/redis.ts';
 import { machine, nextMessage, table, writeSection } from './lib.ts';
 
 const { values } = parseArgs({
@@ -73,7 +74,6 @@ const RUN_AT = new Date().toISOString().slice(0, 16).replace('T', ' ');
 if (STEPS.some((n) => !Number.isInteger(n) || n < 1) || !(PER_PROCESS >= 1 && PER_PROCESS <= 19_000) || !(SETTLE_S >= 0) || !(CONCURRENCY >= 1)) {
   throw new Error('--steps takes whole numbers, --per-process 1–19000, --settle seconds, --concurrency ≥ 1');
 }
-const REDIS_URL = 'redis://127.0.0.1:6379';
 const CLI = new URL('../packages/server/src/cli.ts', import.meta.url).pathname;
 const DRIVER = new URL('./connections.driver.ts', import.meta.url).pathname;
 const BARE = new URL('./ws-bare.server.ts', import.meta.url).pathname;
@@ -157,27 +157,6 @@ function childPids(pid: number): number[] {
 async function redisMemory(redis: Redis): Promise<number> {
   return Number(/used_memory:(\d+)/.exec(await redis.info('memory'))![1]);
 }
-async function deletePrefix(redis: Redis, prefix: string): Promise<number> {
-  let cursor = '0';
-  let n = 0;
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 5000);
-    cursor = next;
-    if (keys.length) n += await redis.unlink(...keys);
-  } while (cursor !== '0');
-  return n;
-}
-async function countPrefix(redis: Redis, prefix: string): Promise<number> {
-  let cursor = '0';
-  let n = 0;
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 5000);
-    cursor = next;
-    n += keys.length;
-  } while (cursor !== '0');
-  return n;
-}
-
 // ── a full garbage collection in another process, through its inspector ───────────────────────
 // Every server process runs with NODE_OPTIONS=--inspect-port=127.0.0.1:0: nothing listens until it
 // gets SIGUSR1 (Node's switch for the inspector), which opens the inspector on a fresh loopback port
@@ -355,7 +334,7 @@ async function measure(server: Row['server'], target: number, processes: number,
   if (extra.redis) {
     row.redisBefore = redisBefore;
     row.redisAfter = await redisMemory(extra.redis);
-    row.redisKeys = await countPrefix(extra.redis, extra.prefix!);
+    row.redisKeys = await countPrefix(extra.prefix!);
   }
   log(`${server}: after ${SETTLE_S} s idle ${s.open} open (${s.dropped} dropped), loaded RSS ${(loadedRss / MIB).toFixed(0)} MiB → ${((loadedRss - idleRss) / s.open / 1024).toFixed(2)} KiB/connection; available ${(row.availableAfter / MIB).toFixed(0)} MiB`);
   row.gcHeap = await collectGarbage(workerPids(), urls);
@@ -486,7 +465,7 @@ async function palisadeRun(target: number, processes: number, redis: Redis): Pro
     killPrimaries();
     writeFileSync(errLog, stderr);
     if (/error|fatal/i.test(stderr.replace(/No admin account yet[\s\S]*?\n\n/, ''))) log(`palisade stderr (tail): ${stderr.slice(-2000)}`);
-    const deleted = await deletePrefix(redis, prefix);
+    const deleted = await dropPrefix(prefix);
     log(`removed ${deleted} Redis keys of ${prefix}`);
     rmSync(dataDir, { recursive: true, force: true });
     rmSync(rateFile, { force: true });

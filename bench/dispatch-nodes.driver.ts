@@ -9,7 +9,7 @@
 import { Pool } from 'undici';
 import { io as connectSio, type Socket } from 'socket.io-client';
 import { SyntheticAgent } from '../packages/server/test/support/agent.ts';
-import { closedLoop, percentiles } from './lib.ts';
+import { closedLoop, summarise, type LoopSummary } from './lib.ts';
 
 export interface DriverInput {
   kind: 'palisade' | 'socketio';
@@ -32,18 +32,7 @@ export interface DriverInput {
   seconds: number;
 }
 
-export interface DriverResult {
-  requests: number;
-  errors: number;
-  firstError: string;
-  seconds: number;
-  rps: number;
-  p50: number;
-  p99: number;
-  p999: number;
-  mean: number;
-  /** CPU of this process over the window, as a fraction of one core. */
-  driverCpu: number;
+export interface DriverResult extends LoopSummary {
   /** Bytes of one answer's body. */
   answerBytes: number;
 }
@@ -79,7 +68,7 @@ const pool = new Pool(input.callerUrl, { connections: input.concurrency, pipelin
 const headers = { authorization: `Bearer ${input.clientToken}`, 'content-type': 'application/json', prefer: 'wait=5' };
 
 let answerBytes = 0;
-const { samples, errors, firstError, cpu } = await closedLoop({
+const loop = await closedLoop({
   loops: input.concurrency, warmupSeconds: input.warmupSeconds, seconds: input.seconds, tell,
   request: async () => {
     const res = await pool.request({ path: '/api/v1/tasks', method: 'POST', headers, body: input.body });
@@ -91,12 +80,7 @@ const { samples, errors, firstError, cpu } = await closedLoop({
 });
 await pool.close();
 for (const c of closers) c();
-if (samples.length === 0) throw new Error(`no successful request in the window; first error: ${firstError}`);
-const p = percentiles(samples);
-const result: DriverResult = {
-  requests: samples.length, errors, firstError, seconds: input.seconds, rps: samples.length / input.seconds,
-  p50: p.p50, p99: p.p99, p999: p.p999, mean: p.mean, driverCpu: (cpu.user + cpu.system) / 1e6 / input.seconds, answerBytes,
-};
+const result: DriverResult = { ...summarise(loop, input.seconds), answerBytes };
 process.stdout.write(JSON.stringify(result));
 // Sockets and timers may hold the loop a while after closing.
 setTimeout(() => process.exit(0), 200).unref();

@@ -75,6 +75,31 @@ export async function closedLoop(o: {
   return { samples, errors, firstError, cpu: await closed };
 }
 
+/** What a driver reports of its timed window: counts, rate and latencies (ms). */
+export interface LoopSummary {
+  requests: number;
+  errors: number;
+  firstError: string;
+  seconds: number;
+  rps: number;
+  p50: number;
+  p99: number;
+  p999: number;
+  mean: number;
+  /** CPU time of the load generator over the window, as a fraction of one core. */
+  driverCpu: number;
+}
+
+/** A closed loop's window as a driver reports it (`seconds`: the window's length). */
+export function summarise(loop: LoopResult, seconds: number): LoopSummary {
+  if (loop.samples.length === 0) throw new Error(`no successful request in the window; first error: ${loop.firstError}`);
+  const p = percentiles(loop.samples);
+  return {
+    requests: loop.samples.length, errors: loop.errors, firstError: loop.firstError, seconds, rps: loop.samples.length / seconds,
+    p50: p.p50, p99: p.p99, p999: p.p999, mean: p.mean, driverCpu: (loop.cpu.user + loop.cpu.system) / 1e6 / seconds,
+  };
+}
+
 /** One line: CPU model, cores, memory, Node version, date. */
 export function machine(): string {
   const c = cpus();

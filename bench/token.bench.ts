@@ -41,7 +41,7 @@ import { ensureDevTls } from '../packages/server/src/tls/devca.ts';
 import { apiClient, createAdmin, ROOMY_RATE_LIMITS } from '../packages/server/test/support/harness.ts';
 import { dropPrefix, REDIS_URL } from '../packages/server/test/support/redis.ts';
 import type { DriverResult } from './token.driver.ts';
-import { addProfile, answerAsks, ask, type Ask, machine, machineBusy, nextMessage, percentiles, table, writeSection, remoteServer } from './lib.ts';
+import { addProfile, answerAsks, ask, type Ask, machine, machineBusy, nextMessage, summarise, table, writeSection, remoteServer } from './lib.ts';
 
 const { values } = parseArgs({
   options: {
@@ -409,16 +409,13 @@ async function measure(server: Server, round: number, ca: string): Promise<Measu
   const [a, b] = await Promise.all([open, closed]);
 
   const results = outs.map((o) => JSON.parse(o) as DriverResult);
-  const merged: DriverResult = results.length === 1 ? results[0]! : (() => {
-    const samples: number[] = [];
-    for (const r of results) for (const x of r.samples!) samples.push(x);
-    const p = percentiles(samples);
-    const requests = samples.length;
-    return {
-      requests, errors: results.reduce((n, r) => n + r.errors, 0), seconds, rps: requests / seconds,
-      p50: p.p50, p99: p.p99, p999: p.p999, mean: p.mean, driverCpu: results.reduce((n, r) => n + r.driverCpu, 0),
-    };
-  })();
+  const merged: DriverResult = results.length === 1 ? results[0]! : {
+    ...summarise({
+      samples: results.flatMap((r) => r.samples!), errors: results.reduce((n, r) => n + r.errors, 0),
+      firstError: results.find((r) => r.firstError)?.firstError ?? '', cpu: { user: 0, system: 0 },
+    }, seconds),
+    driverCpu: results.reduce((n, r) => n + r.driverCpu, 0),
+  };
   delete merged.samples;
   const serverCpu = (b!.cpu - a!.cpu) / seconds;
   const redisCpu = (b!.redis - a!.redis) / seconds;

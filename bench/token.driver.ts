@@ -10,7 +10,7 @@
  * parent merges into one set of percentiles.
  */
 import { Pool } from 'undici';
-import { closedLoop, percentiles } from './lib.ts';
+import { closedLoop, summarise, type LoopSummary } from './lib.ts';
 
 interface DriverInput {
   url: string;
@@ -28,17 +28,7 @@ interface DriverInput {
 }
 
 /** What the driver prints: counts and latencies (ms) of the timed window only. */
-export interface DriverResult {
-  requests: number;
-  errors: number;
-  seconds: number;
-  rps: number;
-  p50: number;
-  p99: number;
-  p999: number;
-  mean: number;
-  /** CPU time of this process over the window, as a fraction of one core. */
-  driverCpu: number;
+export interface DriverResult extends LoopSummary {
   /** Every request's latency in the window, ms (with `keepSamples`). */
   samples?: number[];
 }
@@ -64,7 +54,7 @@ const startedAt = input.awaitGo
     tell('loaded');
   })
   : Date.now();
-const { samples, errors, firstError, cpu } = await closedLoop({
+const loop = await closedLoop({
   loops: input.connections, warmupSeconds: input.warmupSeconds, seconds: input.seconds, startedAt, tell,
   request: async () => {
     const res = await pool.request({ path: input.path, method: 'POST', headers, body });
@@ -73,13 +63,6 @@ const { samples, errors, firstError, cpu } = await closedLoop({
   },
 });
 await pool.close();
-if (samples.length === 0) throw new Error(`no successful request in the window; first error: ${firstError}`);
-const p = percentiles(samples);
-const result: DriverResult = {
-  requests: samples.length, errors, seconds: input.seconds, rps: samples.length / input.seconds,
-  p50: p.p50, p99: p.p99, p999: p.p999, mean: p.mean,
-  driverCpu: (cpu.user + cpu.system) / 1e6 / input.seconds,
-  ...(input.keepSamples ? { samples } : {}),
-};
-if (errors > 0) process.stderr.write(`  driver: ${errors} failed requests; first: ${firstError}\n`);
+const result: DriverResult = { ...summarise(loop, input.seconds), ...(input.keepSamples ? { samples: loop.samples } : {}) };
+if (result.errors > 0) process.stderr.write(`  driver: ${result.errors} failed requests; first: ${result.firstError}\n`);
 process.stdout.write(JSON.stringify(result));

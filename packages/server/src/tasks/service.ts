@@ -147,8 +147,10 @@ export class TaskService {
   readonly #unrouted = new Set<string>();
   /** Other nodes' liveness as last read, oldest reading first (see #aliveNodes). */
   readonly #nodeSeen = new Map<string, { alive: boolean; at: number }>();
-  /** A beat and sweep is running. */
+  /** A sweep is running. */
   #sweeping = false;
+  /** A beat is in flight. */
+  #beating = false;
   /** Since when this node's beats (and sweeps) succeed without a failure (ms since the epoch); Infinity after one fails. */
   #beatingSince = 0;
 
@@ -570,65 +572,78 @@ export class TaskService {
 
   /**
    * Says this node is alive; if no other node swept within the last beat, offers stale queued tasks
-   * again and takes back dead nodes' tasks. One runs at a time (a slow Redis must not pile them up).
+   * again and takes back dead nodes' tasks. One sweep runs at a time (a slow Redis must not pile them
+   * up), but the beat goes out beside a running sweep: a sweep slowed by Redis (after a failover each
+   * call may wait out the command timeout, for every stale task in turn) must not let this node's beat
+   * expire, or the other nodes judge it dead and route around it.
    */
   async #beatAndSweep(): Promise<void> {
-    if (this.#sweeping) return;
+    const beaten = this.#beatOnce();
+    if (this.#sweeping) return void (await beaten);
     this.#sweeping = true;
     try {
-      await this.#beatAndSweepOnce();
+      if (await beaten) await this.#sweepOnce();
+    } catch (e) {
+      this.#o.log.warn({ err: e }, 'node sweep failed');
     } finally {
       this.#sweeping = false;
     }
   }
 
-  async #beatAndSweepOnce(): Promise<void> {
+  /** One beat at a time; false if it failed or the previous one is still in flight (Redis is slow: no sweep then). */
+  async #beatOnce(): Promise<boolean> {
+    const c = this.#o.cluster!;
+    if (this.#beating) return false;
+    this.#beating = true;
+    try {
+      await c.nodes.beat(c.nodeId, 3 * this.#o.config.nodeBeatMs);
+      if (this.#beatingSince === Infinity) this.#beatingSince = Date.now();
+      return true;
+    } catch (e) {
+      this.#beatingSince = Infinity;
+      this.#o.log.warn({ err: e }, 'node beat failed');
+      return false;
+    } finally {
+      this.#beating = false;
+    }
+  }
+
+  async #sweepOnce(): Promise<void> {
     const c = this.#o.cluster!;
     const beat = this.#o.config.nodeBeatMs;
     const started = Date.now();
-    try {
-      try {
-        await c.nodes.beat(c.nodeId, 3 * beat);
-      } catch (e) {
+    await this.#republish();
+    await this.#followUnrouted();
+    if (!(await c.counters.attempt([{ key: 'tasks:sweep', limit: 1 }], beat)).allowed) return;
+    const unfinished = await this.#o.store.tasks.listUnfinished();
+    const stale = Date.now() - 2 * beat;
+    for (const t of unfinished) {
+      if (t.state !== 'queued' || Date.parse(t.updatedAt) >= stale || this.#stopped) continue;
+      // One task failing to be offered (Redis again) must not keep the others from their turn.
+      await this.#tryDispatch(t, false, true).catch((e: unknown) => {
         this.#beatingSince = Infinity;
-        throw e;
-      }
-      if (this.#beatingSince === Infinity) this.#beatingSince = Date.now();
-      await this.#republish();
-      await this.#followUnrouted();
-      if (!(await c.counters.attempt([{ key: 'tasks:sweep', limit: 1 }], beat)).allowed) return;
-      const unfinished = await this.#o.store.tasks.listUnfinished();
-      const stale = Date.now() - 2 * beat;
-      for (const t of unfinished) {
-        if (t.state !== 'queued' || Date.parse(t.updatedAt) >= stale || this.#stopped) continue;
-        // One task failing to be offered (Redis again) must not keep the others from their turn.
-        await this.#tryDispatch(t, false, true).catch((e: unknown) => {
-          this.#beatingSince = Infinity;
-          this.#o.log.warn({ err: e, taskId: t.id }, 'offering a queued task again failed');
-        });
-      }
-      // Other nodes could not beat while this one could not either (Redis was down: their beats
-      // may have expired), and may get Redis back later than this one (ioredis waits up to
-      // REDIS_RECONNECT_MAX_MS between attempts): none is judged dead until they have had time to
-      // beat again — nor by a sweep so slow (Redis stalled under it) that their beats expired meanwhile.
-      if (Date.now() - this.#beatingSince < this.#beatGraceMs || Date.now() - started > 3 * beat) return;
-      const held = unfinished.filter((t) => t.state !== 'queued' && t.nodeId !== undefined && t.nodeId !== c.nodeId);
-      if (held.length === 0) return;
-      const alive = await c.nodes.alive([...new Set(held.map((t) => t.nodeId!))]);
-      const lost = new Set<string>();
-      for (const t of held) {
-        if (alive.has(t.nodeId!) || this.#stopped) continue;
-        lost.add(t.nodeId!);
-        await this.#requeueOrFail(t, `node ${t.nodeId} stopped`);
-      }
-      for (const nodeId of lost) {
-        this.#o.events.emit({
-          class: 'api_activity', activity: 'node.lost', outcome: 'failure', severity: 'high', code: 'PAL_ERR_AGENT_LOST',
-          message: `node ${nodeId} stopped beating; the tasks its agents were running were taken back`, data: { nodeId },
-        });
-      }
-    } catch (e) {
-      this.#o.log.warn({ err: e }, 'node beat or sweep failed');
+        this.#o.log.warn({ err: e, taskId: t.id }, 'offering a queued task again failed');
+      });
+    }
+    // Other nodes could not beat while this one could not either (Redis was down: their beats
+    // may have expired), and may get Redis back later than this one (ioredis waits up to
+    // REDIS_RECONNECT_MAX_MS between attempts): none is judged dead until they have had time to
+    // beat again — nor by a sweep so slow (Redis stalled under it) that their beats expired meanwhile.
+    if (Date.now() - this.#beatingSince < this.#beatGraceMs || Date.now() - started > 3 * beat) return;
+    const held = unfinished.filter((t) => t.state !== 'queued' && t.nodeId !== undefined && t.nodeId !== c.nodeId);
+    if (held.length === 0) return;
+    const alive = await c.nodes.alive([...new Set(held.map((t) => t.nodeId!))]);
+    const lost = new Set<string>();
+    for (const t of held) {
+      if (alive.has(t.nodeId!) || this.#stopped) continue;
+      lost.add(t.nodeId!);
+      await this.#requeueOrFail(t, `node ${t.nodeId} stopped`);
+    }
+    for (const nodeId of lost) {
+      this.#o.events.emit({
+        class: 'api_activity', activity: 'node.lost', outcome: 'failure', severity: 'high', code: 'PAL_ERR_AGENT_LOST',
+        message: `node ${nodeId} stopped beating; the tasks its agents were running were taken back`, data: { nodeId },
+      });
     }
   }
 

@@ -28,14 +28,25 @@ export async function redisSkip(what: string): Promise<false | string> {
 /** A fresh key prefix for one test. */
 export const testPrefix = (): string => `paltest-${randomBytes(6).toString('hex')}`;
 
-/** Deletes every key under `prefix`. */
-export async function dropPrefix(prefix: string, url = REDIS_URL): Promise<void> {
+/** Calls `each` with every batch of keys under `prefix`; returns the sum of what it returned. */
+async function scanPrefix(prefix: string, url: string, each: (r: Redis, keys: string[]) => Promise<number>): Promise<number> {
   const r = new Redis(url);
   let cursor = '0';
-  do {
-    const [next, keys] = await r.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 500);
-    cursor = next;
-    if (keys.length > 0) await r.del(...keys);
-  } while (cursor !== '0');
-  r.disconnect();
+  let n = 0;
+  try {
+    do {
+      const [next, keys] = await r.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 5000);
+      cursor = next;
+      if (keys.length > 0) n += await each(r, keys);
+    } while (cursor !== '0');
+    return n;
+  } finally {
+    r.disconnect();
+  }
 }
+
+/** Deletes every key under `prefix`; returns how many there were. */
+export const dropPrefix = (prefix: string, url = REDIS_URL): Promise<number> => scanPrefix(prefix, url, (r, keys) => r.unlink(...keys));
+
+/** How many keys there are under `prefix`. */
+export const countPrefix = (prefix: string, url = REDIS_URL): Promise<number> => scanPrefix(prefix, url, async (_r, keys) => keys.length);
