@@ -38,7 +38,7 @@ import { exportJWK, generateKeyPair } from 'jose';
 import Provider from 'oidc-provider';
 import { createPalisade } from '../packages/server/src/app.ts';
 import { ensureDevTls } from '../packages/server/src/tls/devca.ts';
-import { apiClient, createAdmin, ROOMY_RATE_LIMITS } from '../packages/server/test/support/harness.ts';
+import { apiClient, createAdmin, scaledRateLimits } from '../packages/server/test/support/harness.ts';
 import { dropPrefix, REDIS_URL } from '../packages/server/test/support/redis.ts';
 import type { DriverResult } from './token.driver.ts';
 import { addProfile, answerAsks, ask, type Ask, machine, machineBusy, nextMessage, summarise, table, writeSection, remoteServer } from './lib.ts';
@@ -52,6 +52,8 @@ const { values } = parseArgs({
   },
 });
 const AUDIENCE = 'urn:palisade:api';
+/** Rate limits on and checked on every request, at rates (×1,000,000: 2 million tokens a second per client) no load generator here reaches. */
+const BENCH_RATE_LIMITS = scaledRateLimits(1_000_000);
 const TOKEN_PATH = '/oauth2/token';
 
 type Target = 'palisade' | 'bare' | 'workers';
@@ -64,8 +66,7 @@ interface ServeInput { tlsDir: string }
 async function servePalisade(input: ServeInput): Promise<{ ready: Ready; close: () => Promise<void> }> {
   const dataDir = mkdtempSync(join(tmpdir(), 'palisade-bench-'));
   cpSync(input.tlsDir, join(dataDir, 'tls'), { recursive: true });
-  // Rate limits on and checked on every request, with rates no load generator here reaches.
-  const server = await createPalisade({ dataDir, port: 0, rateLimits: ROOMY_RATE_LIMITS });
+  const server = await createPalisade({ dataDir, port: 0, rateLimits: BENCH_RATE_LIMITS });
   const url = await server.listen();
   const { clientId, clientSecret } = await adminAndClient(url, server.tls!.ca!, server.setupUrl);
   return {
@@ -224,7 +225,7 @@ async function startWorkers(n: number, work: string, tlsDir: string): Promise<Se
   const dataDir = join(work, 'workers-data');
   cpSync(tlsDir, join(dataDir, 'tls'), { recursive: true });
   const limits = join(work, 'rate-limits.json');
-  writeFileSync(limits, JSON.stringify(ROOMY_RATE_LIMITS));
+  writeFileSync(limits, JSON.stringify(BENCH_RATE_LIMITS));
   const prefix = `bench-token-${randomBytes(6).toString('hex')}`;
   const log = join(work, 'workers.log');
   const logFd = openSync(log, 'w');
@@ -521,7 +522,7 @@ async function main(): Promise<void> {
 - ${machine()}; 1-minute load average at start ${load} (at each round's start: ${rounds.map((r) => r.load.toFixed(2)).join(', ')})
 - \`POST /oauth2/token\`, \`grant_type=client_credentials&scope=tasks\`, \`client_secret_basic\`; answer: an ES256 JWT access token for \`${AUDIENCE}\`
 - ${CONNECTIONS} kept-alive HTTPS (TLS 1.3) connections from ${loadGen} (\`bench/token.driver.ts\`, undici), one request in flight on each; ${values.warmup} s warm-up, then ${SECONDS} s timed; latency is per request, at the client. The load is closed-loop and saturating, so latency is mostly queueing: p50 ≈ ${CONNECTIONS} ÷ throughput, and p99 adds garbage-collector pauses and scheduling
-- Palisade: its whole stack on the embedded defaults — the node's HTTPS server handing \`/oauth2\` to oidc-provider ahead of Fastify, the SQLite-backed adapter, API clients through the node's 30-second client cache (revocations reach it at once through the hot store), a security event per token written by the logger at \`info\` (asynchronously, to a file), and the edge checks of issue 4 on every request: security headers, URL length and Host checks, and the rate limiter (per IP and per client, in-process GCRA) with its limits ×1000 so that it checks every request but refuses none (one address sends the whole load)
+- Palisade: its whole stack on the embedded defaults — the node's HTTPS server handing \`/oauth2\` to oidc-provider ahead of Fastify, the SQLite-backed adapter, API clients through the node's 30-second client cache (revocations reach it at once through the hot store), a security event per token written by the logger at \`info\` (asynchronously, to a file), and the edge checks of issue 4 on every request: security headers, URL length and Host checks, and the rate limiter (per IP and per client, in-process GCRA) with its limits ×1,000,000 so that it checks every request but refuses none (one address sends the whole load)
 - bare: \`oidc-provider\` ${providerVersion()} alone on \`node:https\`, the same certificate, key type (ES256), audience, token format, client authentication and path, in-memory adapter
 - **one process each** for these two: the single-process figure (Palisade in-process hot state, the bare provider one process too); of the 2 cores, the server has one and the load generator the other. Server CPU above 100% is libuv's thread pool signing (WebCrypto ECDSA) beside the main thread${W ? `. Palisade with \`--workers ${WORKERS}\` follows below the per-round table` : ''}
 - "other processes" is the CPU everything else on the machine used during the window (from \`/proc/stat\`), Redis excepted: the noise the figures were measured under
@@ -552,7 +553,7 @@ function workersSection(rounds: Round[], n: number, W: Summary, P: Summary, B: S
   const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   return `### Palisade with \`--workers ${n}\` (the real CLI)
 
-- started as \`palisade-server start --workers ${n} --port 0 --data-dir <temporary> --redis ${REDIS_URL} --redis-prefix <fresh> --rate-limits <file> --log-level info\`: ${n} worker processes on one port (SO_REUSEPORT; the kernel spreads the load generator's connections over them), hot state and rate limits in Redis (one round trip per rate-limit check), SQLite in the data folder shared by the workers, the same certificate, the same roomy rate limits (\`ROOMY_RATE_LIMITS\` written to a \`--rate-limits\` file), logs at \`info\` to a file
+- started as \`palisade-server start --workers ${n} --port 0 --data-dir <temporary> --redis ${REDIS_URL} --redis-prefix <fresh> --rate-limits <file> --log-level info\`: ${n} worker processes on one port (SO_REUSEPORT; the kernel spreads the load generator's connections over them), hot state and rate limits in Redis (one round trip per rate-limit check), SQLite in the data folder shared by the workers, the same certificate, the same roomy rate limits (\`BENCH_RATE_LIMITS\` written to a \`--rate-limits\` file), logs at \`info\` to a file
 - server CPU is the sum over the primary and every worker, read from \`/proc/<pid>/stat\`; "Redis" is the CPU of the Redis server over the window (other work on the machine uses it too). On 2 cores, ${n} workers, their signing threads, the load generator and Redis all compete for the same two cores: the load generator's and Redis's CPU is CPU the workers do not get
 - budget (issue 3): Palisade's full stack at ≥ 0.9× the bare provider's throughput with p99 ≤ 25 ms, and using both cores when asked to
 

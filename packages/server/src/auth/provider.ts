@@ -12,7 +12,7 @@ import type { ServerConfig } from '../config.ts';
 import type { DurableStore, OidcRepo } from '../store/types.ts';
 import type { SecurityEvents } from '../siem/events.ts';
 import { createOidcAdapter } from './adapter.ts';
-import { installHashedSecrets, type ClientDirectory } from './clients.ts';
+import { installHashedSecrets, reuseApiClients, type ClientDirectory } from './clients.ts';
 import { esc, page } from './pages.ts';
 import { crossSiteFormRefusal } from '../edge/forms.ts';
 
@@ -154,30 +154,17 @@ export function createProvider({ config, issuer, store, records, clients, jwks, 
 
   const provider = new Provider(issuer, configuration);
   installHashedSecrets(provider.Client);
-  // The device-code forms (POST /device) carry oidc-provider's own anti-forgery token (`xsrf`, bound
-  // to the session cookie); a POST another site sent is refused before it, as on our own forms.
+  reuseApiClients(provider.Client as unknown as { find(id: unknown): Promise<unknown> }, clients, (id) => Object.hasOwn(FIRST_PARTY_CLIENTS, id));
   const issuerOrigin = new URL(issuer).origin;
-  // oidc-provider answers a request that needs a sign-in session this browser does not have (a resume
-  // URL `/auth/<uid>/` or `/device/<uid>/`, a device-code form posted without its cookie) by throwing
-  // a TypeError ("persist can only be called on previously persisted Sessions") instead of a 4xx:
-  // that is the caller's mistake, answered 400.
-  provider.use(async (ctx, next) => {
-    try {
-      await next();
-      // No route here (e.g. GET on a POST-only endpoint): problem details, as everywhere else.
-      if (ctx.status === 404 && ctx.body == null) {
-        ctx.status = 404;
-        ctx.type = 'application/problem+json';
-        ctx.body = new PalisadeError('PAL_ERR_NOT_FOUND', 'no such OAuth endpoint (or not for this method)').toProblem();
-      }
-    } catch (e) {
-      if (!(e instanceof TypeError) || !/previously persisted Sessions/.test(e.message)) throw e;
-      ctx.status = 400;
-      ctx.type = 'html';
-      ctx.set('cache-control', 'no-store');
-      ctx.body = page('Sign-in not in progress', '<p class="error" role="alert">This sign-in is not in progress in this browser: it expired, or it was started somewhere else. Start again from your device or app.</p>');
-    }
-  });
+  // One middleware ahead of oidc-provider's own (each costs the token endpoint a turn of Koa's chain):
+  // - the device-code forms (POST /device) carry oidc-provider's own anti-forgery token (`xsrf`,
+  //   bound to the session cookie); a POST another site sent is refused before it, as on our forms;
+  // - a store that cannot be reached: refused with 503 + Retry-After (see adapter.ts), and an alarm;
+  // - no route here (e.g. GET on a POST-only endpoint): problem details, as everywhere else;
+  // - oidc-provider answers a request that needs a sign-in session this browser does not have (a
+  //   resume URL `/auth/<uid>/` or `/device/<uid>/`, a device-code form posted without its cookie)
+  //   by throwing a TypeError ("persist can only be called on previously persisted Sessions")
+  //   instead of a 4xx: that is the caller's mistake, answered 400.
   provider.use(async (ctx, next) => {
     if (ctx.method === 'POST' && ctx.path === '/device') {
       const refusal = crossSiteFormRefusal(ctx.headers, [issuerOrigin, `${ctx.protocol}://${ctx.host}`]);
@@ -190,14 +177,23 @@ export function createProvider({ config, issuer, store, records, clients, jwks, 
         return;
       }
     }
-    await next();
-  });
-  // A store that cannot be reached: refused with 503 + Retry-After (see adapter.ts), and an alarm.
-  provider.use(async (ctx, next) => {
-    await next();
+    try {
+      await next();
+    } catch (e) {
+      if (!(e instanceof TypeError) || !/previously persisted Sessions/.test(e.message)) throw e;
+      ctx.status = 400;
+      ctx.type = 'html';
+      ctx.set('cache-control', 'no-store');
+      ctx.body = page('Sign-in not in progress', '<p class="error" role="alert">This sign-in is not in progress in this browser: it expired, or it was started somewhere else. Start again from your device or app.</p>');
+      return;
+    }
     if (ctx.status === 503) {
       ctx.set('retry-after', '1');
       events.emit({ class: 'api_activity', activity: 'store.unavailable', outcome: 'failure', severity: 'high', code: 'PAL_ERR_UNAVAILABLE', message: 'a store is unreachable: OAuth request refused', src: { ip: ctx.ip } });
+    } else if (ctx.status === 404 && ctx.body == null) {
+      ctx.status = 404;
+      ctx.type = 'application/problem+json';
+      ctx.body = new PalisadeError('PAL_ERR_NOT_FOUND', 'no such OAuth endpoint (or not for this method)').toProblem();
     }
   });
 

@@ -26,8 +26,11 @@ export interface RateVerdict extends RateDecision {
 }
 
 export interface RateLimiter {
-  /** Checks (and takes from) the class's buckets for `subject`. Never throws for a store outage. */
-  check(cls: RateClass, subject: RateSubject): Promise<RateVerdict>;
+  /**
+   * Checks (and takes from) the class's buckets for `subject`. Never throws for a store outage.
+   * Synchronous when the buckets are in-process; a promise when they are in Redis.
+   */
+  check(cls: RateClass, subject: RateSubject): RateVerdict | Promise<RateVerdict>;
 }
 
 export interface RateLimiterOptions {
@@ -63,10 +66,7 @@ export function createRateLimiter(o: RateLimiterOptions): RateLimiter {
   let retryStoreAt = 0;
   const reported = new Map<string, number>();
 
-  const consume = async (rules: RateRule[]): Promise<RateDecision> => {
-    if (!local) return o.rates.consume(rules, config.escalation);
-    // While the store is down, requests do not each wait for it to time out.
-    if (outage && Date.now() < retryStoreAt) return local.consume(rules, config.escalation);
+  const remote = async (rules: RateRule[], local: RateLimits): Promise<RateDecision> => {
     try {
       const d = await o.rates.consume(rules, config.escalation);
       outage = false;
@@ -81,6 +81,12 @@ export function createRateLimiter(o: RateLimiterOptions): RateLimiter {
       }
       return local.consume(rules, config.escalation);
     }
+  };
+  const consume = (rules: RateRule[]): RateDecision | Promise<RateDecision> => {
+    if (!local) return o.rates.consume(rules, config.escalation);
+    // While the store is down, requests do not each wait for it to time out.
+    if (outage && Date.now() < retryStoreAt) return local.consume(rules, config.escalation);
+    return remote(rules, local);
   };
 
   const report = (cls: RateClass, key: string, d: RateDecision, subject: RateSubject) => {
@@ -103,7 +109,7 @@ export function createRateLimiter(o: RateLimiterOptions): RateLimiter {
   };
 
   return {
-    async check(cls, subject) {
+    check(cls, subject) {
       if (!config.enabled) return ALLOWED;
       const specs = config.classes[cls];
       const rules: RateRule[] = [];
@@ -116,19 +122,23 @@ export function createRateLimiter(o: RateLimiterOptions): RateLimiter {
       if (!subject.principalOnly) add(`${cls}-ip`, `ip:${subject.ip}`, specs.ip);
       if (subject.principal !== undefined) add(`${cls}-principal`, `p:${subject.principal}`, specs.principal);
       if (rules.length === 0) return ALLOWED;
-      const d = await consume(rules);
-      const rule = rules[d.rule]!;
-      const name = names[d.rule]!;
-      const interval = rule.periodMs / rule.limit;
-      const headers: [string, string][] = [
-        ['ratelimit-policy', `"${name}";q=${rule.limit};w=${Math.round(rule.periodMs / 1000)}`],
-        ['ratelimit', `"${name}";r=${d.remaining};t=${Math.ceil((d.allowed ? interval * (rule.burst - d.remaining) : d.retryAfterMs) / 1000)}`],
-      ];
-      if (!d.allowed) {
-        headers.push(['retry-after', String(Math.max(1, Math.ceil(d.retryAfterMs / 1000)))]);
-        report(cls, rule.key, d, subject);
-      }
-      return { ...d, headers };
+      const d = consume(rules);
+      return d instanceof Promise ? d.then((x) => verdict(cls, subject, rules, names, x)) : verdict(cls, subject, rules, names, d);
     },
   };
+
+  function verdict(cls: RateClass, subject: RateSubject, rules: RateRule[], names: string[], d: RateDecision): RateVerdict {
+    const rule = rules[d.rule]!;
+    const name = names[d.rule]!;
+    const interval = rule.periodMs / rule.limit;
+    const headers: [string, string][] = [
+      ['ratelimit-policy', `"${name}";q=${rule.limit};w=${Math.round(rule.periodMs / 1000)}`],
+      ['ratelimit', `"${name}";r=${d.remaining};t=${Math.ceil((d.allowed ? interval * (rule.burst - d.remaining) : d.retryAfterMs) / 1000)}`],
+    ];
+    if (!d.allowed) {
+      headers.push(['retry-after', String(Math.max(1, Math.ceil(d.retryAfterMs / 1000)))]);
+      report(cls, rule.key, d, subject);
+    }
+    return { ...d, headers };
+  }
 }

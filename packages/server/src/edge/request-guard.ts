@@ -155,14 +155,24 @@ export function createRequestGuard(o: { config: ServerConfig; limiter: RateLimit
       else for (const h of FORWARDED) delete req.headers[h];
       const cls = classify(req.method ?? 'GET', pathOf(url));
       if (!cls) return next();
-      limiter.check(cls, { ip, principal: cls === 'token' ? clientPrincipal(req.headers.authorization) : undefined }).then((v) => {
+      const pass = (v: RateVerdict) => {
         if (!v.allowed) return sendProblem(res, rateLimitError(v), v.headers);
         for (const [k, val] of v.headers) res.setHeader(k, val);
         next();
-      }, (err: unknown) => {
+      };
+      const fail = (err: unknown) => {
         o.onError(err);
         sendProblem(res, err instanceof PalisadeError ? err : new PalisadeError('PAL_ERR_INTERNAL', 'internal error'));
-      });
+      };
+      // In-process buckets answer at once: the request goes on in this same turn (no promise hop).
+      let v: RateVerdict | Promise<RateVerdict>;
+      try {
+        v = limiter.check(cls, { ip, principal: cls === 'token' ? clientPrincipal(req.headers.authorization) : undefined });
+      } catch (e) {
+        return fail(e);
+      }
+      if (v instanceof Promise) v.then(pass, fail);
+      else pass(v);
     },
     async check(req, ip, route) {
       const url = req.url ?? '/';

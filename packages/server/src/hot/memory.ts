@@ -71,7 +71,7 @@ export function createMemoryRateLimits(o: MemoryHotStoreOptions = {}): RateLimit
   const strikes = new ExpiringMap<number>(max, now);
   const blocks = new ExpiringMap<true>(max, now);
   return {
-    async consume(rules: RateRule[], escalation: Escalation): Promise<RateDecision> {
+    consume(rules: RateRule[], escalation: Escalation): RateDecision {
       const t = now();
       for (let i = 0; i < rules.length; i++) {
         const b = blocks.get(rules[i]!.key);

@@ -81,9 +81,10 @@ export interface RateLimits {
   /**
    * Atomically, in one step (one round trip on Redis): refuses if any rule's key is blocked or over
    * its rate; otherwise takes one request from every rule. A refusal counts a strike against the
-   * refusing key, and `escalation.strikes` of them block it.
+   * refusing key, and `escalation.strikes` of them block it. In-process buckets answer synchronously
+   * (the OAuth endpoints then take no extra turn of the event loop).
    */
-  consume(rules: RateRule[], escalation: Escalation): Promise<RateDecision>;
+  consume(rules: RateRule[], escalation: Escalation): RateDecision | Promise<RateDecision>;
 }
 
 export interface Revocations {

@@ -30,12 +30,17 @@ export interface TestServer {
  * Rate limits for tests that exercise something else: the default policy with every rate and burst
  * ×1000 (a whole test file's requests come from one address). Tests of the limits set their own.
  */
-export const ROOMY_RATE_LIMITS: RateLimitConfig = {
-  ...DEFAULT_RATE_LIMITS,
-  classes: Object.fromEntries(Object.entries(DEFAULT_RATE_LIMITS.classes).map(([cls, specs]) => [cls, Object.fromEntries(
-    Object.entries(specs).map(([dim, spec]) => [dim, spec && { ...spec, limit: spec.limit * 1000, burst: spec.burst * 1000 }]),
-  )])) as RateLimitConfig['classes'],
-};
+export const ROOMY_RATE_LIMITS: RateLimitConfig = scaledRateLimits(1000);
+
+/** The default rate limits with every rate and burst `factor` times larger (still checked on every request). */
+export function scaledRateLimits(factor: number): RateLimitConfig {
+  return {
+    ...DEFAULT_RATE_LIMITS,
+    classes: Object.fromEntries(Object.entries(DEFAULT_RATE_LIMITS.classes).map(([cls, specs]) => [cls, Object.fromEntries(
+      Object.entries(specs).map(([dim, spec]) => [dim, spec && { ...spec, limit: spec.limit * factor, burst: spec.burst * factor }]),
+    )])) as RateLimitConfig['classes'],
+  };
+}
 
 /** A port nobody listens on right now on 127.0.0.1 (bound to port 0, then released). */
 export async function freePort(): Promise<number> {
