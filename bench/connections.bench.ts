@@ -22,7 +22,7 @@
  * part-way leaves the steps it measured.
  *
  *   node bench/connections.bench.ts [--steps 10000,50000,200000,500000] [--per-process 18000]
- *     [--settle 60] [--concurrency 32] [--tls] [--write]
+ *     [--settle 60] [--concurrency 32] [--tls] [--heartbeat 30] [--database URL [--database-pool 1]] [--write]
  */
 import { parseArgs } from 'node:util';
 import { fork, spawn, type ChildProcess } from 'node:child_process';
@@ -35,6 +35,7 @@ import WebSocket from 'ws';
 import { Redis } from 'ioredis';
 import { createAdmin, deviceLogin, freePort, type TestServer } from '../packages/server/test/support/harness.ts';
 import { countPrefix, dropPrefix, REDIS_URL } from '../packages/server/test/support/redis.ts';
+import { dropSchema } from '../packages/server/test/support/postgres.ts';
 import { machine, nextMessage, table, writeSection } from './lib.ts';
 
 const { values } = parseArgs({
@@ -50,6 +51,11 @@ const { values } = parseArgs({
     /** Extra Node options for every server process, both sides (e.g. --max-old-space-size=384). */
     'server-node-options': { type: 'string', default: '' },
     deadline: { type: 'string' },
+    /** PostgreSQL for Palisade's durable store instead of SQLite (a fresh schema, dropped afterwards), and its pool per worker. */
+    database: { type: 'string' },
+    /** Seconds between pings, both sides (Palisade's --heartbeat; the bare servers' interval). Default: Palisade's default, 30. */
+    heartbeat: { type: 'string', default: '30' },
+    'database-pool': { type: 'string', default: '1' },
     add: { type: 'boolean', default: false },
     write: { type: 'boolean', default: false },
   },
@@ -351,7 +357,7 @@ async function bareRun(target: number, processes: number, tls?: { key: string; c
   const port = await freePort();
   const urls = new InspectorUrls();
   const servers = await Promise.all(Array.from({ length: processes }, async () => {
-    const s = fork(BARE, [], { env: { ...process.env, ...INSPECT_ENV, BENCH_BARE: JSON.stringify({ port, ...(tls ? { tls: { key: tls.key, cert: tls.cert } } : {}) }) }, stdio: ['ignore', 'inherit', 'pipe', 'ipc'] });
+    const s = fork(BARE, [], { env: { ...process.env, ...INSPECT_ENV, BENCH_BARE: JSON.stringify({ port, heartbeatMs: Number(values.heartbeat) * 1000, ...(tls ? { tls: { key: tls.key, cert: tls.cert } } : {}) }) }, stdio: ['ignore', 'inherit', 'pipe', 'ipc'] });
     children.add(s);
     urls.watch(s.stderr!);
     s.stderr!.on('data', (d: Buffer) => {
@@ -376,6 +382,7 @@ async function bareRun(target: number, processes: number, tls?: { key: string; c
 async function palisadeRun(target: number, processes: number, redis: Redis): Promise<{ row: Row; tls?: { key: string; cert: string; ca: string } }> {
   const dataDir = mkdtempSync(join(tmpdir(), 'palisade-bench-conn-'));
   const prefix = `bench-conn-${process.pid}-${Date.now()}`;
+  const schema = `bench_conn_${process.pid}_${Date.now()}`;
   const port = await freePort();
   const rateFile = join(dataDir, '..', `${prefix}-rate-limits.json`);
   // The WebSocket upgrade rates (120/min per IP, 60/min per user) are for people; a fleet of agents
@@ -384,7 +391,9 @@ async function palisadeRun(target: number, processes: number, redis: Redis): Pro
   const perWorker = String(Math.min(19_000, PER_PROCESS + 1000));
   const args = [CLI, 'start', '--workers', String(processes), '--port', String(port), '--data-dir', dataDir, '--redis', REDIS_URL, '--redis-prefix', prefix,
     '--max-connections', perWorker, '--max-connections-per-user', perWorker, '--max-connections-per-ip', perWorker,
-    '--rate-limits', rateFile, '--access-token-ttl', '7200', '--log-level', 'warn', ...(TLS ? [] : ['--insecure-http'])];
+    '--rate-limits', rateFile, '--access-token-ttl', '7200', '--log-level', 'warn', ...(TLS ? [] : ['--insecure-http']),
+    '--heartbeat', values.heartbeat,
+    ...(values.database ? ['--database', values.database, '--database-pool', values['database-pool']] : [])];
   // With --supervisors K the workers are split over K `palisade-server start --workers …` processes on
   // the same port (several service units on one host): started one after another, because every
   // worker must be ready within 60 s of its start and on this shared 2-core machine 27 starting at
@@ -395,7 +404,7 @@ async function palisadeRun(target: number, processes: number, redis: Redis): Pro
   let stderr = '';
   const errLog = join(dataDir, 'stderr.log');
   const startPrimary = (workers: number): Promise<void> => {
-    const primary = spawn(process.execPath, [...args.slice(0, 3), String(workers), ...args.slice(4)], { detached: true, stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...INSPECT_ENV } });
+    const primary = spawn(process.execPath, [...args.slice(0, 3), String(workers), ...args.slice(4)], { detached: true, stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...INSPECT_ENV, ...(values.database ? { PALISADE_DATABASE_SCHEMA: schema } : {}) } });
     primaries.push(primary);
     urls.watch(primary.stderr!);
     children.add(primary);
@@ -468,6 +477,7 @@ async function palisadeRun(target: number, processes: number, redis: Redis): Pro
     const deleted = await dropPrefix(prefix);
     log(`removed ${deleted} Redis keys of ${prefix}`);
     rmSync(dataDir, { recursive: true, force: true });
+    if (values.database) await dropSchema(schema, values.database).catch((e: unknown) => log(`could not drop schema ${schema}: ${String(e)}`));
     rmSync(rateFile, { force: true });
   }
 }
@@ -542,8 +552,8 @@ const out = `- runs (the last column of the table): ${runs.map((r, i) => `(${i +
 - server processes (both sides) run with \`NODE_OPTIONS=${INSPECT_ENV.NODE_OPTIONS}\`
 - kernel (unchanged): ${kernel.join('; ')}; open files 20,000 per process (hard limit)
 - ${TLS ? 'both sides over TLS 1.3 (Palisade\'s generated development certificate, the same key and certificate for the bare servers)' : 'both sides plain WebSocket (Palisade with `--insecure-http`, as behind a TLS-terminating load balancer)'}
-- Palisade: \`palisade-server start --workers N --redis redis://127.0.0.1:6379 --redis-prefix <fresh> --max-connections ${Math.min(19_000, PER_PROCESS + 1000)} --max-connections-per-user … --max-connections-per-ip … --rate-limits FILE --access-token-ttl 7200 --log-level warn${TLS ? '' : ' --insecure-http'}\` in a fresh data folder (SQLite)${SUPERVISORS > 1 ? `, the workers split over ${SUPERVISORS} such commands on the same port (and data folder), started one after another: each worker must be ready within 60 s of its start, and on this shared machine 27 starting at once were not` : ''}; the WebSocket upgrade rate limits raised to 10,000,000 a minute per IP and per user (still checked in Redis for every upgrade); heartbeat, auth timeout and every other setting at its default. Every connection is an agent of one user with one agent-scoped access token from the device grant (admin created through the setup page, the extension's device code approved through the sign-in and consent pages), offered in the bearer subprotocol; each sends \`hello\` with its own instanceId (so each is its own agent: a row in the agents table and a presence entry in Redis) and waits for \`welcome\`
-- bare ws: \`bench/ws-bare.server.ts\` — \`ws\` ${JSON.parse(readFileSync(new URL('../node_modules/ws/package.json', import.meta.url), 'utf8')).version} on \`node:http\`, the same port sharing, the same wire exchange (subprotocol, hello answered by a welcome frame) and a 30 s ping heartbeat; nothing else
+- Palisade: \`palisade-server start --workers N --redis redis://127.0.0.1:6379 --redis-prefix <fresh> --max-connections ${Math.min(19_000, PER_PROCESS + 1000)} --max-connections-per-user … --max-connections-per-ip … --rate-limits FILE --access-token-ttl 7200 --log-level warn --heartbeat ${values.heartbeat}${TLS ? '' : ' --insecure-http'}${values.database ? ` --database <PostgreSQL> --database-pool ${values['database-pool']}` : ''}\` in a fresh data folder (${values.database ? `durable store in PostgreSQL, a fresh schema; ${values['database-pool']} + 2 connections per worker` : 'SQLite'})${SUPERVISORS > 1 ? `, the workers split over ${SUPERVISORS} such commands on the same port (and data folder), started one after another: each worker must be ready within 60 s of its start, and on this shared machine 27 starting at once were not` : ''}; the WebSocket upgrade rate limits raised to 10,000,000 a minute per IP and per user (still checked in Redis for every upgrade); ${values.heartbeat === '30' ? 'heartbeat (a ping every 30 s), ' : `a ping every ${values.heartbeat} s (default 30), `}auth timeout and every other setting at its default. Every connection is an agent of one user with one agent-scoped access token from the device grant (admin created through the setup page, the extension's device code approved through the sign-in and consent pages), offered in the bearer subprotocol; each sends \`hello\` with its own instanceId (so each is its own agent: a row in the agents table and a presence entry in Redis) and waits for \`welcome\`
+- bare ws: \`bench/ws-bare.server.ts\` — \`ws\` ${JSON.parse(readFileSync(new URL('../node_modules/ws/package.json', import.meta.url), 'utf8')).version} on \`node:http\`, the same port sharing, the same wire exchange (subprotocol, hello answered by a welcome frame) and a ping every ${values.heartbeat} s; nothing else
 - load: \`bench/connections.driver.ts\` processes of ≤ ${PER_PROCESS} connections each, each from its own two 127.x.y.z source addresses, ${CONCURRENCY} upgrades in flight per process; a minimal WebSocket client over \`net\` (a few fields per connection) answering pings
 - RSS: VmRSS from \`/proc/<pid>/status\` summed over the server processes (Palisade: its workers and their supervising primary), idle = started (Palisade: after the sign-ins), before connecting; loaded = all connected, then ${SETTLE_S} s idle; per connection = (loaded − idle) / connections held at the end. Then a full garbage collection in every server process (through its inspector: \`NODE_OPTIONS=--inspect-port=127.0.0.1:0\`, opened by SIGUSR1, \`HeapProfiler.collectGarbage\`; also done at idle, before the idle figures) and RSS again, with V8's heap in use (\`process.memoryUsage().heapUsed\`, summed): "after full GC". KB = 1000 bytes, KiB = 1024. "dropped while idle": connections up at the end of the connect phase but closed by the end of the idle period
 

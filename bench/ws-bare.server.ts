@@ -3,16 +3,16 @@
  * service holds per idle connection. One of N processes sharing a port with SO_REUSEPORT (as
  * Palisade's `--workers`). Same endpoint and same wire exchange as Palisade's agent endpoint
  * (`palisade.v1` selected; the first frame, the hello, is answered with a welcome frame) and the
- * same heartbeat (a ping every 30 s; a peer that missed the last pong is dropped) — the pattern of
+ * same heartbeat (a ping every 30 s, or `heartbeatMs`; a peer that missed the last pong is dropped) — the pattern of
  * the `ws` README — but no authentication, validation, registry, presence or store.
  *
- *   BENCH_BARE='{"port":P,"tls":{"key","cert"}?}' node bench/ws-bare.server.ts   (IPC: { ready: pid })
+ *   BENCH_BARE='{"port":P,"tls":{"key","cert"}?,"heartbeatMs":N?}' node bench/ws-bare.server.ts   (IPC: { ready: pid })
  */
 import { createServer as createHttp } from 'node:http';
 import { createServer as createHttps } from 'node:https';
 import { WebSocketServer, type WebSocket } from 'ws';
 
-const input = JSON.parse(process.env.BENCH_BARE ?? '{}') as { port: number; tls?: { key: string; cert: string } };
+const input = JSON.parse(process.env.BENCH_BARE ?? '{}') as { port: number; tls?: { key: string; cert: string }; heartbeatMs?: number };
 const server = input.tls ? createHttps({ key: input.tls.key, cert: input.tls.cert, minVersion: 'TLSv1.3' }) : createHttp();
 const wss = new WebSocketServer({
   server, path: '/ws/agent', perMessageDeflate: false, maxPayload: 1024 * 1024,
@@ -34,6 +34,6 @@ setInterval(() => {
     alive.delete(ws);
     ws.ping();
   }
-}, 30_000);
+}, input.heartbeatMs ?? 30_000);
 server.listen({ host: '127.0.0.1', port: input.port, reusePort: true, backlog: 4096 }, () => process.send!({ ready: process.pid }));
 process.on('disconnect', () => process.exit(0));

@@ -272,7 +272,7 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
       if (tls && internalCa && config.internalPort !== undefined) {
         internal = await startInternalListener({
           host: config.internalHost, port: config.internalPort, key: tls.key, cert: tls.cert, ca: internalCa, metrics, events, log: log.child({ mod: 'internal' }),
-          rotateKeys: () => self.rotateKeys(), keyView: () => keys.view(), health: () => ({ status: 'ok', node: nodeId, store: store.kind, hot: hot.kind }),
+          rotateKeys: () => self.rotateKeys(), keyView: () => keys.view(), health: () => ({ status: draining ? 'draining' : memory.shedding ? 'shedding' : 'ok', node: nodeId, store: store.kind, hot: hot.kind, agents: agents.size }),
         });
         self.internalUrl = internal.url;
         metrics.enableProcessMetrics();

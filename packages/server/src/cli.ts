@@ -21,6 +21,9 @@ import { heapLimitBytes } from './edge/memory-guard.ts';
 import { forkWorker, MAX_WORKERS, parseWorkerCount, reportReady, REUSE_PORT_PLATFORMS, superviseWorkers, workerRole } from './workers.ts';
 
 const MIB = 1024 * 1024;
+/** `--heartbeat` bounds, seconds: often enough to notice a dead peer, never so often it is the load. */
+const MIN_HEARTBEAT_S = 5;
+const MAX_HEARTBEAT_S = 600;
 /** Longest `--drain-timeout`, seconds. */
 const MAX_DRAIN_TIMEOUT_S = 3600;
 /** With `--workers`: time a worker has past its drain timeout to close before the primary kills it, ms. */
@@ -80,6 +83,9 @@ Options (environment variable in brackets):
   --drain-timeout S    on SIGTERM/SIGINT, longest wait for running tasks before agents are told to
                        reconnect elsewhere and the node stops; a second signal stops at once
                        (see docs/PRODUCTION.md)                            [PALISADE_DRAIN_TIMEOUT] (default ${DEFAULTS.shutdownDrainMs / 1000})
+  --heartbeat S        seconds between pings to each agent connection; one that missed the last
+                       pong is dropped. Longer: less idle work per connection (many agents)
+                       behind a proxy whose idle timeout is longer still   [PALISADE_HEARTBEAT] (default ${DEFAULTS.heartbeatMs / 1000})
   --workers N          worker processes on this machine, all on one port: a number from 1 to ${MAX_WORKERS},
                        or auto (one per core); more than 1 needs --redis or --redis-sentinel
                        (see docs/WORKERS.md)                               [PALISADE_WORKERS] (default 1)
@@ -110,7 +116,7 @@ async function main(argv: string[]): Promise<number> {
       production: { type: 'boolean' }, 'trust-proxy': { type: 'string', multiple: true },
       'max-connections': { type: 'string' }, 'max-connections-per-user': { type: 'string' }, 'max-connections-per-ip': { type: 'string' },
       'memory-high-water': { type: 'string' }, 'rate-limits': { type: 'string' }, 'max-tasks-per-user': { type: 'string' }, 'max-tasks-per-agent': { type: 'string' },
-      workers: { type: 'string' }, 'drain-timeout': { type: 'string' },
+      workers: { type: 'string' }, 'drain-timeout': { type: 'string' }, heartbeat: { type: 'string' },
     },
   });
   if (values.help) {
@@ -139,6 +145,7 @@ async function main(argv: string[]): Promise<number> {
   const refreshTokenTtl = ttl('refresh-token-ttl', values['refresh-token-ttl'] ?? env.PALISADE_REFRESH_TOKEN_TTL, 3600, 365 * 24 * 3600);
   const drainTimeout = ttl('drain-timeout', values['drain-timeout'] ?? env.PALISADE_DRAIN_TIMEOUT, 0, MAX_DRAIN_TIMEOUT_S);
   const shutdownDrainMs = drainTimeout === undefined ? undefined : drainTimeout * 1000;
+  const heartbeat = ttl('heartbeat', values.heartbeat ?? env.PALISADE_HEARTBEAT, MIN_HEARTBEAT_S, MAX_HEARTBEAT_S);
   const insecureHttp = values['insecure-http'] ?? env.PALISADE_INSECURE_HTTP === '1';
   const production = values.production ?? (env.PALISADE_ENV === 'production' || env.NODE_ENV === 'production');
   const count = (flag: string, raw: string | undefined): number | undefined => {
@@ -299,6 +306,7 @@ async function main(argv: string[]): Promise<number> {
     accessTokenTtl,
     refreshTokenTtl,
     shutdownDrainMs,
+    ...(heartbeat === undefined ? {} : { heartbeatMs: heartbeat * 1000 }),
     logLevel: values['log-level'] ?? env.PALISADE_LOG_LEVEL,
   });
   // Signals are handled before anything is printed, so a stop right after start is still clean.
@@ -435,7 +443,7 @@ function banner(server: Palisade, insecureHttp: boolean): string {
   const lines: string[] = [];
   const out = { write: (text: string) => void lines.push(text) };
   out.write(`\nPalisade is running at ${url}\n`);
-  out.write(`  OAuth issuer   ${server.issuer}\n  API            ${url}/api/v1\n  Agents         ${url.replace(/^http/, 'ws')}/ws/agent\n`);
+  out.write(`  OAuth issuer   ${server.issuer}\n  API            ${url}/api/v1\n  Agents         ${url.replace(/^http/, 'ws')}/ws/agent (a ping every ${server.config.heartbeatMs / 1000} s)\n`);
   out.write(`  Data           ${server.store.kind === 'postgres' ? 'PostgreSQL' : `${server.config.dataDir} (SQLite)`}, ${server.recipes.list().length} recipe(s)\n`);
   out.write(`  Hot state      ${server.hot.kind === 'redis' ? `Redis${server.config.redisSentinels?.length ? ` via Sentinel (${server.config.redisSentinelName ?? 'mymaster'})` : ''}, sessions and tokens kept there` : 'in this process (one node)'}\n`);
   if (server.internalUrl) out.write(`  Internal       ${server.internalUrl} (mutual TLS: /metrics, /internal/v1/*)\n`);

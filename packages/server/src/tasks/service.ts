@@ -352,6 +352,8 @@ export class TaskService {
           const back = this.#o.agents.get(agent.id);
           if (t && t.agentId === agent.id && (t.state === 'dispatched' || t.state === 'running') && !back?.inFlight.has(taskId)) {
             await this.#requeueOrFail(t, 'the agent disconnected');
+          } else if (!back?.inFlight.has(taskId)) {
+            this.#letGo(taskId);
           }
         })().catch((e: unknown) => this.#o.log.error({ err: e, taskId }, 'handling a lost agent failed'));
       }, this.#o.config.reconnectGraceMs);
@@ -488,7 +490,7 @@ export class TaskService {
     if (!c) return [];
     const entries = (await this.#o.presence.forUser(userId))
       .filter((e) => e.nodeId !== c.nodeId && (pinned === undefined || e.agentId === pinned) && !this.#o.agents.get(e.agentId));
-    const alive = await this.#aliveNodes([...new Set(entries.map((e) => e.nodeId))]);
+    const alive = await this.#aliveNodes(entries);
     return entries.map((e) => ({ agentId: e.agentId, nodeId: e.nodeId, grants: e.grants ?? [], alive: alive.has(e.nodeId) }));
   }
 
@@ -499,13 +501,14 @@ export class TaskService {
   async present(userId: string): Promise<PresenceEntry[]> {
     const entries = await this.#o.presence.forUser(userId);
     if (!this.#o.cluster) return entries;
-    const alive = await this.#aliveNodes([...new Set(entries.map((e) => e.nodeId))]);
+    const alive = await this.#aliveNodes(entries);
     return entries.filter((e) => alive.has(e.nodeId));
   }
 
-  /** Which of `ids` are alive: this node is; others as read from `nodes`, each reading kept one beat. */
-  async #aliveNodes(ids: string[]): Promise<Set<string>> {
+  /** Which of the entries' nodes are alive: this node is; others as read from `nodes`, each reading kept one beat. */
+  async #aliveNodes(entries: readonly PresenceEntry[]): Promise<Set<string>> {
     const c = this.#o.cluster!;
+    const ids = [...new Set(entries.map((e) => e.nodeId))];
     // Just after this node's own Redis outage the others may not have beaten again yet (as for the
     // sweep, below): all count as alive meanwhile.
     if (Date.now() - this.#beatingSince < this.#beatGraceMs) return new Set(ids);
@@ -766,6 +769,16 @@ export class TaskService {
     if (!f || --f.refs > 0) return;
     this.#following.delete(taskId);
     void f.stop.then((stop) => stop()).catch((e: unknown) => this.#o.log.warn({ err: e, taskId }, 'unsubscribing from a task failed'));
+    this.#letGo(taskId);
+  }
+
+  /**
+   * This node hears no more of a task that has not ended here (it follows it no more, nobody here
+   * listens, and it does not hold it): the events it kept are let go after the retention like an
+   * ended task's, instead of staying until the cap pushes them out.
+   */
+  #letGo(taskId: string): void {
+    if (!this.#following.has(taskId) && !this.#listeners.has(taskId) && !this.#live.has(taskId)) this.#historyEnded(taskId);
   }
 
   #onBusEvent(taskId: string, raw: string): void {
@@ -827,7 +840,11 @@ export class TaskService {
       return;
     }
     const moved = await this.#move(t, 'queued', { agentId: undefined, nodeId: undefined });
-    if (!moved) return;
+    if (!moved) {
+      // Moved on meanwhile (its agent took it back through another node, or it ended there).
+      this.#letGo(t.id);
+      return;
+    }
     this.#o.log.warn({ taskId: t.id, reason }, 'task requeued');
     this.#publish({ type: 'state', taskId: t.id, state: 'queued', at: moved.updatedAt });
     await this.#tryDispatch(moved);
@@ -984,6 +1001,9 @@ export class TaskService {
       this.#prune(at);
       this.#history.set(id, (h = { events: [], next: 0 }));
     }
+    // Let go (#letGo, #historyEnded) but heard of again (dispatched to an agent here after all):
+    // kept again. (A task that really ended has no events after its end.)
+    if (event.type !== 'end' && h.endedAt !== undefined) h.endedAt = undefined;
     const seq = h.next++;
     const kept: TaskEvent = event.type === 'end' ? { type: 'end', task: { ...event.task, result: undefined } } : event;
     h.events.push({ seq, event: kept });

@@ -28,8 +28,9 @@ describe('palisade-server CLI', () => {
   it('starts on TLS with a generated CA, prints the setup link, and stops cleanly on SIGTERM', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'palisade-cli-'));
     try {
-      const r = await run(['start', '--port', '0', '--data-dir', dir], /setup\?token=\S+\n/);
+      const r = await run(['start', '--port', '0', '--data-dir', dir, '--heartbeat', '45'], /setup\?token=\S+\n/);
       assert.match(r.stderr, /Palisade is running at https:\/\/127\.0\.0\.1:\d+/);
+      assert.match(r.stderr, /Agents +wss:\/\/127\.0\.0\.1:\d+\/ws\/agent \(a ping every 45 s\)/, '--heartbeat reaches the server');
       assert.match(r.stderr, /development CA at .*ca\.crt \(generated now\)/);
       assert.match(r.stderr, /one-time link/);
       assert.match(r.stderr, /shutting down/);
@@ -48,6 +49,8 @@ describe('palisade-server CLI', () => {
       [['start', '--max-tasks-per-agent', '2.5'], /--max-tasks-per-agent must be a whole number from 1/],
       [['start', '--database', 'postgres://127.0.0.1/x', '--database-pool', '0'], /--database-pool must be a whole number from 1/],
       [['start', '--database-pool', '4'], /--database-pool goes with --database/],
+      [['start', '--heartbeat', '4'], /--heartbeat must be a whole number of seconds from 5 to 600, not "4"/],
+      [['start', '--heartbeat', '601'], /--heartbeat must be a whole number of seconds from 5 to 600/],
       [['start', '--bogus'], /Unknown option '--bogus'/],
       [['stop'], /unknown command "stop"/],
     ] as const) {

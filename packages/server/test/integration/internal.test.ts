@@ -17,12 +17,18 @@ let pki: TestPki;
 let other: TestPki;
 let t: TestServer;
 let srv: ReturnType<TestPki['server']>;
+const HIGH_WATER = 512 * 1024 * 1024;
+let heap = 16 * 1024 * 1024;
 
 before(async () => {
   pki = makePki();
   other = makePki();
   srv = pki.server('server');
-  t = await startTestServer({ tlsKeyFile: srv.keyFile, tlsCertFile: srv.certFile, internalPort: 0, internalCaFile: pki.caFile });
+  t = await startTestServer({
+    tlsKeyFile: srv.keyFile, tlsCertFile: srv.certFile, internalPort: 0, internalCaFile: pki.caFile,
+    // A heap figure the health test moves across the high-water mark.
+    memoryHighWaterBytes: HIGH_WATER, memorySampleMs: 60_000, memorySampler: () => ({ heapUsed: heap, rss: heap }),
+  });
 });
 after(async () => {
   await t?.close();
@@ -117,6 +123,18 @@ test('node role: health yes, metrics no', async () => {
   const metrics = await call('GET', '/metrics', node);
   assert.equal(metrics.status, 403);
   assert.equal((JSON.parse(metrics.body) as { code: string }).code, 'PAL_ERR_FORBIDDEN');
+});
+
+test('health says when the node sheds new work (above the memory high-water mark), and when it is back', async () => {
+  const node = pki.client('node-3', 'node');
+  const status = async () => (JSON.parse((await call('GET', '/internal/v1/health', node)).body) as { status: string }).status;
+  assert.equal(await status(), 'ok');
+  heap = HIGH_WATER + 1;
+  t.server.memory.sample();
+  assert.equal(await status(), 'shedding');
+  heap = 16 * 1024 * 1024;
+  t.server.memory.sample();
+  assert.equal(await status(), 'ok');
 });
 
 test('admin role: POST /internal/v1/keys/rotate rotates the signing keys (the node\'s rotateKeys)', async () => {

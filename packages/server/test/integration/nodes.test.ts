@@ -191,6 +191,34 @@ describe('two nodes sharing PostgreSQL and Redis', { skip }, () => {
     }
   });
 
+  it("a watcher on node A that leaves before the end of a task running on B: A lets go of the events it kept", async () => {
+    const client = await apiClient(a, 'watcher leaves');
+    const ext = await deviceLogin(a, 'palisade-extension', 'openid offline_access agent');
+    const agent = await SyntheticAgent.connect({ url: b.url, token: ext.access_token, ca: b.server.tls?.ca, grants: [SITE], onTask: () => 'ignore' });
+    try {
+      // Submitted on B, to B's own agent: A takes no part but for the watcher.
+      const task = (await (await submit(b, client.token)).json()) as { id: string };
+      await until(async () => (await stateOn(a, client.token, task.id)) === 'running', 'running on B');
+      const watching = new AbortController();
+      const stream = await a.fetch(`/api/v1/tasks/${task.id}/events`, { token: client.token, signal: watching.signal });
+      const reader = stream.body!.getReader();
+      await until(async () => a.server.tasks.openHandles.following === 1, 'A follows the task');
+      // An event A hears while it follows: A keeps it (a late watcher could ask for it again).
+      agent.send({ type: 'task.progress', taskId: task.id, step: 0, stepType: 'navigate', status: 'done', elapsedMs: 1 });
+      let seen = '';
+      while (!seen.includes('event: progress')) seen += new TextDecoder().decode((await reader.read()).value);
+      assert.equal(a.server.tasks.openHandles.unended, 1, 'A keeps the events of a task it follows');
+      watching.abort();
+      await until(async () => a.server.tasks.openHandles.following === 0, 'A stops following when its watcher leaves');
+      agent.send({ type: 'task.result', taskId: task.id, outcome: 'succeeded', result: { outputs: {}, artifacts: [], timings: { totalMs: 1, steps: [] } } });
+      await until(async () => (await stateOn(a, client.token, task.id)) === 'succeeded', 'done on B');
+      // A heard nothing of the end: without letting go, its history stayed until the 1,000-task cap.
+      assert.deepEqual([a.server.tasks.openHandles.unended, b.server.tasks.openHandles.unended], [0, 0]);
+    } finally {
+      agent.close();
+    }
+  });
+
   it('a duplicate dispatch message (at-least-once delivery) never runs a task twice', async () => {
     const client = await apiClient(a, 'duplicates');
     const ext = await deviceLogin(a, 'palisade-extension', 'openid offline_access agent');

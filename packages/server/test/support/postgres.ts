@@ -22,8 +22,8 @@ export async function postgresSkip(what: string): Promise<false | string> {
 }
 
 /** Drops a schema a test created. */
-export async function dropSchema(schema: string): Promise<void> {
-  const c = new pg.Client({ connectionString: POSTGRES_URL });
+export async function dropSchema(schema: string, url = POSTGRES_URL): Promise<void> {
+  const c = new pg.Client({ connectionString: url });
   await c.connect();
   await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
   await c.end();
