@@ -63,6 +63,8 @@ const { values } = parseArgs({
 const STEPS = values.steps.split(',').map(Number);
 const PER_PROCESS = Number(values['per-process']);
 const SETTLE_S = Number(values.settle);
+/** Source addresses per load process. */
+const ADDRESSES = 4;
 const CONCURRENCY = Number(values.concurrency);
 const TLS = values.tls;
 const SUPERVISORS = Number(values.supervisors);
@@ -245,8 +247,11 @@ async function load(port: number, count: number, token: string, ca?: string): Pr
   connecting = drivers;
   const results = await Promise.all(Array.from({ length: n }, (_, i) => {
     const share = Math.floor(count / n) + (i < count % n ? 1 : 0);
-    // 127.<block>.<driver>.1 and .2: two source addresses, ~56,000 ports, for ≤ 19,000 connections.
-    const localAddresses = [1, 2].map((h) => `127.${10 + (addressBlock % 200)}.${i + 1}.${h}`);
+    // 127.<block>.<driver>.1 … .<ADDRESSES>: each address has ~28,000 ephemeral ports, but a bind to
+    // port 0 searches the even half first and slows to a crawl as that half fills (the 2026-12-06
+    // runs stalled at ~7,200 connections per address, ~14,400 per driver): four addresses keep each
+    // under ~5,000 of them.
+    const localAddresses = Array.from({ length: ADDRESSES }, (_, h) => `127.${10 + (addressBlock % 200)}.${i + 1}.${h + 1}`);
     const d = fork(DRIVER, [], { env: { ...process.env, BENCH_CONN: JSON.stringify({ port, count: share, localAddresses, token, concurrency: CONCURRENCY, ...(ca ? { ca } : {}) }) }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     children.add(d);
     drivers.push(d);
@@ -554,7 +559,7 @@ const out = `- runs (the last column of the table): ${runs.map((r, i) => `(${i +
 - ${TLS ? 'both sides over TLS 1.3 (Palisade\'s generated development certificate, the same key and certificate for the bare servers)' : 'both sides plain WebSocket (Palisade with `--insecure-http`, as behind a TLS-terminating load balancer)'}
 - Palisade: \`palisade-server start --workers N --redis redis://127.0.0.1:6379 --redis-prefix <fresh> --max-connections ${Math.min(19_000, PER_PROCESS + 1000)} --max-connections-per-user … --max-connections-per-ip … --rate-limits FILE --access-token-ttl 7200 --log-level warn --heartbeat ${values.heartbeat}${TLS ? '' : ' --insecure-http'}${values.database ? ` --database <PostgreSQL> --database-pool ${values['database-pool']}` : ''}\` in a fresh data folder (${values.database ? `durable store in PostgreSQL, a fresh schema; ${values['database-pool']} + 2 connections per worker` : 'SQLite'})${SUPERVISORS > 1 ? `, the workers split over ${SUPERVISORS} such commands on the same port (and data folder), started one after another: each worker must be ready within 60 s of its start, and on this shared machine 27 starting at once were not` : ''}; the WebSocket upgrade rate limits raised to 10,000,000 a minute per IP and per user (still checked in Redis for every upgrade); ${values.heartbeat === '30' ? 'heartbeat (a ping every 30 s), ' : `a ping every ${values.heartbeat} s (default 30), `}auth timeout and every other setting at its default. Every connection is an agent of one user with one agent-scoped access token from the device grant (admin created through the setup page, the extension's device code approved through the sign-in and consent pages), offered in the bearer subprotocol; each sends \`hello\` with its own instanceId (so each is its own agent: a row in the agents table and a presence entry in Redis) and waits for \`welcome\`
 - bare ws: \`bench/ws-bare.server.ts\` — \`ws\` ${JSON.parse(readFileSync(new URL('../node_modules/ws/package.json', import.meta.url), 'utf8')).version} on \`node:http\`, the same port sharing, the same wire exchange (subprotocol, hello answered by a welcome frame) and a ping every ${values.heartbeat} s; nothing else
-- load: \`bench/connections.driver.ts\` processes of ≤ ${PER_PROCESS} connections each, each from its own two 127.x.y.z source addresses, ${CONCURRENCY} upgrades in flight per process; a minimal WebSocket client over \`net\` (a few fields per connection) answering pings
+- load: \`bench/connections.driver.ts\` processes of ≤ ${PER_PROCESS} connections each, each from its own ${ADDRESSES} 127.x.y.z source addresses, ${CONCURRENCY} upgrades in flight per process; a minimal WebSocket client over \`net\` (a few fields per connection) answering pings
 - RSS: VmRSS from \`/proc/<pid>/status\` summed over the server processes (Palisade: its workers and their supervising primary), idle = started (Palisade: after the sign-ins), before connecting; loaded = all connected, then ${SETTLE_S} s idle; per connection = (loaded − idle) / connections held at the end. Then a full garbage collection in every server process (through its inspector: \`NODE_OPTIONS=--inspect-port=127.0.0.1:0\`, opened by SIGUSR1, \`HeapProfiler.collectGarbage\`; also done at idle, before the idle figures) and RSS again, with V8's heap in use (\`process.memoryUsage().heapUsed\`, summed): "after full GC". KB = 1000 bytes, KiB = 1024. "dropped while idle": connections up at the end of the connect phase but closed by the end of the idle period
 
 ${table(head, body)}
