@@ -1001,9 +1001,9 @@ export class TaskService {
       this.#prune(at);
       this.#history.set(id, (h = { events: [], next: 0 }));
     }
-    // Let go (#letGo, #historyEnded) but heard of again (dispatched to an agent here after all):
-    // kept again. (A task that really ended has no events after its end.)
-    if (event.type !== 'end' && h.endedAt !== undefined) h.endedAt = undefined;
+    // Every event heard restarts the history's retention: one let go (#letGo) but heard of again
+    // (dispatched to an agent here after all) is kept again; an end starts it afresh below.
+    h.endedAt = undefined;
     const seq = h.next++;
     const kept: TaskEvent = event.type === 'end' ? { type: 'end', task: { ...event.task, result: undefined } } : event;
     h.events.push({ seq, event: kept });
@@ -1011,10 +1011,7 @@ export class TaskService {
       const i = h.events.findIndex((e) => e.event.type === 'progress');
       h.events.splice(i >= 0 ? i : 0, 1);
     }
-    if (event.type === 'end') {
-      h.endedAt = at;
-      this.#ended.push([id, at]);
-    }
+    if (event.type === 'end') this.#historyEnded(id);
     return seq;
   }
 
