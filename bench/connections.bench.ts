@@ -214,8 +214,8 @@ async function inspect(url: string, methods: [string, Record<string, unknown>][]
   return out;
 }
 const inspectorOf = new Map<number, string>();
-/** Full GC in each process (one at a time); returns the summed V8 heap in use after it. */
-async function collectGarbage(pids: number[], urls: InspectorUrls): Promise<number> {
+/** Full GC in each process (one at a time; with `collect` false, none); returns the summed V8 heap in use after it. */
+async function collectGarbage(pids: number[], urls: InspectorUrls, collect = true): Promise<number> {
   let heap = 0;
   for (const pid of pids) {
     let url = inspectorOf.get(pid);
@@ -225,7 +225,8 @@ async function collectGarbage(pids: number[], urls: InspectorUrls): Promise<numb
       if (!url) throw new Error(`process ${pid} opened no inspector`);
       inspectorOf.set(pid, url);
     }
-    const [, mem] = await inspect(url, [['HeapProfiler.collectGarbage', {}], ['Runtime.evaluate', { expression: 'JSON.stringify(process.memoryUsage())', returnByValue: true }]]) as [unknown, { result: { value: string } }];
+    const read: [string, Record<string, unknown>] = ['Runtime.evaluate', { expression: 'JSON.stringify(process.memoryUsage())', returnByValue: true }];
+    const mem = (await inspect(url, collect ? [['HeapProfiler.collectGarbage', {}], read] : [read])).at(-1) as { result: { value: string } };
     heap += (JSON.parse(mem.result.value) as { heapUsed: number }).heapUsed;
   }
   return heap;
@@ -233,7 +234,7 @@ async function collectGarbage(pids: number[], urls: InspectorUrls): Promise<numb
 
 // ── the load side ────────────────────────────────────────────────────────────────────────────
 let addressBlock = 0;
-interface LoadResult { open: number; failed: number; reasons: Record<string, number>; seconds: number; drivers: ChildProcess[] }
+interface LoadResult { open: number; failed: number; reasons: Record<string, number>; retries: Record<string, number>; seconds: number; drivers: ChildProcess[] }
 /** Opens `count` connections from ceil(count / PER_PROCESS) driver processes, each from fresh source addresses. */
 async function load(port: number, count: number, token: string, ca?: string): Promise<LoadResult> {
   const n = Math.ceil(count / PER_PROCESS);
@@ -260,15 +261,18 @@ async function load(port: number, count: number, token: string, ca?: string): Pr
       if (m.progress) open.v = m.progress.open;
     });
     progressOf.push(open);
-    return nextMessage(d, (m) => (m as { done?: { open: number; failed: number; reasons: Record<string, number> } }).done);
+    return nextMessage(d, (m) => (m as { done?: { open: number; failed: number; reasons: Record<string, number>; retries: Record<string, number> } }).done);
   }));
   clearTimeout(halt);
   connecting = [];
   const seconds = (performance.now() - started) / 1000;
   progressOf.length = 0;
-  const reasons: Record<string, number> = {};
-  for (const r of results) for (const [k, v] of Object.entries(r.reasons)) reasons[k] = (reasons[k] ?? 0) + v;
-  return { open: results.reduce((a, r) => a + r.open, 0), failed: results.reduce((a, r) => a + r.failed, 0), reasons, seconds, drivers };
+  const sum = (pick: (r: (typeof results)[number]) => Record<string, number>) => {
+    const out: Record<string, number> = {};
+    for (const r of results) for (const [k, v] of Object.entries(pick(r))) out[k] = (out[k] ?? 0) + v;
+    return out;
+  };
+  return { open: results.reduce((a, r) => a + r.open, 0), failed: results.reduce((a, r) => a + r.failed, 0), reasons: sum((r) => r.reasons), retries: sum((r) => r.retries), seconds, drivers };
 }
 const progressOf: { v: number }[] = [];
 const progressTimer = setInterval(() => {
@@ -302,6 +306,8 @@ interface Row {
   open: number;
   failed: number;
   reasons: Record<string, number>;
+  /** "Try again" refusals the load generator retried with backoff, by reason (absent in runs before it retried). */
+  retries?: Record<string, number>;
   dropped: number;
   connectSeconds: number;
   idleRss: number;
@@ -315,6 +321,8 @@ interface Row {
   gcRss: number;
   gcHeap: number;
   idleHeap: number;
+  /** V8 heap in use, summed, loaded (before the full GC; absent in runs before it was read). */
+  loadedHeap?: number;
   /** The run that measured it (several runs' rows can share the section: --add). */
   run: string;
 }
@@ -328,13 +336,13 @@ async function measure(server: Row['server'], target: number, processes: number,
   const redisBefore = extra.redis ? await redisMemory(extra.redis) : undefined;
   log(`${server}: ${processes} processes, idle RSS ${(idleRss / MIB).toFixed(0)} MiB; connecting ${target}`);
   const l = await load(port, target, token, ca);
-  log(`${server}: ${l.open} open, ${l.failed} failed in ${l.seconds.toFixed(1)} s (${Math.round(l.open / l.seconds)}/s)${l.failed ? ` ${JSON.stringify(l.reasons)}` : ''}; idle ${SETTLE_S} s`);
+  log(`${server}: ${l.open} open, ${l.failed} failed in ${l.seconds.toFixed(1)} s (${Math.round(l.open / l.seconds)}/s)${l.failed ? ` ${JSON.stringify(l.reasons)}` : ''}${Object.keys(l.retries).length ? `; retried ${JSON.stringify(l.retries)}` : ''}; idle ${SETTLE_S} s`);
   await sleep(SETTLE_S * 1000);
   const s = await stillOpen(l.drivers);
   const loadedRss = pids().reduce((a, p) => a + rssOf(p), 0);
   const socks = pids().map(socketsOf).filter((x) => x > 100);
   const row: Row = {
-    server, target, processes, open: s.open, failed: l.failed, reasons: l.reasons, dropped: s.dropped, connectSeconds: l.seconds, idleRss, loadedRss,
+    server, target, processes, open: s.open, failed: l.failed, reasons: l.reasons, retries: l.retries, dropped: s.dropped, connectSeconds: l.seconds, idleRss, loadedRss,
     perProcessSockets: { min: Math.min(...socks), max: Math.max(...socks) },
     availableAfter: meminfo().available,
     gcRss: 0,
@@ -348,13 +356,14 @@ async function measure(server: Row['server'], target: number, processes: number,
     row.redisKeys = await countPrefix(extra.prefix!);
   }
   log(`${server}: after ${SETTLE_S} s idle ${s.open} open (${s.dropped} dropped), loaded RSS ${(loadedRss / MIB).toFixed(0)} MiB → ${((loadedRss - idleRss) / s.open / 1024).toFixed(2)} KiB/connection; available ${(row.availableAfter / MIB).toFixed(0)} MiB`);
+  row.loadedHeap = await collectGarbage(workerPids(), urls, false);
   row.gcHeap = await collectGarbage(workerPids(), urls);
   await sleep(2000);
   row.gcRss = pids().reduce((a, p) => a + rssOf(p), 0);
   const after = await stillOpen(l.drivers);
   row.open = after.open;
   row.dropped = after.dropped;
-  log(`${server}: after a full GC in each: RSS ${(row.gcRss / MIB).toFixed(0)} MiB → ${((row.gcRss - idleRss) / row.open / 1024).toFixed(2)} KiB/connection; V8 heap in use ${(row.gcHeap / MIB).toFixed(0)} MiB (${((row.gcHeap - idleHeap) / row.open / 1024).toFixed(2)} KiB/connection); ${row.open} open`);
+  log(`${server}: after a full GC in each: RSS ${(row.gcRss / MIB).toFixed(0)} MiB → ${((row.gcRss - idleRss) / row.open / 1024).toFixed(2)} KiB/connection; V8 heap in use ${(row.gcHeap / MIB).toFixed(0)} MiB (loaded, before it: ${((row.loadedHeap ?? 0) / MIB).toFixed(0)} MiB) (${((row.gcHeap - idleHeap) / row.open / 1024).toFixed(2)} KiB/connection); ${row.open} open`);
   return { row, drivers: l.drivers };
 }
 
@@ -552,6 +561,7 @@ const body = all.map((r) => {
 });
 const redisRows = all.filter((r) => r.redisAfter !== undefined).map((r) => [r.open.toLocaleString('en'), mib(r.redisBefore!), mib(r.redisAfter!), String(r.redisKeys), ((r.redisAfter! - r.redisBefore!) / r.open).toFixed(0)]);
 const failures = all.filter((r) => r.failed > 0).map((r) => `- ${r.server}, ${r.target}: ${JSON.stringify(r.reasons)}`);
+const retried = all.filter((r) => Object.keys(r.retries ?? {}).length > 0).map((r) => `- ${r.server}, ${r.target} (run ${runs.indexOf(r.run) + 1}): ${JSON.stringify(r.retries)}`);
 const out = `- runs (the last column of the table): ${runs.map((r, i) => `(${i + 1}) ${r}`).join('; ')}
 - ${machine()}; this run: 1-minute load average at start ${loadAtStart.toFixed(2)}; memory ${mib(memAtStart.total)} MiB, available at start ${mib(memAtStart.available)} MiB, lowest during the run ${mib(lowestAvailable)} MiB
 - server processes (both sides) run with \`NODE_OPTIONS=${INSPECT_ENV.NODE_OPTIONS}\`
@@ -559,7 +569,7 @@ const out = `- runs (the last column of the table): ${runs.map((r, i) => `(${i +
 - ${TLS ? 'both sides over TLS 1.3 (Palisade\'s generated development certificate, the same key and certificate for the bare servers)' : 'both sides plain WebSocket (Palisade with `--insecure-http`, as behind a TLS-terminating load balancer)'}
 - Palisade: \`palisade-server start --workers N --redis redis://127.0.0.1:6379 --redis-prefix <fresh> --max-connections ${Math.min(19_000, PER_PROCESS + 1000)} --max-connections-per-user … --max-connections-per-ip … --rate-limits FILE --access-token-ttl 7200 --log-level warn --heartbeat ${values.heartbeat}${TLS ? '' : ' --insecure-http'}${values.database ? ` --database <PostgreSQL> --database-pool ${values['database-pool']}` : ''}\` in a fresh data folder (${values.database ? `durable store in PostgreSQL, a fresh schema; ${values['database-pool']} + 2 connections per worker` : 'SQLite'})${SUPERVISORS > 1 ? `, the workers split over ${SUPERVISORS} such commands on the same port (and data folder), started one after another: each worker must be ready within 60 s of its start, and on this shared machine 27 starting at once were not` : ''}; the WebSocket upgrade rate limits raised to 10,000,000 a minute per IP and per user (still checked in Redis for every upgrade); ${values.heartbeat === '30' ? 'heartbeat (a ping every 30 s), ' : `a ping every ${values.heartbeat} s (default 30), `}auth timeout and every other setting at its default. Every connection is an agent of one user with one agent-scoped access token from the device grant (admin created through the setup page, the extension's device code approved through the sign-in and consent pages), offered in the bearer subprotocol; each sends \`hello\` with its own instanceId (so each is its own agent: a row in the agents table and a presence entry in Redis) and waits for \`welcome\`
 - bare ws: \`bench/ws-bare.server.ts\` — \`ws\` ${JSON.parse(readFileSync(new URL('../node_modules/ws/package.json', import.meta.url), 'utf8')).version} on \`node:http\`, the same port sharing, the same wire exchange (subprotocol, hello answered by a welcome frame) and a ping every ${values.heartbeat} s; nothing else
-- load: \`bench/connections.driver.ts\` processes of ≤ ${PER_PROCESS} connections each, each from its own ${ADDRESSES} 127.x.y.z source addresses, ${CONCURRENCY} upgrades in flight per process; a minimal WebSocket client over \`net\` (a few fields per connection) answering pings
+- load: \`bench/connections.driver.ts\` processes of ≤ ${PER_PROCESS} connections each, each from its own ${ADDRESSES} 127.x.y.z source addresses, ${CONCURRENCY} upgrades in flight per process; a minimal WebSocket client over \`net\` (a few fields per connection) answering pings; a "try again" refusal (upgrade 503, close 1013, an error frame \`PAL_ERR_UNAVAILABLE\`) retried as the extension retries it (its own backoff: from 0.5 s doubling to 30 s, equal jitter), up to 6 attempts
 - RSS: VmRSS from \`/proc/<pid>/status\` summed over the server processes (Palisade: its workers and their supervising primary), idle = started (Palisade: after the sign-ins), before connecting; loaded = all connected, then ${SETTLE_S} s idle; per connection = (loaded − idle) / connections held at the end. Then a full garbage collection in every server process (through its inspector: \`NODE_OPTIONS=--inspect-port=127.0.0.1:0\`, opened by SIGUSR1, \`HeapProfiler.collectGarbage\`; also done at idle, before the idle figures) and RSS again, with V8's heap in use (\`process.memoryUsage().heapUsed\`, summed): "after full GC". KB = 1000 bytes, KiB = 1024. "dropped while idle": connections up at the end of the connect phase but closed by the end of the idle period
 
 ${table(head, body)}
@@ -567,7 +577,7 @@ ${table(head, body)}
 Palisade's Redis (\`used_memory\`, the whole server; presence entries and per-user sets):
 
 ${table(['connections', 'before (MiB)', 'after (MiB)', 'keys under the prefix', 'bytes per connection'], redisRows)}
-${failures.length ? `\nFailures (connect phase):\n\n${failures.join('\n')}\n` : ''}
+${failures.length ? `\nFailures (connect phase):\n\n${failures.join('\n')}\n` : ''}${retried.length ? `\nRefusals retried with the extension's backoff (connect phase; "try again" answers — 503, close 1013, \`PAL_ERR_UNAVAILABLE\` — retried up to 6 attempts per connection; a connection that got through later counts only here):\n\n${retried.join('\n')}\n` : ''}
 ${earlierText ? `\n### An earlier run, as it wrote its figures\n\n${earlierText}\n` : ''}
 <!-- connections-rows ${JSON.stringify(all)} -->`;
 process.stdout.write(`${out}\n`);

@@ -12,6 +12,12 @@
  * pongs (the server's heartbeat), any other frame is ignored. The bare baseline gets exactly the
  * same bytes.
  *
+ * A refusal that says "try again" — an upgrade answered 503, a close 1013, an error frame
+ * `PAL_ERR_UNAVAILABLE` (the server shedding load, or a store call timing out during the storm) — is
+ * retried as the extension retries it: after the extension's own backoff (exponential from 0.5 s,
+ * capped at 30 s, equal jitter), up to `MAX_ATTEMPTS` attempts; every retry is counted by reason.
+ * Any other failure is final.
+ *
  * Input: `BENCH_CONN` (JSON, below). Over IPC it reports `{ progress }` while connecting, `{ done }`
  * when every connection has been tried (or, told `{ ask: 'halt' }`, when those under way are done),
  * and answers `{ ask: 'count' }` with how many are open and `{ ask: 'stop' }` by closing everything
@@ -20,6 +26,8 @@
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { randomBytes, randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { backoffDelay } from '../packages/extension/src/worker/backoff.ts';
 
 interface Input {
   port: number;
@@ -37,6 +45,10 @@ const input = JSON.parse(process.env.BENCH_CONN ?? '{}') as Input;
 const HOST = '127.0.0.1';
 const PATH = '/ws/agent';
 const UPGRADE_TIMEOUT_MS = 60_000;
+/** Attempts per connection when the server says "try again" (the last waits ~16 s after the one before). */
+const MAX_ATTEMPTS = 6;
+/** Refusals a real agent retries: the server is shedding load or a store is briefly unreachable. */
+const retryable = (reason: string) => reason.startsWith('upgrade 503') || reason.startsWith('closed 1013') || reason.includes('PAL_ERR_UNAVAILABLE');
 
 const request = (): string => `GET ${PATH} HTTP/1.1\r\nHost: ${HOST}:${input.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n`
   + `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n`
@@ -68,17 +80,33 @@ const hello = () => frame(0x1, Buffer.from(JSON.stringify({
 
 let open = 0;
 let failed = 0;
+/** Told to stop opening connections (the benchmark's deadline): those under way finish, no more start. */
+let halted = false;
 /** Connections that were up and later closed (by the server, a missed pong, …). */
 let dropped = 0;
 const reasons = new Map<string, number>();
+/** Refusals that were retried, by reason (a connection that got through on a later attempt counts here only). */
+const retries = new Map<string, number>();
 const sockets = new Set<Socket>();
-const fail = (reason: string) => {
-  failed++;
-  reasons.set(reason, (reasons.get(reason) ?? 0) + 1);
-};
+const count = (m: Map<string, number>, reason: string) => m.set(reason, (m.get(reason) ?? 0) + 1);
 
-/** Opens one connection; resolves once it is up (welcome received) or has failed. */
-function one(localAddress: string): Promise<void> {
+/** Opens one connection, retrying "try again" refusals with backoff; resolves once it is up or has failed for good. */
+async function connectOne(localAddress: string): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    const reason = await one(localAddress);
+    if (reason === undefined) return;
+    if (!retryable(reason) || attempt + 1 >= MAX_ATTEMPTS || halted) {
+      failed++;
+      count(reasons, reason);
+      return;
+    }
+    count(retries, reason);
+    await sleep(backoffDelay(attempt));
+  }
+}
+
+/** One attempt at a connection; resolves once it is up (welcome received: undefined) or has failed (the reason). */
+function one(localAddress: string): Promise<string | undefined> {
   return new Promise((resolve) => {
     const opts = { host: HOST, port: input.port, localAddress };
     const sock: Socket = input.ca ? tlsConnect({ ...opts, ca: input.ca, servername: 'localhost' }) : netConnect(opts);
@@ -89,13 +117,12 @@ function one(localAddress: string): Promise<void> {
       clearTimeout(timer);
       if (reason) {
         state = 'gone';
-        fail(reason);
         sock.destroy();
       } else {
         state = 'open';
         open++;
       }
-      resolve();
+      resolve(reason);
     };
     const timer = setTimeout(() => done('timeout'), UPGRADE_TIMEOUT_MS);
     sock.setNoDelay(true);
@@ -153,8 +180,6 @@ function one(localAddress: string): Promise<void> {
 
 const started = performance.now();
 let next = 0;
-/** Told to stop opening connections (the benchmark's deadline): those under way finish, no more start. */
-let halted = false;
 process.on('message', (m: { ask: 'count' | 'stop' | 'halt' }) => {
   if (m.ask === 'halt') halted = true;
   else if (m.ask === 'count') process.send!({ count: { open, dropped, failed } });
@@ -167,10 +192,10 @@ const progress = setInterval(() => process.send!({ progress: { open, failed } })
 await Promise.all(Array.from({ length: Math.min(input.concurrency, input.count) }, async () => {
   while (!halted && next < input.count) {
     const i = next++;
-    await one(input.localAddresses[i % input.localAddresses.length]!);
+    await connectOne(input.localAddresses[i % input.localAddresses.length]!);
   }
 }));
 clearInterval(progress);
-process.send!({ done: { open, failed, reasons: Object.fromEntries(reasons), ms: performance.now() - started } });
+process.send!({ done: { open, failed, reasons: Object.fromEntries(reasons), retries: Object.fromEntries(retries), ms: performance.now() - started } });
 
 process.on('disconnect', () => process.exit(0));

@@ -39,6 +39,7 @@ import { InsecureConfigError, productionProblems } from './edge/production.ts';
 import { createRateLimiter } from './edge/rate-limit.ts';
 import { createRequestGuard, jsonDepthExceeds, onClientError } from './edge/request-guard.ts';
 import { createMemoryGuard, OVERLOAD_RETRY_AFTER_S, type MemoryGuard, type MemorySampler } from './edge/memory-guard.ts';
+import { startHeapTrim } from './heap-trim.ts';
 import { PalisadeError } from '@palisade/protocol';
 import { ensureDevTls, loadTlsFiles, spkiHash, type TlsMaterial } from './tls/devca.ts';
 import { tlsServerOptions } from './tls/options.ts';
@@ -178,6 +179,10 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
   const keys = await openKeyRing({ meta: store.meta, seed: legacy.signingKey, keepRetiredMs: (Math.max(config.accessTokenTtl, ID_TOKEN_TTL_S) + 60) * 1000 });
   const events = createSecurityEvents(log);
   const memory = createMemoryGuard({ highWaterBytes: config.memoryHighWaterBytes, sampleMs: config.memorySampleMs, sampler: memorySampler, events, metrics });
+  // Only where a collection can be asked for (`--expose-gc`: workers run so).
+  const heapTrim = startHeapTrim({
+    onTrim: (before, after) => log.info({ heapUsedBefore: before, heapUsedAfter: after }, 'quiet after a burst: collected the heap'),
+  });
   const ips = createClientIpResolver(config.trustProxy);
   const limiter = createRateLimiter({
     config: config.rateLimits, rates: hot.rates, remote: hot.kind === 'redis', events,
@@ -397,6 +402,7 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
     stopAccepting();
     wakeDrain?.();
     memory.close();
+    heapTrim?.close();
     clearInterval(sweeper);
     clearInterval(keyPoll);
     tlsWatch?.close();

@@ -107,9 +107,13 @@ export function reportReady(ready: ReadyMessage, o: { freshSetupLink: () => Prom
   process.send?.(ready);
 }
 
-/** Forks this same CLI (same flags and environment) as worker `index`, sharing `port`. */
+/**
+ * Forks this same CLI (same flags and environment) as worker `index`, sharing `port`. Workers run
+ * with `--expose-gc` so that, quiet after a burst, they can collect its garbage (heap-trim.ts).
+ */
 export function forkWorker(index: number, port: number | undefined, cli: string = process.argv[1]!, args: string[] = process.argv.slice(2)): ChildProcess {
   return fork(cli, args, {
+    execArgv: [...process.execArgv, '--expose-gc'],
     env: { ...process.env, [WORKER_ENV]: String(index), [WORKER_PORT_ENV]: port === undefined ? '' : String(port) },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
