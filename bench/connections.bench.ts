@@ -69,12 +69,13 @@ const CONCURRENCY = Number(values.concurrency);
 const TLS = values.tls;
 const SUPERVISORS = Number(values.supervisors);
 const ONLY = values.only as 'bare' | 'palisade' | undefined;
-/** --deadline HH:MM (UTC, today): no new connection is started after it; what is open then is measured. */
+/** --deadline HH:MM (UTC; the next such time — tomorrow's if today's has passed): no new Palisade connection is started after it; what is open then is measured. */
 const DEADLINE = values.deadline === undefined ? undefined : (() => {
   const m = /^(\d\d):(\d\d)$/.exec(values.deadline);
   if (!m) throw new Error('--deadline takes HH:MM (UTC)');
   const d = new Date();
   d.setUTCHours(Number(m[1]), Number(m[2]), 0, 0);
+  if (d.getTime() <= Date.now()) d.setUTCDate(d.getUTCDate() + 1);
   return d.getTime();
 })();
 const COMMAND = `node bench/connections.bench.ts ${process.argv.slice(2).join(' ')}`;
@@ -235,8 +236,8 @@ async function collectGarbage(pids: number[], urls: InspectorUrls, collect = tru
 // ── the load side ────────────────────────────────────────────────────────────────────────────
 let addressBlock = 0;
 interface LoadResult { open: number; failed: number; reasons: Record<string, number>; retries: Record<string, number>; seconds: number; drivers: ChildProcess[] }
-/** Opens `count` connections from ceil(count / PER_PROCESS) driver processes, each from fresh source addresses. */
-async function load(port: number, count: number, token: string, ca?: string): Promise<LoadResult> {
+/** Opens `count` connections from ceil(count / PER_PROCESS) driver processes, each from fresh source addresses; none started after `deadline`. */
+async function load(port: number, count: number, token: string, ca?: string, deadline?: number): Promise<LoadResult> {
   const n = Math.ceil(count / PER_PROCESS);
   addressBlock++;
   const drivers: ChildProcess[] = [];
@@ -244,7 +245,7 @@ async function load(port: number, count: number, token: string, ca?: string): Pr
   const halt = setTimeout(() => {
     log(`deadline ${values.deadline} UTC: no new connections`);
     for (const d of drivers) d.send({ ask: 'halt' });
-  }, DEADLINE === undefined ? 2 ** 31 - 1 : Math.max(0, DEADLINE - Date.now()));
+  }, deadline === undefined ? 2 ** 31 - 1 : Math.max(0, deadline - Date.now()));
   connecting = drivers;
   const results = await Promise.all(Array.from({ length: n }, (_, i) => {
     const share = Math.floor(count / n) + (i < count % n ? 1 : 0);
@@ -335,7 +336,8 @@ async function measure(server: Row['server'], target: number, processes: number,
   const idleRss = pids().reduce((a, p) => a + rssOf(p), 0);
   const redisBefore = extra.redis ? await redisMemory(extra.redis) : undefined;
   log(`${server}: ${processes} processes, idle RSS ${(idleRss / MIB).toFixed(0)} MiB; connecting ${target}`);
-  const l = await load(port, target, token, ca);
+  // The deadline bounds Palisade's connect phase (the long one); the baseline always connects all.
+  const l = await load(port, target, token, ca, server === 'Palisade' ? DEADLINE : undefined);
   log(`${server}: ${l.open} open, ${l.failed} failed in ${l.seconds.toFixed(1)} s (${Math.round(l.open / l.seconds)}/s)${l.failed ? ` ${JSON.stringify(l.reasons)}` : ''}${Object.keys(l.retries).length ? `; retried ${JSON.stringify(l.retries)}` : ''}; idle ${SETTLE_S} s`);
   await sleep(SETTLE_S * 1000);
   const s = await stillOpen(l.drivers);
@@ -509,7 +511,7 @@ const loadAtStart = loadavg()[0]!;
 const memAtStart = meminfo();
 const redis = new Redis(REDIS_URL, { lazyConnect: false });
 const rows: Row[] = [];
-// --add: the rows already in the section (from earlier runs) are kept; a new row replaces one of the same server and target.
+// --add: the rows already in the section (from earlier runs) are kept, and this run's are added to them.
 const ROWS_MARK = /<!-- connections-rows (.*?) -->/;
 const previousSection = /<!-- bench:connections:start -->\n## [^\n]*\n([\s\S]*?)<!-- bench:connections:end -->/.exec(readFileSync(new URL('../docs/BENCHMARKS.md', import.meta.url), 'utf8'))?.[1] ?? '';
 const earlier: Row[] = values.add ? JSON.parse(ROWS_MARK.exec(previousSection)?.[1] ?? '[]') as Row[] : [];
@@ -544,13 +546,17 @@ try {
 
 // ── the report ───────────────────────────────────────────────────────────────────────────────
 function report(partial: boolean): void {
-const all = [...earlier.filter((e) => !rows.some((r) => r.server === e.server && r.target === e.target)), ...rows].sort((a, b) => a.target - b.target || (a.server === 'Palisade' ? -1 : 1));
+const all = [...earlier, ...rows].sort((a, b) => a.target - b.target || (a.server === 'Palisade' ? -1 : 1));
 const kib = (b: number) => (b / 1024).toFixed(2);
 const mib = (b: number) => (b / MIB).toFixed(0);
 const per = (r: Row) => (r.loadedRss - r.idleRss) / r.open;
 const perGc = (r: Row) => (r.gcRss - r.idleRss) / r.open;
 const heapPer = (r: Row) => (r.gcHeap - r.idleHeap) / r.open;
-const bareOf = (r: Row) => all.find((b) => b.server === 'bare ws' && b.target === r.target);
+/** The baseline a Palisade row is compared with: the bare row of the same run, else the latest one of the same target. */
+const bareOf = (r: Row) => {
+  const bare = all.filter((b) => b.server === 'bare ws' && b.target === r.target);
+  return bare.find((b) => b.run === r.run) ?? bare.at(-1);
+};
 const head = ['server', 'connections held', 'processes', 'failed', 'dropped while idle', 'connect rate (/s)', 'idle RSS (MiB)', 'loaded RSS (MiB)', 'RSS per connection (KiB)', 'ratio vs bare ws', 'after full GC: RSS (MiB)', 'RSS per connection (KiB)', 'ratio vs bare ws', 'V8 heap per connection (KiB)', 'loaded RSS / connections (KiB)', '≤ 10 KB (loaded / after GC)', 'run'];
 const runs = [...new Set(all.map((r) => r.run))];
 const body = all.map((r) => {

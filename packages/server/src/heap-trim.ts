@@ -20,7 +20,8 @@
  * A node under steady load collects on its own and is left alone; a quiet one pays that pause once
  * per burst. What it cannot see: garbage that was still live at V8's last collection (the heap did
  * not grow) — V8 collects that on its own schedule. So at most ~16 MiB (or 10 %) of a burst's
- * garbage stays per process.
+ * garbage stays per process. `PALISADE_HEAP_TRIM=off` turns it off (to compare, or if the pause
+ * matters more than the memory).
  */
 import { PerformanceObserver, constants } from 'node:perf_hooks';
 import { getHeapStatistics } from 'node:v8';
@@ -55,10 +56,10 @@ export interface HeapTrim {
 
 const heapUsedNow = () => getHeapStatistics().used_heap_size;
 
-/** Starts looking every `checkMs`; undefined (nothing to do) if no collection can be asked for. */
+/** Starts looking every `checkMs`; undefined (nothing to do) if no collection can be asked for, or it is turned off. */
 export function startHeapTrim(o: HeapTrimOptions = {}): HeapTrim | undefined {
   const gc = o.gc ?? (globalThis as { gc?: GcHook }).gc;
-  if (typeof gc !== 'function') return undefined;
+  if (typeof gc !== 'function' || process.env.PALISADE_HEAP_TRIM === 'off') return undefined;
   const heapUsed = o.heapUsed ?? heapUsedNow;
   const minGrowth = o.minGrowthBytes ?? 16 * 1024 * 1024;
   const share = o.growthShare ?? 0.1;

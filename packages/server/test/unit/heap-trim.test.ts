@@ -30,6 +30,18 @@ describe('heap trim', () => {
     assert.equal(startHeapTrim({ checkMs: 3_600_000 }), undefined);
   });
 
+  it('is off when PALISADE_HEAP_TRIM=off, even with a collection hook', () => {
+    process.env.PALISADE_HEAP_TRIM = 'off';
+    try {
+      assert.equal(startHeapTrim({ checkMs: 3_600_000, gc: () => undefined }), undefined);
+    } finally {
+      delete process.env.PALISADE_HEAP_TRIM;
+    }
+    const on = startHeapTrim({ checkMs: 3_600_000, gc: () => undefined });
+    assert.ok(on);
+    on.close();
+  });
+
   it('collects once when the heap grew past both thresholds and V8 did not collect since the last look', async () => {
     const { trim, gcs, trimmed, set, collectsTo } = setup(100 * MIB);
     set(114 * MIB); // +14 MiB: under the 16 MiB floor
