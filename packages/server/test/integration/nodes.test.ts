@@ -8,7 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { decodeJwt } from 'jose';
 import { apiClient, clientToken, createAdmin, deviceLogin, startTestServer, type TestServer } from '../support/harness.ts';
-import { SyntheticAgent } from '../support/agent.ts';
+import { SyntheticAgent, type SyntheticAgentOptions } from '../support/agent.ts';
 import { POSTGRES_URL, dropSchema, postgresSkip } from '../support/postgres.ts';
 import { REDIS_URL, dropPrefix, redisSkip, testPrefix } from '../support/redis.ts';
 import { Redis } from 'ioredis';
@@ -89,6 +89,21 @@ describe('two nodes sharing PostgreSQL and Redis', { skip }, () => {
     assert.equal(res.status, 401, 'and B issues it no new token');
   });
   const SITE = 'http://127.0.0.1:9';
+
+  /**
+   * An API client (`clientName`) and an agent of the same user connected to node B, granted SITE,
+   * with `options` (its `onTask`…); the agent is closed once `fn` is done, whatever happens.
+   */
+  const withAgentOnB = async (clientName: string, options: Partial<SyntheticAgentOptions>, fn: (client: { token: string }, agent: SyntheticAgent) => Promise<void>) => {
+    const client = await apiClient(a, clientName);
+    const ext = await deviceLogin(a, 'palisade-extension', 'openid offline_access agent');
+    const agent = await SyntheticAgent.connect({ url: b.url, token: ext.access_token, ca: b.server.tls?.ca, grants: [SITE], ...options });
+    try {
+      await fn(client, agent);
+    } finally {
+      agent.close();
+    }
+  };
   const submit = (t: TestServer, token: string, extra: Record<string, unknown> = {}) => t.fetch('/api/v1/tasks', {
     method: 'POST', token, headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ site: SITE, steps: [{ type: 'navigate', url: `${SITE}/` }, { type: 'extract', name: 'h', selectors: ['h1'] }], ...extra }),
@@ -103,13 +118,7 @@ describe('two nodes sharing PostgreSQL and Redis', { skip }, () => {
   }
 
   it('a task submitted on node A runs on the agent connected to node B; state, progress and result come back on A', async () => {
-    const client = await apiClient(a, 'cross-node');
-    const ext = await deviceLogin(a, 'palisade-extension', 'openid offline_access agent');
-    const agent = await SyntheticAgent.connect({
-      url: b.url, token: ext.access_token, ca: b.server.tls?.ca, grants: [SITE],
-      onTask: () => ({ outcome: 'succeeded', result: { outputs: { ranOn: 'b' } } }),
-    });
-    try {
+    await withAgentOnB('cross-node', { onTask: () => ({ outcome: 'succeeded', result: { outputs: { ranOn: 'b' } } }) }, async (client, agent) => {
       const res = await submit(a, client.token);
       assert.equal(res.status, 201, await res.clone().text());
       const task = (await res.json()) as { id: string };
@@ -125,16 +134,11 @@ describe('two nodes sharing PostgreSQL and Redis', { skip }, () => {
       assert.deepEqual(end.task.result.outputs, { ranOn: 'b' });
       assert.equal(await stateOn(a, client.token, task.id), 'succeeded');
       assert.equal(a.server.tasks.openHandles.following, 0, 'node A stopped following the ended task');
-    } finally {
-      agent.close();
-    }
+    });
   });
 
   it('after many tasks across the nodes, every timer, listener, subscription and cached task is released on both', async () => {
-    const client = await apiClient(a, 'churn across nodes');
-    const ext = await deviceLogin(a, 'palisade-extension', 'openid offline_access agent');
-    const agent = await SyntheticAgent.connect({ url: b.url, token: ext.access_token, ca: b.server.tls?.ca, grants: [SITE] });
-    try {
+    await withAgentOnB('churn across nodes', {}, async (client) => {
       const ids = await Promise.all(Array.from({ length: 40 }, async (_, i) => {
         const res = await submit(a, client.token, i % 2 ? { waitForAgent: true } : {});
         assert.equal(res.status, 201);
@@ -146,9 +150,7 @@ describe('two nodes sharing PostgreSQL and Redis', { skip }, () => {
       const zero = { accept: 0, deadline: 0, grace: 0, listeners: 0, live: 0, following: 0, unended: 0 };
       await until(async () => JSON.stringify(a.server.tasks.openHandles) === JSON.stringify(zero) && JSON.stringify(b.server.tasks.openHandles) === JSON.stringify(zero), 'released', 3000)
         .catch(() => assert.deepEqual({ a: a.server.tasks.openHandles, b: b.server.tasks.openHandles }, { a: zero, b: zero }));
-    } finally {
-      agent.close();
-    }
+    });
   });
 
   it('a task waiting for an agent (waitForAgent) runs when one connects to another node', async () => {
@@ -167,10 +169,7 @@ describe('two nodes sharing PostgreSQL and Redis', { skip }, () => {
   });
 
   it('cancelling on node A reaches the agent on node B at once; a late result from the agent changes nothing', async () => {
-    const client = await apiClient(a, 'cancel across nodes');
-    const ext = await deviceLogin(a, 'palisade-extension', 'openid offline_access agent');
-    const agent = await SyntheticAgent.connect({ url: b.url, token: ext.access_token, ca: b.server.tls?.ca, grants: [SITE], onTask: () => 'ignore' });
-    try {
+    await withAgentOnB('cancel across nodes', { onTask: () => 'ignore' }, async (client, agent) => {
       const task = (await (await submit(a, client.token)).json()) as { id: string };
       await until(async () => (await stateOn(a, client.token, task.id)) === 'running', 'running on B');
       const res = await a.fetch(`/api/v1/tasks/${task.id}/cancel`, { method: 'POST', token: client.token });
@@ -186,16 +185,11 @@ describe('two nodes sharing PostgreSQL and Redis', { skip }, () => {
       // B kept this task's events (dispatched, running) but hears no end event on the bus: the
       // cancel message lets its history go like an ended task's (else it stayed until the cap).
       assert.deepEqual([a.server.tasks.openHandles.unended, b.server.tasks.openHandles.unended], [0, 0]);
-    } finally {
-      agent.close();
-    }
+    });
   });
 
   it("a watcher on node A that leaves before the end of a task running on B: A lets go of the events it kept", async () => {
-    const client = await apiClient(a, 'watcher leaves');
-    const ext = await deviceLogin(a, 'palisade-extension', 'openid offline_access agent');
-    const agent = await SyntheticAgent.connect({ url: b.url, token: ext.access_token, ca: b.server.tls?.ca, grants: [SITE], onTask: () => 'ignore' });
-    try {
+    await withAgentOnB('watcher leaves', { onTask: () => 'ignore' }, async (client, agent) => {
       // Submitted on B, to B's own agent: A takes no part but for the watcher.
       const task = (await (await submit(b, client.token)).json()) as { id: string };
       await until(async () => (await stateOn(a, client.token, task.id)) === 'running', 'running on B');
@@ -214,32 +208,25 @@ describe('two nodes sharing PostgreSQL and Redis', { skip }, () => {
       await until(async () => (await stateOn(a, client.token, task.id)) === 'succeeded', 'done on B');
       // A heard nothing of the end: without letting go, its history stayed until the 1,000-task cap.
       assert.deepEqual([a.server.tasks.openHandles.unended, b.server.tasks.openHandles.unended], [0, 0]);
-    } finally {
-      agent.close();
-    }
+    });
   });
 
   it('a duplicate dispatch message (at-least-once delivery) never runs a task twice', async () => {
-    const client = await apiClient(a, 'duplicates');
-    const ext = await deviceLogin(a, 'palisade-extension', 'openid offline_access agent');
     const dispatched: string[] = [];
-    const agent = await SyntheticAgent.connect({
-      url: b.url, token: ext.access_token, ca: b.server.tls?.ca, grants: [SITE],
-      onTask: (f) => { dispatched.push(f.taskId); return { outcome: 'succeeded' }; },
+    await withAgentOnB('duplicates', { onTask: (f) => { dispatched.push(f.taskId); return { outcome: 'succeeded' }; } }, async (client) => {
+      const redis = new Redis(REDIS_URL);
+      try {
+        const task = (await (await submit(a, client.token)).json()) as { id: string };
+        await until(async () => (await stateOn(a, client.token, task.id)) === 'succeeded', 'done');
+        // The same "dispatch" again, three times, as a retried or duplicated delivery would bring it.
+        for (let i = 0; i < 3; i++) await redis.publish(`${prefix}:bus:node:node-b`, JSON.stringify({ k: 'dispatch', taskId: task.id }));
+        await new Promise((r) => setTimeout(r, 300));
+        assert.deepEqual(dispatched, [task.id], 'dispatched to the agent once');
+        assert.equal(await stateOn(a, client.token, task.id), 'succeeded');
+      } finally {
+        redis.disconnect();
+      }
     });
-    const redis = new Redis(REDIS_URL);
-    try {
-      const task = (await (await submit(a, client.token)).json()) as { id: string };
-      await until(async () => (await stateOn(a, client.token, task.id)) === 'succeeded', 'done');
-      // The same "dispatch" again, three times, as a retried or duplicated delivery would bring it.
-      for (let i = 0; i < 3; i++) await redis.publish(`${prefix}:bus:node:node-b`, JSON.stringify({ k: 'dispatch', taskId: task.id }));
-      await new Promise((r) => setTimeout(r, 300));
-      assert.deepEqual(dispatched, [task.id], 'dispatched to the agent once');
-      assert.equal(await stateOn(a, client.token, task.id), 'succeeded');
-    } finally {
-      redis.disconnect();
-      agent.close();
-    }
   });
   it('a node killed with SIGKILL mid-task: its task is taken back and runs again when the agent reconnects to another node, long before the deadline', async () => {
     const client = await apiClient(a, 'node death');
