@@ -58,6 +58,8 @@ const { values } = parseArgs({
     'database-pool': { type: 'string', default: '1' },
     add: { type: 'boolean', default: false },
     write: { type: 'boolean', default: false },
+    /** A folder: one Palisade worker's CPU profile over the idle period is written there (.cpuprofile). */
+    'profile-idle': { type: 'string' },
   },
 });
 const STEPS = values.steps.split(',').map(Number);
@@ -144,6 +146,16 @@ function rssOf(pid: number): number {
     return 0;
   }
 }
+/** CPU time a process has used so far, user + system, seconds (/proc/<pid>/stat, clock ticks of 1/100 s). */
+function cpuOf(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
 /** Open sockets of a process (its connections, plus a few of its own: listener, Redis, …). */
 function socketsOf(pid: number): number {
   let n = 0;
@@ -194,11 +206,17 @@ class InspectorUrls {
     return u ? Promise.resolve(u) : new Promise((resolve) => this.#waiters.push(resolve));
   }
 }
-async function inspect(url: string, methods: [string, Record<string, unknown>][]): Promise<unknown[]> {
+/** Calls inspector methods one after another in one session; a number in the list is a pause (ms). */
+async function inspect(url: string, methods: ([string, Record<string, unknown>] | number)[]): Promise<unknown[]> {
   const ws = new WebSocket(url);
   await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
   const out: unknown[] = [];
-  for (const [i, [method, params]] of methods.entries()) {
+  for (const [i, step] of methods.entries()) {
+    if (typeof step === 'number') {
+      await sleep(step);
+      continue;
+    }
+    const [method, params] = step;
     out.push(await new Promise((resolve, reject) => {
       const onMessage = (d: Buffer) => {
         const m = JSON.parse(String(d)) as { id?: number; result?: unknown; error?: unknown };
@@ -215,17 +233,21 @@ async function inspect(url: string, methods: [string, Record<string, unknown>][]
   return out;
 }
 const inspectorOf = new Map<number, string>();
+async function inspectorUrl(pid: number, urls: InspectorUrls): Promise<string> {
+  let url = inspectorOf.get(pid);
+  if (!url) {
+    process.kill(pid, 'SIGUSR1');
+    url = await Promise.race([urls.next(), sleep(20_000).then(() => undefined)]);
+    if (!url) throw new Error(`process ${pid} opened no inspector`);
+    inspectorOf.set(pid, url);
+  }
+  return url;
+}
 /** Full GC in each process (one at a time; with `collect` false, none); returns the summed V8 heap in use after it. */
 async function collectGarbage(pids: number[], urls: InspectorUrls, collect = true): Promise<number> {
   let heap = 0;
   for (const pid of pids) {
-    let url = inspectorOf.get(pid);
-    if (!url) {
-      process.kill(pid, 'SIGUSR1');
-      url = await Promise.race([urls.next(), sleep(20_000).then(() => undefined)]);
-      if (!url) throw new Error(`process ${pid} opened no inspector`);
-      inspectorOf.set(pid, url);
-    }
+    const url = await inspectorUrl(pid, urls);
     const read: [string, Record<string, unknown>] = ['Runtime.evaluate', { expression: 'JSON.stringify(process.memoryUsage())', returnByValue: true }];
     const mem = (await inspect(url, collect ? [['HeapProfiler.collectGarbage', {}], read] : [read])).at(-1) as { result: { value: string } };
     heap += (JSON.parse(mem.result.value) as { heapUsed: number }).heapUsed;
@@ -322,6 +344,8 @@ interface Row {
   gcRss: number;
   gcHeap: number;
   idleHeap: number;
+  /** Cores the server processes used, summed, over the idle period (absent in runs before it was read). */
+  idleCpu?: number;
   /** V8 heap in use, summed, loaded (before the full GC; absent in runs before it was read). */
   loadedHeap?: number;
   /** The run that measured it (several runs' rows can share the section: --add). */
@@ -339,7 +363,19 @@ async function measure(server: Row['server'], target: number, processes: number,
   // The deadline bounds Palisade's connect phase (the long one); the baseline always connects all.
   const l = await load(port, target, token, ca, server === 'Palisade' ? DEADLINE : undefined);
   log(`${server}: ${l.open} open, ${l.failed} failed in ${l.seconds.toFixed(1)} s (${Math.round(l.open / l.seconds)}/s)${l.failed ? ` ${JSON.stringify(l.reasons)}` : ''}${Object.keys(l.retries).length ? `; retried ${JSON.stringify(l.retries)}` : ''}; idle ${SETTLE_S} s`);
-  await sleep(SETTLE_S * 1000);
+  // CPU of the server processes over the idle period (pings, presence refreshes, timers): what
+  // holding connections costs when nothing happens. With --profile-idle, one worker's CPU profile too.
+  const cpuBefore = pids().reduce((a, p) => a + cpuOf(p), 0);
+  const idleStarted = performance.now();
+  const profiled = values['profile-idle'] && server === 'Palisade' ? workerPids()[0] : undefined;
+  if (profiled === undefined) await sleep(SETTLE_S * 1000);
+  else {
+    const stopped = (await inspect(await inspectorUrl(profiled, urls), [['Profiler.enable', {}], ['Profiler.setSamplingInterval', { interval: 1000 }], ['Profiler.start', {}], SETTLE_S * 1000, ['Profiler.stop', {}]])).at(-1);
+    const file = join(values['profile-idle']!, `idle-${target}-${profiled}.cpuprofile`);
+    writeFileSync(file, JSON.stringify((stopped as { profile: unknown }).profile));
+    log(`${server}: worker ${profiled}'s CPU profile over the idle period written to ${file}`);
+  }
+  const idleCpu = (pids().reduce((a, p) => a + cpuOf(p), 0) - cpuBefore) / ((performance.now() - idleStarted) / 1000);
   const s = await stillOpen(l.drivers);
   const loadedRss = pids().reduce((a, p) => a + rssOf(p), 0);
   const socks = pids().map(socketsOf).filter((x) => x > 100);
@@ -350,6 +386,7 @@ async function measure(server: Row['server'], target: number, processes: number,
     gcRss: 0,
     gcHeap: 0,
     idleHeap,
+    idleCpu,
     run: `${RUN_AT} UTC: \`${COMMAND}\``,
   };
   if (extra.redis) {
@@ -357,7 +394,7 @@ async function measure(server: Row['server'], target: number, processes: number,
     row.redisAfter = await redisMemory(extra.redis);
     row.redisKeys = await countPrefix(extra.prefix!);
   }
-  log(`${server}: after ${SETTLE_S} s idle ${s.open} open (${s.dropped} dropped), loaded RSS ${(loadedRss / MIB).toFixed(0)} MiB → ${((loadedRss - idleRss) / s.open / 1024).toFixed(2)} KiB/connection; available ${(row.availableAfter / MIB).toFixed(0)} MiB`);
+  log(`${server}: after ${SETTLE_S} s idle ${s.open} open (${s.dropped} dropped), loaded RSS ${(loadedRss / MIB).toFixed(0)} MiB → ${((loadedRss - idleRss) / s.open / 1024).toFixed(2)} KiB/connection; idle CPU ${idleCpu.toFixed(2)} cores (${(idleCpu / s.open * 1e6).toFixed(1)} µs per connection per second); available ${(row.availableAfter / MIB).toFixed(0)} MiB`);
   row.loadedHeap = await collectGarbage(workerPids(), urls, false);
   row.gcHeap = await collectGarbage(workerPids(), urls);
   await sleep(2000);
@@ -557,12 +594,13 @@ const bareOf = (r: Row) => {
   const bare = all.filter((b) => b.server === 'bare ws' && b.target === r.target);
   return bare.find((b) => b.run === r.run) ?? bare.at(-1);
 };
-const head = ['server', 'connections held', 'processes', 'failed', 'dropped while idle', 'connect rate (/s)', 'idle RSS (MiB)', 'loaded RSS (MiB)', 'RSS per connection (KiB)', 'ratio vs bare ws', 'after full GC: RSS (MiB)', 'RSS per connection (KiB)', 'ratio vs bare ws', 'V8 heap per connection (KiB)', 'loaded RSS / connections (KiB)', '≤ 10 KB (loaded / after GC)', 'run'];
+const head = ['server', 'connections held', 'processes', 'failed', 'dropped while idle', 'connect rate (/s)', 'idle RSS (MiB)', 'loaded RSS (MiB)', 'RSS per connection (KiB)', 'ratio vs bare ws', 'after full GC: RSS (MiB)', 'RSS per connection (KiB)', 'ratio vs bare ws', 'V8 heap per connection (KiB)', 'loaded RSS / connections (KiB)', 'idle CPU (cores; µs per connection per s)', '≤ 10 KB (loaded / after GC)', 'run'];
 const runs = [...new Set(all.map((r) => r.run))];
 const body = all.map((r) => {
   const b = r.server === 'Palisade' ? bareOf(r) : undefined;
   return [r.server, `${r.open.toLocaleString('en')}${r.open < r.target ? ` of ${r.target.toLocaleString('en')}` : ''}`, String(r.processes), String(r.failed), String(r.dropped), String(Math.round(r.open / r.connectSeconds)), mib(r.idleRss), mib(r.loadedRss), `**${kib(per(r))}**`, b ? `${(per(r) / per(b)).toFixed(2)}×` : '—',
     mib(r.gcRss), `**${kib(perGc(r))}**`, b ? `${(perGc(r) / perGc(b)).toFixed(2)}×` : '—', kib(heapPer(r)), kib(r.loadedRss / r.open),
+    r.idleCpu === undefined ? '—' : `${r.idleCpu.toFixed(2)}; ${(r.idleCpu / r.open * 1e6).toFixed(2)}`,
     r.server === 'Palisade' ? `${per(r) <= 10_000 ? 'yes' : '**no**'} / ${perGc(r) <= 10_000 ? 'yes' : '**no**'}` : '', String(runs.indexOf(r.run) + 1)];
 });
 const redisRows = all.filter((r) => r.redisAfter !== undefined).map((r) => [r.open.toLocaleString('en'), mib(r.redisBefore!), mib(r.redisAfter!), String(r.redisKeys), ((r.redisAfter! - r.redisBefore!) / r.open).toFixed(0)]);
@@ -577,6 +615,7 @@ const out = `- runs (the last column of the table): ${runs.map((r, i) => `(${i +
 - bare ws: \`bench/ws-bare.server.ts\` — \`ws\` ${JSON.parse(readFileSync(new URL('../node_modules/ws/package.json', import.meta.url), 'utf8')).version} on \`node:http\`, the same port sharing, the same wire exchange (subprotocol, hello answered by a welcome frame) and a ping every ${values.heartbeat} s; nothing else
 - load: \`bench/connections.driver.ts\` processes of ≤ ${PER_PROCESS} connections each, each from its own ${ADDRESSES} 127.x.y.z source addresses, ${CONCURRENCY} upgrades in flight per process; a minimal WebSocket client over \`net\` (a few fields per connection) answering pings; a "try again" refusal (upgrade 503, close 1013, an error frame \`PAL_ERR_UNAVAILABLE\`) retried as the extension retries it (its own backoff: from 0.5 s doubling to 30 s, equal jitter), up to 6 attempts
 - RSS: VmRSS from \`/proc/<pid>/status\` summed over the server processes (Palisade: its workers and their supervising primary), idle = started (Palisade: after the sign-ins), before connecting; loaded = all connected, then ${SETTLE_S} s idle; per connection = (loaded − idle) / connections held at the end. Then a full garbage collection in every server process (through its inspector: \`NODE_OPTIONS=--inspect-port=127.0.0.1:0\`, opened by SIGUSR1, \`HeapProfiler.collectGarbage\`; also done at idle, before the idle figures) and RSS again, with V8's heap in use (\`process.memoryUsage().heapUsed\`, summed): "after full GC". KB = 1000 bytes, KiB = 1024. "dropped while idle": connections up at the end of the connect phase but closed by the end of the idle period
+- idle CPU: user + system time of the server processes over the idle period (\`/proc/<pid>/stat\`), summed, per second of it: what holding the connections costs when nothing happens (pings; Palisade also refreshes each agent's presence in Redis every 5 minutes — an idle period shorter than that sees only the refreshes falling due in it)
 
 ${table(head, body)}
 
