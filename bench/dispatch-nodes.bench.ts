@@ -18,6 +18,9 @@
  * both Palisade nodes over each Palisade window, written to DIR, and where each node's main thread
  * spent its time per task printed at the end.
  *
+ * `--unprepared` (a diagnostic, not written to the docs): Palisade's nodes send every PostgreSQL
+ * statement unprepared (`databasePreparedStatements: false`), to compare with the default.
+ *
  * `--async-commit` (a diagnostic, not written to the docs): Palisade's nodes use a database of their
  * own created with `synchronous_commit = off`, to show what waiting for the WAL flush of each state
  * change costs on this machine's disk.
@@ -44,6 +47,7 @@ const { values } = parseArgs({
     agents: { type: 'string', default: '8' }, concurrency: { type: 'string', default: '1,4,16' }, seconds: { type: 'string', default: '5' },
     warmup: { type: 'string', default: '2' }, rounds: { type: 'string', default: '3' }, write: { type: 'boolean', default: false },
     serve: { type: 'string' }, note: { type: 'string' }, 'async-commit': { type: 'boolean', default: false }, 'cpu-prof': { type: 'string' },
+    unprepared: { type: 'boolean', default: false },
   },
 });
 
@@ -72,7 +76,7 @@ const BUDGET_P99_MS = 10;
 
 // ---- a Palisade node (a child process: `--serve palisade`) ------------------------------------------
 
-interface PalServeInput { databaseUrl: string; dataDir: string; nodeId: string; schema: string; prefix: string; publicUrl?: string; setup: boolean }
+interface PalServeInput { databaseUrl: string; dataDir: string; nodeId: string; schema: string; prefix: string; publicUrl?: string; setup: boolean; unprepared?: boolean }
 interface PalReady { url: string; agentToken?: string; clientToken?: string }
 
 async function servePalisade(): Promise<void> {
@@ -80,6 +84,7 @@ async function servePalisade(): Promise<void> {
   const t = await startTestServer({
     dataDir: input.dataDir, nodeId: input.nodeId, publicUrl: input.publicUrl,
     databaseUrl: input.databaseUrl, databaseSchema: input.schema, redisUrl: REDIS_URL, redisPrefix: input.prefix,
+    ...(input.unprepared ? { databasePreparedStatements: false } : {}),
     // The production logger (pino at `info`, asynchronous, on stdout — a file here), not the harness's silent one.
     logger: undefined,
     // Each task costs an agent 4 frames: the per-connection frame limit (100/s) would close the agents
@@ -220,6 +225,7 @@ async function main(): Promise<void> {
   const schema = `palisade_bench_${process.pid}`;
   if (values['async-commit'] && values.write) throw new Error('--async-commit is a diagnostic: its figures are not written to the docs');
   if (PROFILE_DIR && values.write) throw new Error('--cpu-prof is a diagnostic (profiling slows the nodes): its figures are not written to the docs');
+  if (values.unprepared && values.write) throw new Error('--unprepared is a diagnostic: its figures are not written to the docs');
   // The diagnostic's database: its own, so the setting touches nobody else's connections.
   const asyncDb = values['async-commit'] ? `palisade_bench_async_${process.pid}` : undefined;
   if (asyncDb) await admin(`CREATE DATABASE ${asyncDb}`, `ALTER DATABASE ${asyncDb} SET synchronous_commit = off`);
@@ -236,9 +242,9 @@ async function main(): Promise<void> {
 
   const servers: Server[] = [];
   try {
-    const pa = await start('palisade-a', SELF, ['--serve', 'palisade'], { BENCH_SERVE: JSON.stringify({ databaseUrl, dataDir: dataDir('a'), nodeId: 'node-a', schema, prefix, setup: true } satisfies PalServeInput) }, work);
+    const pa = await start('palisade-a', SELF, ['--serve', 'palisade'], { BENCH_SERVE: JSON.stringify({ databaseUrl, dataDir: dataDir('a'), nodeId: 'node-a', schema, prefix, setup: true, unprepared: values.unprepared } satisfies PalServeInput) }, work);
     servers.push(pa);
-    const pb = await start('palisade-b', SELF, ['--serve', 'palisade'], { BENCH_SERVE: JSON.stringify({ databaseUrl, dataDir: dataDir('b'), nodeId: 'node-b', schema, prefix, publicUrl: pa.url, setup: false } satisfies PalServeInput) }, work);
+    const pb = await start('palisade-b', SELF, ['--serve', 'palisade'], { BENCH_SERVE: JSON.stringify({ databaseUrl, dataDir: dataDir('b'), nodeId: 'node-b', schema, prefix, publicUrl: pa.url, setup: false, unprepared: values.unprepared } satisfies PalServeInput) }, work);
     servers.push(pb);
     const sioInput: SioServeInput = { key: tls.key, cert: tls.cert, redisUrl: REDIS_URL, channel, agents: AGENTS, timeoutMs: 5000 };
     const sa = await start('socketio-a', SIO, [], { BENCH_SIO: JSON.stringify(sioInput) }, work);

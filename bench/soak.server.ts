@@ -85,7 +85,10 @@ if (input.role === 'a') {
 
 process.on('message', (m: { ask?: string }) => {
   if (m.ask !== 'sample') return;
-  (globalThis as { gc?: () => void }).gc?.();
+  // A full collection that also gives the freed pages back (V8's 'last-resort' flavour, as DevTools'
+  // "collect garbage" and the connections benchmark's HeapProfiler.collectGarbage): a plain gc()
+  // frees the heap but keeps its pages, so RSS would carry whatever V8 chose to keep.
+  (globalThis as { gc?: (o: { type: 'major'; flavor: 'last-resort' }) => void }).gc?.({ type: 'major', flavor: 'last-resort' });
   const mem = process.memoryUsage();
   const caps = server.connections!;
   const sample: NodeSample = {

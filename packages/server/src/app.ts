@@ -167,7 +167,7 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
   const pgSsl = postgresSslOptions({ url: config.databaseUrl, caFile: config.databaseCaFile });
   const metrics = createMetrics();
 
-  const store = config.databaseUrl ? await openPostgresStore({ connectionString: config.databaseUrl, schema: config.databaseSchema, maxConnections: config.databasePool, ssl: pgSsl }) : openSqliteStore(join(config.dataDir, 'palisade.db'));
+  const store = config.databaseUrl ? await openPostgresStore({ connectionString: config.databaseUrl, schema: config.databaseSchema, maxConnections: config.databasePool, preparedStatements: config.databasePreparedStatements, ssl: pgSsl }) : openSqliteStore(join(config.dataDir, 'palisade.db'));
   const hot = await openHotStore(config).catch(async (e: unknown) => {
     await store.close();
     throw e;

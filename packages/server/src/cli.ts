@@ -57,6 +57,9 @@ Options (environment variable in brackets):
   --database-ca FILE   CA (PEM) that verifies PostgreSQL's certificate; turns TLS on [PALISADE_DATABASE_CA]
   --database-pool N    most PostgreSQL connections per process (+2 for relaxed writes; with
                        --workers, per worker)                             [PALISADE_DATABASE_POOL] (default ${DEFAULTS.databasePool})
+  --database-no-prepare  send every PostgreSQL statement unprepared (for PgBouncer in transaction
+                       mode before 1.21); by default each connection prepares a statement once
+                                                                          [PALISADE_DATABASE_NO_PREPARE=1]
   --recipes DIR        recipe folder (repeatable; default: built-in recipes/)
   --extension-id ID    extension id allowed to sign in with launchWebAuthFlow (repeatable) [PALISADE_EXTENSION_IDS, comma-separated]
   --ws-origin ORIGIN   Origin allowed to open agent WebSockets (repeatable; default chrome-extension://*)
@@ -109,7 +112,7 @@ async function main(argv: string[]): Promise<number> {
       'tls-key': { type: 'string' }, 'tls-cert': { type: 'string' }, 'tls-name': { type: 'string', multiple: true },
       'tls-min-version': { type: 'string' }, 'internal-port': { type: 'string' }, 'internal-host': { type: 'string' }, 'internal-ca': { type: 'string' },
       'redis-ca': { type: 'string' }, 'database-ca': { type: 'string' }, 'database-pool': { type: 'string' },
-      recipes: { type: 'string', multiple: true }, 'ws-origin': { type: 'string', multiple: true }, 'extension-id': { type: 'string', multiple: true },
+      'database-no-prepare': { type: 'boolean' }, recipes: { type: 'string', multiple: true }, 'ws-origin': { type: 'string', multiple: true }, 'extension-id': { type: 'string', multiple: true },
       'cors-origin': { type: 'string', multiple: true },
       'access-token-ttl': { type: 'string' }, 'refresh-token-ttl': { type: 'string' },
       'insecure-http': { type: 'boolean' }, 'log-level': { type: 'string' }, help: { type: 'boolean', short: 'h' },
@@ -240,6 +243,8 @@ async function main(argv: string[]): Promise<number> {
   const databaseUrl = secretFrom('database', values.database, 'PALISADE_DATABASE_URL');
   if (databaseCaFile !== undefined && databaseUrl === undefined) throw new UsageError('--database-ca goes with --database');
   if (databasePool !== undefined && databaseUrl === undefined) throw new UsageError('--database-pool goes with --database');
+  const databaseNoPrepare = values['database-no-prepare'] ?? env.PALISADE_DATABASE_NO_PREPARE === '1';
+  if (databaseNoPrepare && databaseUrl === undefined) throw new UsageError('--database-no-prepare goes with --database');
   const workersText = values.workers ?? env.PALISADE_WORKERS;
   let workers: number;
   try {
@@ -270,6 +275,7 @@ async function main(argv: string[]): Promise<number> {
     databaseUrl,
     databaseCaFile,
     databasePool,
+    ...(databaseNoPrepare ? { databasePreparedStatements: false } : {}),
     databaseSchema: env.PALISADE_DATABASE_SCHEMA,
     redisUrl,
     redisSentinels: sentinels,

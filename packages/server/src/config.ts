@@ -63,6 +63,12 @@ export interface ServerConfig {
   databaseCaFile?: string | undefined;
   /** Most pooled PostgreSQL connections of this process (2 more for relaxed writes). Default 10. */
   databasePool: number;
+  /**
+   * PostgreSQL statements prepared once per connection (parsed and planned once, then only bound and
+   * run). Default true; false behind a pooler that cannot carry prepared statements between
+   * transactions (PgBouncer in transaction mode before 1.21, or with `max_prepared_statements = 0`).
+   */
+  databasePreparedStatements: boolean;
   /** Folders of recipe JSON files. Default: the built-in `recipes/`. */
   recipeDirs: string[];
   /** `Origin`s allowed to open agent/client WebSockets; `chrome-extension://*` allows any extension. Default that. */
@@ -245,6 +251,7 @@ export const DEFAULTS: ServerConfig = {
   presenceRefreshMs: 300_000,
   maxUnfinishedTasksPerUser: 1000,
   databasePool: 10,
+  databasePreparedStatements: true,
   maxInFlightPerAgent: 4,
   memoryHighWaterBytes: Math.floor(getHeapStatistics().heap_size_limit * 0.85),
   memorySampleMs: 1000,

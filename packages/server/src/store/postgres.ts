@@ -29,7 +29,32 @@ export interface PostgresStoreOptions {
   connectTimeoutMs?: number;
   /** TLS to the server (e.g. `{ ca, rejectUnauthorized: true }` from tls/clients.ts). Default: what the connection string says. */
   ssl?: pg.PoolConfig['ssl'];
+  /**
+   * Named prepared statements: each connection parses and plans a statement once, then only binds
+   * and runs it. Default true; false for a pooler that cannot carry them across transactions
+   * (PgBouncer in transaction mode before 1.21, or with `max_prepared_statements = 0`).
+   */
+  preparedStatements?: boolean;
 }
+
+/**
+ * Names for prepared statements, one per distinct SQL text, the same on every connection of this
+ * process (the texts are this module's own: a fixed set, plus task updates, one per set of changed
+ * columns). Past `MAX_NAMED` texts, statements go unnamed rather than the map growing.
+ */
+const statementNames = new Map<string, string>();
+const MAX_NAMED = 500;
+let named = 0;
+function statementName(sql: string): string | undefined {
+  let name = statementNames.get(sql);
+  if (name === undefined && statementNames.size < MAX_NAMED) statementNames.set(sql, (name = `pal_${++named}`));
+  return name;
+}
+/**
+ * A prepared `SELECT *` whose table another node's migration changed fails ("cached plan must not
+ * change result type", SQLSTATE 0A000): the text gets a new name, so every connection prepares it again.
+ */
+const isStalePlan = (e: unknown) => (e as { code?: string }).code === '0A000' && /cached plan/.test((e as Error).message);
 
 /** Connects, migrates, and returns the store. */
 export async function openPostgresStore(o: PostgresStoreOptions): Promise<DurableStore> {
@@ -51,9 +76,18 @@ export async function openPostgresStore(o: PostgresStoreOptions): Promise<Durabl
   relaxedPool.on('error', () => undefined);
   await migrate(pool, schema);
   /** Every query: a lost or refused connection becomes PAL_ERR_UNAVAILABLE (fail closed, retryable). */
+  const prepare = o.preparedStatements ?? true;
   const run = async (sql: string, params: unknown[] = [], via = pool): Promise<pg.QueryResult> => {
     try {
-      return await via.query(sql, params);
+      const name = prepare ? statementName(sql) : undefined;
+      if (name === undefined) return await via.query(sql, params);
+      try {
+        return await via.query({ name, text: sql, values: params });
+      } catch (e) {
+        if (!isStalePlan(e)) throw e;
+        statementNames.delete(sql);
+        return await via.query({ name: statementName(sql), text: sql, values: params });
+      }
     } catch (e) {
       if (isConnectionError(e)) throw new PalisadeError('PAL_ERR_UNAVAILABLE', 'the database is unreachable; try again shortly', { internal: e });
       throw e;

@@ -49,6 +49,7 @@ describe('palisade-server CLI', () => {
       [['start', '--max-tasks-per-agent', '2.5'], /--max-tasks-per-agent must be a whole number from 1/],
       [['start', '--database', 'postgres://127.0.0.1/x', '--database-pool', '0'], /--database-pool must be a whole number from 1/],
       [['start', '--database-pool', '4'], /--database-pool goes with --database/],
+      [['start', '--database-no-prepare'], /--database-no-prepare goes with --database/],
       [['start', '--heartbeat', '4'], /--heartbeat must be a whole number of seconds from 5 to 600, not "4"/],
       [['start', '--heartbeat', '601'], /--heartbeat must be a whole number of seconds from 5 to 600/],
       [['start', '--bogus'], /Unknown option '--bogus'/],

@@ -34,4 +34,46 @@ if (skip) {
       await Promise.all(stores.map((s) => s.close()));
     });
   });
+
+  describe('postgres prepared statements', () => {
+    const planSchema = `${schema}_plan`;
+    after(() => dropSchema(planSchema));
+
+    // A statement prepared on a connection keeps its plan; another node migrating a table under it
+    // makes PostgreSQL refuse it ("cached plan must not change result type") — only a prepared
+    // statement fails so, which is how this test knows the store prepares them.
+    it('a table changed by another node\'s migration is read again, not refused', async () => {
+      const s = await openPostgresStore({ connectionString: POSTGRES_URL, schema: planSchema, maxConnections: 1 });
+      const c = new pg.Client({ connectionString: POSTGRES_URL });
+      await c.connect();
+      try {
+        const user = { id: 'u_plan', username: 'plan', passwordHash: 'x', role: 'user' as const, createdAt: new Date().toISOString() };
+        await s.users.create(user);
+        assert.equal((await s.users.byId(user.id))?.username, 'plan');
+        await c.query(`ALTER TABLE ${planSchema}.users ADD COLUMN added_later TEXT`);
+        assert.equal((await s.users.byId(user.id))?.username, 'plan', 'read after the table changed');
+        assert.equal((await s.users.byId(user.id))?.username, 'plan', 'and again, under its new name');
+        // With prepared statements off, the same change never troubles it.
+        const unprepared = await openPostgresStore({ connectionString: POSTGRES_URL, schema: planSchema, maxConnections: 1, preparedStatements: false });
+        assert.equal((await unprepared.users.byId(user.id))?.username, 'plan');
+        await c.query(`ALTER TABLE ${planSchema}.users DROP COLUMN added_later`);
+        assert.equal((await unprepared.users.byId(user.id))?.username, 'plan');
+        await unprepared.close();
+      } finally {
+        await c.end();
+        await s.close();
+      }
+    });
+
+    it('a stale plan is retried once, not hidden: other errors reach the caller', async () => {
+      const s = await openPostgresStore({ connectionString: POSTGRES_URL, schema: planSchema, maxConnections: 1 });
+      try {
+        const user = { id: 'u_dup', username: 'dup', passwordHash: 'x', role: 'user' as const, createdAt: new Date().toISOString() };
+        await s.users.create(user);
+        await assert.rejects(s.users.create(user), (e: { code?: string }) => e.code === '23505', 'a unique violation is the caller\'s to see');
+      } finally {
+        await s.close();
+      }
+    });
+  });
 }
