@@ -171,7 +171,7 @@ async function probe(databaseUrl: string, schema: string): Promise<{ commit: [nu
   const c = new pg.Client({ connectionString: databaseUrl });
   await c.connect();
   const shown: string[] = [];
-  for (const k of ['server_version', 'synchronous_commit', 'fsync', 'wal_sync_method']) shown.push(`${k} = ${String((await c.query<Record<string, string>>(`SHOW ${k}`)).rows[0]![k])}`);
+  for (const k of ['server_version', 'synchronous_commit', 'fsync', 'wal_sync_method', 'autovacuum']) shown.push(`${k} = ${String((await c.query<Record<string, string>>(`SHOW ${k}`)).rows[0]![k])}`);
   const settings = shown.join(', ');
   await c.query(`CREATE TABLE IF NOT EXISTS ${schema}.bench_commit_probe (n integer)`);
   const times = async (n: number, f: (i: number) => Promise<unknown>): Promise<[number, number]> => {
@@ -268,6 +268,9 @@ async function main(): Promise<void> {
     };
 
     const measure = async (target: Target, concurrency: number): Promise<Measured> => {
+      // Four row versions per task: with autovacuum off (this machine's PostgreSQL), dead ones pile
+      // up and every later window pays for them. Vacuumed by hand, untimed, as autovacuum would.
+      if (vacuumByHand && target.startsWith('palisade')) await vacuum(databaseUrl, schema);
       const e = ends[target];
       const input: DriverInput = {
         kind: target.startsWith('palisade') ? 'palisade' : 'socketio', callerUrl: e.callers.url, agentUrl: e.agents.url, ca: tls.ca!,
@@ -316,6 +319,7 @@ async function main(): Promise<void> {
     };
 
     const probeStart = await probe(databaseUrl, schema);
+    const vacuumByHand = probeStart.settings.includes('autovacuum = off');
     process.stderr.write(`  PostgreSQL one-row commit p50 ${probeStart.commit[0].toFixed(2)} ms, p99 ${probeStart.commit[1].toFixed(2)} ms (${probeStart.settings}); Redis PING p50 ${probeStart.ping[0].toFixed(2)} ms, p99 ${probeStart.ping[1].toFixed(2)} ms\n`);
     const results = new Map<string, Measured[]>();
     const key = (t: Target, c: number) => `${t}@${c}`;
@@ -385,7 +389,7 @@ async function main(): Promise<void> {
 - Palisade: two nodes in processes of their own, sharing PostgreSQL (127.0.0.1, schema of its own) and Redis (presence, bus, hot state); production logger at \`info\` to a file; HTTP rate limits ×1000 and the per-connection agent frame limit raised to 10⁶/s (both still checked on every request and frame). *One node*: callers and agents on node A (the same cluster configuration; no bus hop to reach the agent). *Two nodes*: callers on A, agents on B — A stores the task, finds the agent's node through Redis presence, subscribes to \`task:<id>\` and publishes a dispatch on \`node:B\` carrying the stored task; B moves it (compare-and-set) and sends it over the agent's WebSocket; the agent answers with accept, two progress and a result frame, each moved or published by B; A's waiting request gets the end event from the bus
 - Socket.IO ${pkgVersion('socket.io')} with \`@socket.io/redis-adapter\` ${pkgVersion('@socket.io/redis-adapter')} (ioredis, \`publishOnSpecificResponseChannel: true\`): two servers in processes of their own, Fastify HTTPS route + Socket.IO on the same port and certificate (\`bench/socketio.server.ts\`); agents are socket.io-client sockets (WebSocket transport) each in a room \`agent:<id>\`; the route picks an agent at random and routes with \`io.to(room).timeout(5000).emitWithAck('task', frame)\` — the adapter publishes the request on Redis, every server answers with its client count, the agent's server publishes the acknowledgement, and the asking server asks Redis for the number of servers (\`PUBSUB NUMSUB\`); the agent answers with one acknowledgement carrying a result of the same shape as the synthetic agent's result frame. *One server*: callers and agents on A (the adapter still goes through Redis); *two servers*: agents on B
 - the same load process code (\`bench/dispatch-nodes.driver.ts\`) drives both, with the same headers (Socket.IO's route reads no token); all four servers stay up for the whole run; each round measures the four targets, in an order reversed every other round; figures are medians over ${ROUNDS} rounds
-- the floor, measured before and after the rounds: a one-row INSERT committed on its own in PostgreSQL (${probeStart.settings}) took p50 ${probeStart.commit[0].toFixed(2)} / ${probeEnd.commit[0].toFixed(2)} ms, p99 ${probeStart.commit[1].toFixed(2)} / ${probeEnd.commit[1].toFixed(2)} ms; a Redis PING p50 ${probeStart.ping[0].toFixed(2)} / ${probeEnd.ping[0].toFixed(2)} ms, p99 ${probeStart.ping[1].toFixed(2)} / ${probeEnd.ping[1].toFixed(2)} ms. Palisade waits for three such commits in a row per task (stored, dispatched, finished; the fourth state change, running, is committed without waiting for the WAL flush), Socket.IO for none
+- the floor, measured before and after the rounds: a one-row INSERT committed on its own in PostgreSQL (${probeStart.settings}) took p50 ${probeStart.commit[0].toFixed(2)} / ${probeEnd.commit[0].toFixed(2)} ms, p99 ${probeStart.commit[1].toFixed(2)} / ${probeEnd.commit[1].toFixed(2)} ms; a Redis PING p50 ${probeStart.ping[0].toFixed(2)} / ${probeEnd.ping[0].toFixed(2)} ms, p99 ${probeStart.ping[1].toFixed(2)} / ${probeEnd.ping[1].toFixed(2)} ms. Palisade waits for three such commits in a row per task (stored, dispatched, finished; the fourth state change, running, is committed without waiting for the WAL flush), Socket.IO for none${vacuumByHand ? '\n- this PostgreSQL runs with `autovacuum = off` (the machine\'s setting): Palisade\'s tasks table is vacuumed by hand (`VACUUM (ANALYZE)`, untimed) before each Palisade window, standing in for the autovacuum a production server runs — each task leaves four row versions, and left to pile up they made PostgreSQL\'s CPU per task 4–5× larger by the 16-caller windows (measured 2026-12-07: 2,090–2,598 µs against 400–500 when the 16-caller windows ran first)' : ''}
 - CPU per task (µs): the target's two server processes, and all of Redis's and PostgreSQL's processes (from \`/proc\`: other clients' work on them counts too), over the timed window; Redis commands per task from \`INFO commandstats\` (likewise); "other" is what every other process on the machine used (cores) — the noise under which it was measured. 2 cores hold both servers, Redis, PostgreSQL and the load process, so under saturating load latency is mostly queueing for a core
 
 ${table(['callers', 'target', 'tasks/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'server CPU µs/task', 'Redis µs/task', 'PostgreSQL µs/task', 'Redis commands/task', 'other CPU', 'failed'], mainRows)}
@@ -430,6 +434,17 @@ async function redisCommands(r: Redis): Promise<Map<string, number>> {
 }
 
 /** Runs statements on the test database (one connection). */
+/** `VACUUM (ANALYZE)` of Palisade's tasks table in the schema. */
+async function vacuum(databaseUrl: string, schema: string): Promise<void> {
+  const c = new pg.Client({ connectionString: databaseUrl });
+  await c.connect();
+  try {
+    await c.query(`VACUUM (ANALYZE) ${schema}.tasks`);
+  } finally {
+    await c.end();
+  }
+}
+
 async function admin(...sql: string[]): Promise<void> {
   const c = new pg.Client({ connectionString: POSTGRES_URL });
   await c.connect();

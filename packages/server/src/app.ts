@@ -39,7 +39,7 @@ import { InsecureConfigError, productionProblems } from './edge/production.ts';
 import { createRateLimiter } from './edge/rate-limit.ts';
 import { createRequestGuard, jsonDepthExceeds, onClientError } from './edge/request-guard.ts';
 import { createMemoryGuard, OVERLOAD_RETRY_AFTER_S, type MemoryGuard, type MemorySampler } from './edge/memory-guard.ts';
-import { startHeapTrim } from './heap-trim.ts';
+import { exposedGc, startHeapTrim } from './heap-trim.ts';
 import { PalisadeError } from '@palisade/protocol';
 import { ensureDevTls, loadTlsFiles, spkiHash, type TlsMaterial } from './tls/devca.ts';
 import { tlsServerOptions } from './tls/options.ts';
@@ -167,7 +167,7 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
   const pgSsl = postgresSslOptions({ url: config.databaseUrl, caFile: config.databaseCaFile });
   const metrics = createMetrics();
 
-  const store = config.databaseUrl ? await openPostgresStore({ connectionString: config.databaseUrl, schema: config.databaseSchema, maxConnections: config.databasePool, preparedStatements: config.databasePreparedStatements, ssl: pgSsl }) : openSqliteStore(join(config.dataDir, 'palisade.db'));
+  const store = config.databaseUrl ? await openPostgresStore({ connectionString: config.databaseUrl, schema: config.databaseSchema, maxConnections: config.databasePool, preparedStatements: config.databasePreparedStatements, ssl: pgSsl, onWarning: (m) => log.warn(m) }) : openSqliteStore(join(config.dataDir, 'palisade.db'));
   const hot = await openHotStore(config).catch(async (e: unknown) => {
     await store.close();
     throw e;
@@ -178,7 +178,8 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
   const cookieKeys = await sharedCookieKeys(store.meta, legacy.cookieKeys);
   const keys = await openKeyRing({ meta: store.meta, seed: legacy.signingKey, keepRetiredMs: (Math.max(config.accessTokenTtl, ID_TOKEN_TTL_S) + 60) * 1000 });
   const events = createSecurityEvents(log);
-  const memory = createMemoryGuard({ highWaterBytes: config.memoryHighWaterBytes, sampleMs: config.memorySampleMs, sampler: memorySampler, events, metrics });
+  // Where `--expose-gc` allows, the guard collects once before it sheds (heap in use may be garbage).
+  const memory = createMemoryGuard({ highWaterBytes: config.memoryHighWaterBytes, sampleMs: config.memorySampleMs, sampler: memorySampler, events, metrics, collect: exposedGc() });
   // Only where a collection can be asked for (`--expose-gc`: workers run so).
   const heapTrim = startHeapTrim({
     onTrim: (before, after) => log.info({ heapUsedBefore: before, heapUsedAfter: after }, 'quiet after a burst: collected the heap'),

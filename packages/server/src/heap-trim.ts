@@ -56,6 +56,12 @@ export interface HeapTrim {
 
 const heapUsedNow = () => getHeapStatistics().used_heap_size;
 
+/** A plain full collection, where the process runs with `--expose-gc`; else undefined. */
+export function exposedGc(): (() => void) | undefined {
+  const gc = (globalThis as { gc?: (options: { type: 'major' }) => void }).gc;
+  return typeof gc === 'function' ? () => gc({ type: 'major' }) : undefined;
+}
+
 /** Starts looking every `checkMs`; undefined (nothing to do) if no collection can be asked for, or it is turned off. */
 export function startHeapTrim(o: HeapTrimOptions = {}): HeapTrim | undefined {
   const gc = o.gc ?? (globalThis as { gc?: GcHook }).gc;

@@ -15,6 +15,12 @@
  * and what kills the process when it reaches its limit; it falls as soon as a collection frees the
  * work, whereas RSS often stays high after a peak (the allocator keeps freed pages), which would
  * keep a recovered node shedding. RSS is sampled too and reported with each event.
+ *
+ * Heap in use counts garbage V8 has not collected yet: a node in a burst (a connection storm leaves
+ * much) can cross the mark with little of it live. Where a full collection can be asked for
+ * (`collect`: the process runs with `--expose-gc`, as workers and `npm start` do), the guard asks for
+ * one before it starts shedding and decides on the reading after it — at most once per
+ * `collectEveryMs` (default 10 s), so a node really short of memory sheds without collecting in a loop.
  */
 import { getHeapStatistics } from 'node:v8';
 import { Counter, Gauge } from 'prom-client';
@@ -72,6 +78,8 @@ export interface MemoryGuard {
   readonly lowWaterBytes: number;
   /** The last reading. */
   readonly last: MemorySample;
+  /** Full collections asked for before shedding (see `collect`). */
+  readonly collections: number;
   /** Samples now (the timer calls this) and returns whether it sheds. */
   sample(): boolean;
   /** The refusal for new work at `entry` (counted in `palisade_memory_shed_total`). */
@@ -89,6 +97,12 @@ export interface MemoryGuardOptions {
   sampler?: MemorySampler;
   events: SecurityEvents;
   metrics: NodeMetrics;
+  /** A full garbage collection, asked for before shedding starts (where `--expose-gc` allows). Default none. */
+  collect?: (() => void) | undefined;
+  /** Fewest ms between two such collections. Default 10 000. */
+  collectEveryMs?: number;
+  /** Clock, ms. Default `Date.now`. */
+  now?: () => number;
 }
 
 const mib = (bytes: number) => `${Math.round(bytes / 1048576)} MiB`;
@@ -111,6 +125,10 @@ export function createMemoryGuard(o: MemoryGuardOptions): MemoryGuard {
   let last: MemorySample = { heapUsed: 0, rss: 0 };
   let shedSince = 0;
   let refused = 0;
+  const now = o.now ?? Date.now;
+  const collectEvery = o.collectEveryMs ?? 10_000;
+  let collectedAt = Number.NEGATIVE_INFINITY;
+  let collections = 0;
 
   const guard: MemoryGuard = {
     get shedding() {
@@ -121,12 +139,22 @@ export function createMemoryGuard(o: MemoryGuardOptions): MemoryGuard {
     },
     highWaterBytes: high,
     lowWaterBytes: low,
+    get collections() {
+      return collections;
+    },
     get last() {
       return last;
     },
     sample() {
       try {
         last = sampler();
+        // Over the mark, maybe with garbage: one collection first (not more often than collectEvery).
+        if (!shedding && last.heapUsed > high && o.collect && now() - collectedAt >= collectEvery) {
+          collectedAt = now();
+          collections++;
+          o.collect();
+          last = sampler();
+        }
       } catch {
         return shedding; // no reading: the state stays as it was
       }

@@ -65,6 +65,18 @@ if (skip) {
       }
     });
 
+    it('warns at open when the server runs without autovacuum, and only then', async () => {
+      const c = new pg.Client({ connectionString: POSTGRES_URL });
+      await c.connect();
+      const on = (await c.query<{ autovacuum: string }>('SHOW autovacuum')).rows[0]!.autovacuum;
+      await c.end();
+      const warnings: string[] = [];
+      const s = await openPostgresStore({ connectionString: POSTGRES_URL, schema: planSchema, onWarning: (m) => warnings.push(m) });
+      await s.close();
+      if (on === 'off') assert.match(warnings.join('\n'), /autovacuum = off/);
+      else assert.deepEqual(warnings, []);
+    });
+
     it('a stale plan is retried once, not hidden: other errors reach the caller', async () => {
       const s = await openPostgresStore({ connectionString: POSTGRES_URL, schema: planSchema, maxConnections: 1 });
       try {

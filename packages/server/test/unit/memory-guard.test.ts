@@ -129,6 +129,64 @@ describe('memory guard', () => {
     assert.equal(calls(), running, 'no sample after close');
   });
 
+  /** A guard that may collect: `frees` is what a collection leaves in use (undefined: all of it is live). */
+  function collecting(frees?: number) {
+    const state = { clock: 0, heap: 10 * MIB, collects: 0 };
+    const { guard, seen } = setup(10 * MIB, {
+      now: () => state.clock, collectEveryMs: 10_000,
+      sampler: () => ({ heapUsed: state.heap, rss: state.heap * 2 }),
+      collect: () => {
+        state.collects++;
+        if (frees !== undefined) state.heap = frees;
+      },
+    });
+    const shedEvents = (name?: string) => seen.filter((e) => (name ? e.activity_name === name : e.activity_name.startsWith('memory.shed'))).length;
+    return { guard, state, shedEvents };
+  }
+
+  it('collects once before it sheds: garbage over the mark sheds nothing', () => {
+    const { guard, state, shedEvents } = collecting(40 * MIB);
+    try {
+      state.heap = 150 * MIB;
+      assert.equal(guard.sample(), false, 'under the mark once collected: no shedding');
+      assert.equal(state.collects, 1);
+      assert.equal(guard.collections, 1);
+      assert.equal(guard.last.heapUsed, 40 * MIB, 'decided on the reading after the collection');
+      assert.equal(shedEvents(), 0);
+      state.heap = 60 * MIB;
+      guard.sample();
+      assert.equal(state.collects, 1, 'under the mark: nothing collected');
+    } finally {
+      guard.close();
+    }
+  });
+
+  it('sheds when the collection does not help, and collects again only after collectEveryMs', () => {
+    const { guard, state, shedEvents } = collecting();
+    try {
+      state.heap = 150 * MIB;
+      assert.equal(guard.sample(), true, 'still over the mark after the collection: sheds');
+      assert.equal(state.collects, 1);
+      assert.equal(shedEvents('memory.shed.start'), 1);
+      guard.sample();
+      assert.equal(state.collects, 1, 'while shedding, no collection is asked for');
+      state.heap = 50 * MIB;
+      assert.equal(guard.sample(), false);
+      state.clock += 5_000;
+      state.heap = 150 * MIB;
+      assert.equal(guard.sample(), true, 'over again within 10 s: sheds at once…');
+      assert.equal(state.collects, 1, '…without collecting again');
+      state.heap = 50 * MIB;
+      guard.sample();
+      state.clock += 10_000;
+      state.heap = 150 * MIB;
+      guard.sample();
+      assert.equal(state.collects, 2, 'past collectEveryMs: one more collection');
+    } finally {
+      guard.close();
+    }
+  });
+
   it('the real sampler reads this process', () => {
     const m = processMemory();
     assert.ok(m.heapUsed > MIB && m.heapUsed < process.memoryUsage().heapTotal * 2);
