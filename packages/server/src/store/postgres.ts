@@ -81,8 +81,8 @@ export async function openPostgresStore(o: PostgresStoreOptions): Promise<Durabl
   // on the tasks table slows (measured: PostgreSQL's CPU per dispatched task 4–5× after ~30,000 tasks).
   const autovacuum = (await pool.query<{ autovacuum: string }>('SHOW autovacuum')).rows[0]?.autovacuum;
   if (autovacuum === 'off') o.onWarning?.('PostgreSQL runs with autovacuum = off: dead task rows will pile up and slow every task; turn it on (postgresql.conf) or VACUUM the schema\'s tables on a schedule');
-  /** Every query: a lost or refused connection becomes PAL_ERR_UNAVAILABLE (fail closed, retryable). */
   const prepare = o.preparedStatements ?? true;
+  /** Every query: a lost or refused connection becomes PAL_ERR_UNAVAILABLE (fail closed, retryable). */
   const run = async (sql: string, params: unknown[] = [], via = pool): Promise<pg.QueryResult> => {
     try {
       const name = prepare ? statementName(sql) : undefined;
