@@ -433,20 +433,9 @@ async function redisCommands(r: Redis): Promise<Map<string, number>> {
   return by;
 }
 
-/** Runs statements on the test database (one connection). */
-/** `VACUUM (ANALYZE)` of Palisade's tasks table in the schema. */
-async function vacuum(databaseUrl: string, schema: string): Promise<void> {
+/** Runs statements, one after another, on one connection to `databaseUrl`. */
+async function runSql(databaseUrl: string, ...sql: string[]): Promise<void> {
   const c = new pg.Client({ connectionString: databaseUrl });
-  await c.connect();
-  try {
-    await c.query(`VACUUM (ANALYZE) ${schema}.tasks`);
-  } finally {
-    await c.end();
-  }
-}
-
-async function admin(...sql: string[]): Promise<void> {
-  const c = new pg.Client({ connectionString: POSTGRES_URL });
   await c.connect();
   try {
     for (const q of sql) await c.query(q);
@@ -454,6 +443,10 @@ async function admin(...sql: string[]): Promise<void> {
     await c.end();
   }
 }
+/** Runs statements on the test database. */
+const admin = (...sql: string[]) => runSql(POSTGRES_URL, ...sql);
+/** `VACUUM (ANALYZE)` of Palisade's tasks table in the schema. */
+const vacuum = (databaseUrl: string, schema: string) => runSql(databaseUrl, `VACUUM (ANALYZE) ${schema}.tasks`);
 
 /** A CPU fraction as a percentage; the machine-wide figure can dip a little below 0 (clock ticks), shown as 0. */
 function pct(x: number): string {

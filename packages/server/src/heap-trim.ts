@@ -27,7 +27,9 @@ import { PerformanceObserver, constants } from 'node:perf_hooks';
 import { getHeapStatistics } from 'node:v8';
 
 /** V8's collection hook, when the process runs with `--expose-gc`. */
-type GcHook = (options: { type: 'major'; flavor: 'last-resort' }) => void;
+type GcHook = (options: { type: 'major'; flavor?: 'last-resort' }) => void;
+/** `globalThis.gc`, present when the process runs with `--expose-gc`. */
+const exposed = () => (globalThis as { gc?: GcHook }).gc;
 
 export interface HeapTrimOptions {
   /** Between two looks, ms. Default 30 000. */
@@ -58,13 +60,13 @@ const heapUsedNow = () => getHeapStatistics().used_heap_size;
 
 /** A plain full collection, where the process runs with `--expose-gc`; else undefined. */
 export function exposedGc(): (() => void) | undefined {
-  const gc = (globalThis as { gc?: (options: { type: 'major' }) => void }).gc;
+  const gc = exposed();
   return typeof gc === 'function' ? () => gc({ type: 'major' }) : undefined;
 }
 
 /** Starts looking every `checkMs`; undefined (nothing to do) if no collection can be asked for, or it is turned off. */
 export function startHeapTrim(o: HeapTrimOptions = {}): HeapTrim | undefined {
-  const gc = o.gc ?? (globalThis as { gc?: GcHook }).gc;
+  const gc = o.gc ?? exposed();
   if (typeof gc !== 'function' || process.env.PALISADE_HEAP_TRIM === 'off') return undefined;
   const heapUsed = o.heapUsed ?? heapUsedNow;
   const minGrowth = o.minGrowthBytes ?? 16 * 1024 * 1024;

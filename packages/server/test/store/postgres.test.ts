@@ -77,7 +77,7 @@ if (skip) {
       else assert.deepEqual(warnings, []);
     });
 
-    it('a stale plan is retried once, not hidden: other errors reach the caller', async () => {
+    it('through a prepared statement, an error other than a stale plan reaches the caller unchanged', async () => {
       const s = await openPostgresStore({ connectionString: POSTGRES_URL, schema: planSchema, maxConnections: 1 });
       try {
         const user = { id: 'u_dup', username: 'dup', passwordHash: 'x', role: 'user' as const, createdAt: new Date().toISOString() };
