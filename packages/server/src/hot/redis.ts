@@ -40,6 +40,9 @@ export interface RedisHotStoreOptions {
   redisOptions?: RedisOptions;
 }
 
+/** Unsubscribes from bus topics wait at most this long, to go to Redis together (ms). */
+export const UNSUBSCRIBE_BATCH_MS = 20;
+
 /** Sorted-set trim is done on write, at most this often per node. */
 const TRIM_EVERY_MS = 60_000;
 
@@ -234,6 +237,26 @@ export async function openRedisHotStore(o: RedisHotStoreOptions): Promise<HotSto
   // Channels whose unsubscribe failed (Redis unreachable): ioredis would subscribe them again on
   // reconnecting, so they are unsubscribed then.
   const unsubscribeLater = new Set<string>();
+  // Unsubscribes are sent together, one command every UNSUBSCRIBE_BATCH_MS: a task's topic is
+  // dropped when it ends, and one command per task was a round trip (a socket write) per task.
+  // Messages that arrive meanwhile find no handler and are dropped, as after an unsubscribe.
+  const toUnsubscribe = new Set<string>();
+  let unsubscribeTimer: NodeJS.Timeout | undefined;
+  const flushUnsubscribes = async () => {
+    unsubscribeTimer = undefined;
+    const channels = [...toUnsubscribe];
+    toUnsubscribe.clear();
+    if (channels.length === 0) return;
+    try {
+      await run(() => sub.unsubscribe(...channels));
+    } catch {
+      for (const ch of channels) if (!topics.has(ch)) unsubscribeLater.add(ch);
+    }
+  };
+  const unsubscribeSoon = (channel: string) => {
+    toUnsubscribe.add(channel);
+    unsubscribeTimer ??= setTimeout(() => void flushUnsubscribes(), UNSUBSCRIBE_BATCH_MS).unref();
+  };
   // On every reconnection: revocations are reloaded, and each bus topic's handlers get an empty
   // message once the subscriptions are back — a bus message is never empty, so it says "messages
   // on this topic may have been lost meanwhile: read again what matters" (tasks/service.ts does).
@@ -307,7 +330,8 @@ export async function openRedisHotStore(o: RedisHotStoreOptions): Promise<HotSto
         unsubscribeLater.delete(channel);
         if (!t) {
           const handlers = new Set<(message: string) => void>();
-          const ready = run(() => sub.subscribe(channel)).then(() => undefined);
+          // Still subscribed in Redis (its unsubscribe not sent yet): nothing to send.
+          const ready = toUnsubscribe.delete(channel) ? Promise.resolve() : run(() => sub.subscribe(channel)).then(() => undefined);
           topics.set(channel, (t = { handlers, ready }));
           ready.catch(() => topics.get(channel) === t && topics.delete(channel));
         }
@@ -318,12 +342,7 @@ export async function openRedisHotStore(o: RedisHotStoreOptions): Promise<HotSto
           entry.handlers.delete(handler);
           if (entry.handlers.size === 0 && topics.get(channel) === entry) {
             topics.delete(channel);
-            try {
-              await run(() => sub.unsubscribe(channel));
-            } catch (e) {
-              unsubscribeLater.add(channel);
-              throw e;
-            }
+            unsubscribeSoon(channel);
           }
         };
       },
@@ -381,6 +400,7 @@ export async function openRedisHotStore(o: RedisHotStoreOptions): Promise<HotSto
     oidc: redisOidcRepo(redis, `${P}oidc:`, run),
     async close() {
       clearInterval(mirrorSweep);
+      clearTimeout(unsubscribeTimer);
       bus.removeAllListeners();
       await Promise.allSettled([sub.quit(), redis.quit()]);
       // quit() leaves the Sentinel failover detector's subscriptions open (ioredis #1362);

@@ -6,7 +6,7 @@
  */
 import pg from 'pg';
 import { PalisadeError } from '@palisade/protocol';
-import type { DurableStore } from './types.ts';
+import { UnfinishedCapReached, type DurableStore } from './types.ts';
 import { byId, nowSeconds, TASK_COLUMNS, TASK_JSON_FIELDS, mappers, opt, withPatch, type Row } from './rows.ts';
 import { migrations } from './schema.ts';
 
@@ -16,6 +16,8 @@ const LIVE = '(expires_at IS NULL OR expires_at > $3)';
 const RELAXED_CONNECTIONS = 2;
 
 const { user: toUser, client: toClient, agent: toAgent, task: toTask, oidc: toOidc } = mappers({ json: <T>(v: unknown) => v as T, bool: (v) => v === true });
+const TASK_INSERT_COLUMNS = `id, owner_user_id, client_id, recipe, site, steps, state, agent_id, pinned_agent_id, attempts, idempotency_key,
+  request_hash, wait_for_agent, created_at, updated_at, deadline, result, error`;
 const jsonOrNull = (v: unknown) => (v === undefined || v === null ? null : JSON.stringify(v));
 
 export interface PostgresStoreOptions {
@@ -42,16 +44,26 @@ export interface PostgresStoreOptions {
 /**
  * Names for prepared statements, one per distinct SQL text, the same on every connection of this
  * process (the texts are this module's own: a fixed set, plus task updates, one per set of changed
- * columns). Past `MAX_NAMED` texts, statements go unnamed rather than the map growing.
+ * columns). Past `max` texts, statements go unnamed (`undefined`) rather than the map growing.
  */
-const statementNames = new Map<string, string>();
-const MAX_NAMED = 500;
-let named = 0;
-function statementName(sql: string): string | undefined {
-  let name = statementNames.get(sql);
-  if (name === undefined && statementNames.size < MAX_NAMED) statementNames.set(sql, (name = `pal_${++named}`));
-  return name;
+export function statementNamer(max: number): { name(sql: string): string | undefined; forget(sql: string): void; readonly size: number } {
+  const names = new Map<string, string>();
+  let made = 0;
+  return {
+    name(sql) {
+      let name = names.get(sql);
+      if (name === undefined && names.size < max) names.set(sql, (name = `pal_${++made}`));
+      return name;
+    },
+    forget: (sql) => void names.delete(sql),
+    get size() {
+      return names.size;
+    },
+  };
 }
+/** Distinct SQL texts named at once; the store's own texts number a few dozen. */
+export const MAX_NAMED_STATEMENTS = 500;
+const statements = statementNamer(MAX_NAMED_STATEMENTS);
 /**
  * A prepared `SELECT *` whose table another node's migration changed fails ("cached plan must not
  * change result type", SQLSTATE 0A000): the text gets a new name, so every connection prepares it again.
@@ -85,14 +97,14 @@ export async function openPostgresStore(o: PostgresStoreOptions): Promise<Durabl
   /** Every query: a lost or refused connection becomes PAL_ERR_UNAVAILABLE (fail closed, retryable). */
   const run = async (sql: string, params: unknown[] = [], via = pool): Promise<pg.QueryResult> => {
     try {
-      const name = prepare ? statementName(sql) : undefined;
+      const name = prepare ? statements.name(sql) : undefined;
       if (name === undefined) return await via.query(sql, params);
       try {
         return await via.query({ name, text: sql, values: params });
       } catch (e) {
         if (!isStalePlan(e)) throw e;
-        statementNames.delete(sql);
-        return await via.query({ name: statementName(sql), text: sql, values: params });
+        statements.forget(sql);
+        return await via.query({ name: statements.name(sql), text: sql, values: params });
       }
     } catch (e) {
       if (isConnectionError(e)) throw new PalisadeError('PAL_ERR_UNAVAILABLE', 'the database is unreachable; try again shortly', { internal: e });
@@ -101,6 +113,8 @@ export async function openPostgresStore(o: PostgresStoreOptions): Promise<Durabl
   };
   const q = async (sql: string, params: unknown[] = []): Promise<Row[]> => (await run(sql, params)).rows as Row[];
   const one = async (sql: string, params: unknown[] = []): Promise<Row | undefined> => (await q(sql, params))[0];
+  const countUnfinished = async (owner: string) =>
+    Number((await one("SELECT count(*)::int AS n FROM tasks WHERE owner_user_id = $1 AND state IN ('queued', 'dispatched', 'running')", [owner]))?.n ?? 0);
 
   return {
     kind: 'postgres',
@@ -153,16 +167,24 @@ export async function openPostgresStore(o: PostgresStoreOptions): Promise<Durabl
       },
     },
     tasks: {
-      async insert(t) {
-        const r = await one(`INSERT INTO tasks (id, owner_user_id, client_id, recipe, site, steps, state, agent_id, pinned_agent_id, attempts, idempotency_key,
-               request_hash, wait_for_agent, created_at, updated_at, deadline, result, error)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
-             ON CONFLICT (owner_user_id, idempotency_key) DO NOTHING RETURNING id`,
-          [t.id, t.ownerUserId, t.clientId, t.recipe ?? null, t.site, JSON.stringify(t.steps), t.state, t.agentId ?? null, t.pinnedAgentId ?? null,
-            t.attempts, t.idempotencyKey ?? null, t.requestHash, t.waitForAgent, t.createdAt, t.updatedAt, t.deadline, jsonOrNull(t.result), jsonOrNull(t.error)]);
+      async insert(t, o) {
+        const values = [t.id, t.ownerUserId, t.clientId, t.recipe ?? null, t.site, JSON.stringify(t.steps), t.state, t.agentId ?? null, t.pinnedAgentId ?? null,
+          t.attempts, t.idempotencyKey ?? null, t.requestHash, t.waitForAgent, t.createdAt, t.updatedAt, t.deadline, jsonOrNull(t.result), jsonOrNull(t.error)];
+        // With a cap, the count and the insert are one statement (one round trip); the values are
+        // typed by hand, as a SELECT list does not take its types from the target columns.
+        const r = o?.maxUnfinished === undefined
+          ? await one(`INSERT INTO tasks (${TASK_INSERT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+               ON CONFLICT (owner_user_id, idempotency_key) DO NOTHING RETURNING id`, values)
+          : await one(`INSERT INTO tasks (${TASK_INSERT_COLUMNS})
+               SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::jsonb, $7::text, $8::text, $9::text, $10::int, $11::text, $12::text,
+                      $13::boolean, $14::text, $15::text, $16::text, $17::jsonb, $18::jsonb
+               WHERE (SELECT count(*) FROM tasks WHERE owner_user_id = $2 AND state IN ('queued', 'dispatched', 'running')) < $19::int
+               ON CONFLICT (owner_user_id, idempotency_key) DO NOTHING RETURNING id`, [...values, o.maxUnfinished]);
         if (r) return { task: t, created: true };
-        const existing = await one('SELECT * FROM tasks WHERE owner_user_id = $1 AND idempotency_key = $2', [t.ownerUserId, t.idempotencyKey]);
-        return { task: toTask(existing!), created: false };
+        const existing = t.idempotencyKey === undefined ? undefined : await one('SELECT * FROM tasks WHERE owner_user_id = $1 AND idempotency_key = $2', [t.ownerUserId, t.idempotencyKey]);
+        if (existing) return { task: toTask(existing), created: false };
+        // Not inserted and no replay: the cap (the count may have dropped since; the cap was reached).
+        throw new UnfinishedCapReached(Math.max(o?.maxUnfinished ?? 0, await countUnfinished(t.ownerUserId)));
       },
       async byId(id) { const r = await one('SELECT * FROM tasks WHERE id = $1', [id]); return r && toTask(r); },
       async byIdempotencyKey(owner, key) { const r = await one('SELECT * FROM tasks WHERE owner_user_id = $1 AND idempotency_key = $2', [owner, key]); return r && toTask(r); },
@@ -187,9 +209,7 @@ export async function openPostgresStore(o: PostgresStoreOptions): Promise<Durabl
           : await q("SELECT * FROM tasks WHERE owner_user_id = $1 AND state IN ('queued', 'dispatched', 'running') ORDER BY created_at", [owner]);
         return rows.map(toTask);
       },
-      async countUnfinished(owner) {
-        return Number((await one("SELECT count(*)::int AS n FROM tasks WHERE owner_user_id = $1 AND state IN ('queued', 'dispatched', 'running')", [owner]))?.n ?? 0);
-      },
+      countUnfinished,
     },
     oidc: {
       async upsert(model, id, r) {

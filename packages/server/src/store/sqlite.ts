@@ -4,7 +4,7 @@
  */
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { startCheckpointer } from './sqlite-checkpointer.ts';
-import type { DurableStore } from './types.ts';
+import { UnfinishedCapReached, type DurableStore } from './types.ts';
 import { byId, nowSeconds, TASK_COLUMNS, TASK_JSON_FIELDS, mappers, opt, withPatch, type Row } from './rows.ts';
 import { migrations } from './schema.ts';
 
@@ -40,6 +40,7 @@ export function openSqliteStore(path: string): DurableStore {
   const one = (sql: string, ...args: (string | number | null)[]) => q(sql).get(...args) as Row | undefined;
   const all = (sql: string, ...args: (string | number | null)[]) => q(sql).all(...args) as Row[];
   const run = (sql: string, ...args: (string | number | null)[]) => q(sql).run(...args);
+  const countUnfinished = (owner: string) => Number(one("SELECT count(*) AS n FROM tasks WHERE owner_user_id = ? AND state IN ('queued', 'dispatched', 'running')", owner)?.n ?? 0);
 
   return {
     kind: 'sqlite',
@@ -94,10 +95,15 @@ export function openSqliteStore(path: string): DurableStore {
       },
     },
     tasks: {
-      async insert(t) {
+      async insert(t, o) {
         if (t.idempotencyKey !== undefined) {
           const r = one('SELECT * FROM tasks WHERE owner_user_id = ? AND idempotency_key = ?', t.ownerUserId, t.idempotencyKey);
           if (r) return { task: toTask(r), created: false };
+        }
+        // One connection, no await between the count and the insert: nothing comes in between.
+        if (o?.maxUnfinished !== undefined) {
+          const open = countUnfinished(t.ownerUserId);
+          if (open >= o.maxUnfinished) throw new UnfinishedCapReached(open);
         }
         run(`INSERT INTO tasks (id, owner_user_id, client_id, recipe, site, steps, state, agent_id, pinned_agent_id, attempts, idempotency_key,
                request_hash, wait_for_agent, created_at, updated_at, deadline, result, error)
@@ -129,7 +135,7 @@ export function openSqliteStore(path: string): DurableStore {
           : all("SELECT * FROM tasks WHERE owner_user_id = ? AND state IN ('queued', 'dispatched', 'running') ORDER BY created_at", owner).map(toTask);
       },
       async countUnfinished(owner) {
-        return Number(one("SELECT count(*) AS n FROM tasks WHERE owner_user_id = ? AND state IN ('queued', 'dispatched', 'running')", owner)?.n ?? 0);
+        return countUnfinished(owner);
       },
     },
     oidc: {

@@ -108,9 +108,24 @@ export interface AgentRepo {
   touch(id: string, lastSeenAt: string, grants?: string[]): Promise<void>;
 }
 
+/** `TaskRepo.insert` refused a task: its owner has `open` unfinished tasks, the most allowed. */
+export class UnfinishedCapReached extends Error {
+  readonly open: number;
+  constructor(open: number) {
+    super(`${open} unfinished tasks`);
+    this.name = 'UnfinishedCapReached';
+    this.open = open;
+  }
+}
+
 export interface TaskRepo {
-  /** Inserts a task; returns the existing one instead if (owner, idempotencyKey) is taken. */
-  insert(task: TaskRecord): Promise<{ task: TaskRecord; created: boolean }>;
+  /**
+   * Inserts a task; returns the existing one instead if (owner, idempotencyKey) is taken. With
+   * `maxUnfinished`, the owner's unfinished tasks are counted in the same statement, and at the cap
+   * nothing is inserted: it throws {@link UnfinishedCapReached} (an idempotent replay still returns
+   * its task).
+   */
+  insert(task: TaskRecord, o?: { maxUnfinished?: number }): Promise<{ task: TaskRecord; created: boolean }>;
   byId(id: string): Promise<TaskRecord | undefined>;
   byIdempotencyKey(ownerUserId: string, key: string): Promise<TaskRecord | undefined>;
   /**

@@ -45,7 +45,7 @@ import {
 } from '@palisade/protocol';
 import type { ServerConfig } from '../config.ts';
 import type { Principal } from '../auth/tokens.ts';
-import type { DurableStore, TaskRecord } from '../store/types.ts';
+import { UnfinishedCapReached, type DurableStore, type TaskRecord } from '../store/types.ts';
 import type { SecurityEvents } from '../siem/events.ts';
 import type { AgentHandle, AgentRegistry } from '../gateway/registry.ts';
 import type { Bus, Counters, Nodes, Presence, PresenceEntry } from '../hot/types.ts';
@@ -196,14 +196,8 @@ export class TaskService {
     }
 
     const waitForAgent = sub.waitForAgent ?? false;
-    // Presence is read once (the routing pre-check and the routing itself see the same), beside the count.
-    const [remote, open] = await Promise.all([
-      waitForAgent ? undefined : this.#precheckRouting(p.userId, site, sub.agentId),
-      this.#o.store.tasks.countUnfinished(p.userId),
-    ]);
-    if (open >= this.#o.config.maxUnfinishedTasksPerUser) {
-      throw new PalisadeError('PAL_ERR_RATE_LIMITED', `you have ${open} unfinished tasks, the most allowed; wait for some to finish or cancel them`);
-    }
+    // Presence is read once (the routing pre-check and the routing itself see the same).
+    const remote = waitForAgent ? undefined : await this.#precheckRouting(p.userId, site, sub.agentId);
 
     const at = now();
     const record: TaskRecord = {
@@ -219,9 +213,13 @@ export class TaskService {
     });
     let inserted: Awaited<ReturnType<DurableStore['tasks']['insert']>>;
     try {
-      inserted = await this.#o.store.tasks.insert(record);
+      // The cap on unfinished tasks is counted by the insert itself (one round trip).
+      inserted = await this.#o.store.tasks.insert(record, { maxUnfinished: this.#o.config.maxUnfinishedTasksPerUser });
     } catch (e) {
       (await listening)?.();
+      if (e instanceof UnfinishedCapReached) {
+        throw new PalisadeError('PAL_ERR_RATE_LIMITED', `you have ${e.open} unfinished tasks, the most allowed; wait for some to finish or cancel them`);
+      }
       throw e;
     }
     const { task, created } = inserted;

@@ -44,6 +44,39 @@ if (skip) {
       }
     });
 
+    it('bus: topics dropped together are unsubscribed in one command; one taken again meanwhile stays subscribed', async () => {
+      const h = await open();
+      const direct = new Redis(REDIS_URL);
+      const monitor = await direct.monitor();
+      const unsubscribes: string[][] = [];
+      const batch = `batch-${randomUUID()}`;
+      monitor.on('monitor', (_time: string, args: string[]) => {
+        if (args[0]?.toLowerCase() === 'unsubscribe' && args.some((a) => a.includes(batch))) unsubscribes.push(args.slice(1));
+      });
+      try {
+        const topics = Array.from({ length: 20 }, (_, i) => `${batch}:${i}`);
+        const heard: string[] = [];
+        const offs = await Promise.all(topics.map((t) => h.bus.subscribe(t, (m) => heard.push(`${t} ${m}`))));
+        await Promise.all(offs.map((off) => off()));
+        // Taken again before the batch went out: its subscription is kept, not dropped and redone.
+        const again = topics[0]!;
+        await h.bus.subscribe(again, (m) => heard.push(`${again} ${m}`));
+        await new Promise((r) => setTimeout(r, 100));
+        const channels = (await direct.call('PUBSUB', 'CHANNELS', `${prefix}:bus:${batch}:*`)) as string[];
+        assert.deepEqual(channels, [`${prefix}:bus:${again}`], 'only the topic taken again is still subscribed');
+        assert.equal(unsubscribes.length, 1, `one UNSUBSCRIBE for the batch (got ${unsubscribes.length})`);
+        assert.deepEqual(unsubscribes[0]!.sort(), topics.slice(1).map((t) => `${prefix}:bus:${t}`).sort());
+        await h.bus.publish(topics[1]!, 'dropped');
+        await h.bus.publish(again, 'kept');
+        for (let i = 0; i < 100 && heard.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+        assert.deepEqual(heard, [`${again} kept`]);
+      } finally {
+        monitor.disconnect();
+        direct.disconnect();
+        await h.close();
+      }
+    });
+
     it('a revocation on one node reaches the mirror of another, and a node started later loads it', async () => {
       const [a, b] = await Promise.all([open(), open()]);
       const heard: string[] = [];

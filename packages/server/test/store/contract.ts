@@ -5,7 +5,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import type { DurableStore, TaskRecord } from '../../src/store/types.ts';
+import { UnfinishedCapReached, type DurableStore, type TaskRecord } from '../../src/store/types.ts';
 
 const iso = () => new Date().toISOString();
 /** A record as data (absent and undefined fields alike). */
@@ -98,6 +98,26 @@ export function storeContract(name: string, open: () => Promise<DurableStore>): 
       await s.tasks.insert(task());
       assert.equal(await s.tasks.countUnfinished(userId), open + 1);
       assert.deepEqual((await s.tasks.byId(t2.id))?.steps, t2.steps);
+    });
+
+    it('tasks: insert with a cap counts the owner\'s unfinished tasks in the same step; at the cap nothing is stored; a replay still answers', async () => {
+      const owner = `u_cap_${randomUUID()}`;
+      const capped = (over: Partial<TaskRecord> = {}) => task({ ownerUserId: owner, ...over });
+      const first = capped({ idempotencyKey: 'cap-k' });
+      assert.equal((await s.tasks.insert(first, { maxUnfinished: 2 })).created, true);
+      const second = capped();
+      assert.equal((await s.tasks.insert(second, { maxUnfinished: 2 })).created, true);
+      const third = capped();
+      await assert.rejects(s.tasks.insert(third, { maxUnfinished: 2 }), (e: unknown) => e instanceof UnfinishedCapReached && e.open === 2);
+      assert.equal(await s.tasks.byId(third.id), undefined, 'nothing stored past the cap');
+      assert.equal(await s.tasks.countUnfinished(owner), 2);
+      const replay = await s.tasks.insert(capped({ idempotencyKey: 'cap-k' }), { maxUnfinished: 2 });
+      assert.deepEqual([replay.created, replay.task.id], [false, first.id], 'an idempotent replay answers even at the cap');
+      // Finished tasks do not count; the cap belongs to the owner only.
+      await s.tasks.update(second, { state: 'cancelled' });
+      assert.equal((await s.tasks.insert(third, { maxUnfinished: 2 })).created, true, 'room again once one finished');
+      assert.equal((await s.tasks.insert(task({ ownerUserId: `u_other_${randomUUID()}` }), { maxUnfinished: 1 })).created, true, 'another owner is not counted against it');
+      assert.deepEqual(plain(await s.tasks.byId(third.id)), plain(third), 'stored as given, through the capped insert');
     });
 
     it('tasks: a relaxed move is stored; a move from running also applies to the task still dispatched to the same agent, never to another agent', async () => {

@@ -6,12 +6,30 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import pg from 'pg';
-import { openPostgresStore } from '../../src/store/postgres.ts';
+import { MAX_NAMED_STATEMENTS, openPostgresStore, statementNamer } from '../../src/store/postgres.ts';
 import { POSTGRES_URL, dropSchema, postgresSkip } from '../support/postgres.ts';
 import { storeContract } from './contract.ts';
 import { oidcContract } from './oidc-contract.ts';
 
 const schema = `palisade_test_${process.pid}`;
+
+// Needs no server: runs everywhere.
+describe('prepared statement names', () => {
+  it('one name per text up to the cap, unnamed past it; a forgotten text gets a new name', () => {
+    const names = statementNamer(MAX_NAMED_STATEMENTS);
+    const given = new Set<string>();
+    for (let i = 0; i < MAX_NAMED_STATEMENTS; i++) given.add(names.name(`SELECT ${i}`)!);
+    assert.equal(given.size, MAX_NAMED_STATEMENTS, 'a distinct name for each text');
+    assert.equal(names.name('SELECT 0'), names.name('SELECT 0'), 'the same text, the same name');
+    assert.equal(names.name(`SELECT ${MAX_NAMED_STATEMENTS}`), undefined, 'past the cap: unnamed');
+    assert.equal(names.size, MAX_NAMED_STATEMENTS, 'the map does not grow past the cap');
+    const old = names.name('SELECT 1');
+    names.forget('SELECT 1');
+    const renamed = names.name('SELECT 1');
+    assert.ok(renamed !== undefined && renamed !== old && !given.has(renamed), 'a stale text is prepared again under a name never used');
+    assert.equal(names.name(`SELECT ${MAX_NAMED_STATEMENTS + 1}`), undefined, 'the freed place was taken again');
+  });
+});
 const skip = await postgresSkip('PostgreSQL store tests');
 
 if (skip) {
