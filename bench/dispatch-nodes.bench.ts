@@ -167,12 +167,12 @@ function cpuSince(a: Map<string, number>, b: Map<string, number>): number {
  * PostgreSQL (what each of Palisade's state changes waits for: a WAL flush with the server's
  * `synchronous_commit`) and of a Redis PING, each done one at a time, 200 times.
  */
-async function probe(databaseUrl: string, schema: string): Promise<{ commit: [number, number]; ping: [number, number]; settings: string }> {
+async function probe(databaseUrl: string, schema: string): Promise<{ commit: [number, number]; ping: [number, number]; settings: string; autovacuum: boolean }> {
   const c = new pg.Client({ connectionString: databaseUrl });
   await c.connect();
-  const shown: string[] = [];
-  for (const k of ['server_version', 'synchronous_commit', 'fsync', 'wal_sync_method', 'autovacuum']) shown.push(`${k} = ${String((await c.query<Record<string, string>>(`SHOW ${k}`)).rows[0]![k])}`);
-  const settings = shown.join(', ');
+  const shown = new Map<string, string>();
+  for (const k of ['server_version', 'synchronous_commit', 'fsync', 'wal_sync_method', 'autovacuum']) shown.set(k, String((await c.query<Record<string, string>>(`SHOW ${k}`)).rows[0]![k]));
+  const settings = [...shown].map(([k, v]) => `${k} = ${v}`).join(', ');
   await c.query(`CREATE TABLE IF NOT EXISTS ${schema}.bench_commit_probe (n integer)`);
   const times = async (n: number, f: (i: number) => Promise<unknown>): Promise<[number, number]> => {
     const xs: number[] = [];
@@ -190,7 +190,7 @@ async function probe(databaseUrl: string, schema: string): Promise<{ commit: [nu
   const r = new Redis(REDIS_URL);
   const ping = await times(200, () => r.ping());
   r.disconnect();
-  return { commit, ping, settings };
+  return { commit, ping, settings, autovacuum: shown.get('autovacuum') !== 'off' };
 }
 
 interface Snapshot { servers: number[]; busy: number; redis: Map<string, number>; pg: Map<string, number>; cmds: Map<string, number> }
@@ -319,7 +319,7 @@ async function main(): Promise<void> {
     };
 
     const probeStart = await probe(databaseUrl, schema);
-    const vacuumByHand = probeStart.settings.includes('autovacuum = off');
+    const vacuumByHand = !probeStart.autovacuum;
     process.stderr.write(`  PostgreSQL one-row commit p50 ${probeStart.commit[0].toFixed(2)} ms, p99 ${probeStart.commit[1].toFixed(2)} ms (${probeStart.settings}); Redis PING p50 ${probeStart.ping[0].toFixed(2)} ms, p99 ${probeStart.ping[1].toFixed(2)} ms\n`);
     const results = new Map<string, Measured[]>();
     const key = (t: Target, c: number) => `${t}@${c}`;
@@ -408,7 +408,7 @@ ${order.map((t) => `- ${LABEL[t]}: ${results.get(key(t, LEVELS.at(-1)!))![0]!.to
 
 What each does per task that the other does not:
 
-- Palisade, per task (from the code of \`tasks/service.ts\` and \`api/routes.ts\`): verifies the caller's bearer token (ES256 signature, audience, expiry, revocation list) and scope; two rate-limit checks in Redis (per address at the edge, per client on the API: a Lua script each); validates the submission (schema, code-step refusal, site and URL policy); reads the agents' presence in Redis (on two nodes; one Lua script: the user's set and its entries) while counting the caller's unfinished tasks (PostgreSQL); inserts the task (a commit) while SUBSCRIBing to \`task:<id>\` for the waiting request (an UNSUBSCRIBE at the end), and emits an audit event (\`task.submit\`) through the logger; arms a deadline timer; on two nodes PUBLISHes the dispatch on \`node:B\`; the dispatching node moves it by compare-and-set three times (dispatched, running, succeeded: each waited for before the next frame of that agent is handled; running without waiting for the WAL flush), arms an accept timer, validates each of the agent's four frames against the protocol schema and its frame-rate limit, and PUBLISHes five events (three state events — dispatched, running, end — and two progress); node A reads nothing back (the waiting request hears the end event); every event goes into a bounded per-task history. What was acknowledged survives a node's restart or loss.
+- Palisade, per task (from the code of \`tasks/service.ts\` and \`api/routes.ts\`): verifies the caller's bearer token (ES256 signature, audience, expiry, revocation list) and scope; two rate-limit checks in Redis (per address at the edge, per client on the API: a Lua script each); validates the submission (schema, code-step refusal, site and URL policy); reads the agents' presence in Redis (on two nodes; one Lua script: the user's set and its entries); inserts the task (a commit; the same statement counts the caller's unfinished tasks against their cap) while SUBSCRIBing to \`task:<id>\` for the waiting request (UNSUBSCRIBEd at the end, with other ended tasks' topics in one command every 20 ms), and emits an audit event (\`task.submit\`) through the logger; arms a deadline timer; on two nodes PUBLISHes the dispatch on \`node:B\`; the dispatching node moves it by compare-and-set three times (dispatched, running, succeeded: each waited for before the next frame of that agent is handled; running without waiting for the WAL flush), arms an accept timer, validates each of the agent's four frames against the protocol schema and its frame-rate limit, and PUBLISHes five events (three state events — dispatched, running, end — and two progress); node A reads nothing back (the waiting request hears the end event); every event goes into a bounded per-task history. What was acknowledged survives a node's restart or loss.
 - Socket.IO: none of that — no authentication, no validation beyond JSON parsing, no store, no audit, no timers beyond the ack timeout; one acknowledgement per task instead of four agent frames. What it does that Palisade does not: a \`PUBSUB NUMSUB\` round trip to Redis per request, and a request broadcast to every server (each answers with a client count).
 
 Every round (tasks/s · p99 ms):

@@ -66,7 +66,8 @@ export function createRateLimiter(o: RateLimiterOptions): RateLimiter {
   let retryStoreAt = 0;
   const reported = new Map<string, number>();
 
-  const remote = async (rules: RateRule[], local: RateLimits): Promise<RateDecision> => {
+  /** The shared buckets; in an outage, `fallback` (this node's own) answers instead. */
+  const remote = async (rules: RateRule[], fallback: RateLimits): Promise<RateDecision> => {
     try {
       const d = await o.rates.consume(rules, config.escalation);
       outage = false;
@@ -79,7 +80,7 @@ export function createRateLimiter(o: RateLimiterOptions): RateLimiter {
         o.onFallback?.(e);
         events.emit({ class: 'api_activity', activity: 'ratelimit.fallback', outcome: 'failure', severity: 'high', code: e.code, message: 'the rate-limit store is unreachable: this node limits requests on its own until it returns' });
       }
-      return local.consume(rules, config.escalation);
+      return fallback.consume(rules, config.escalation);
     }
   };
   const consume = (rules: RateRule[]): RateDecision | Promise<RateDecision> => {

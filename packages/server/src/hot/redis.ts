@@ -234,8 +234,9 @@ export async function openRedisHotStore(o: RedisHotStoreOptions): Promise<HotSto
     mirror.set(id, Number(message.slice(0, sep)));
     bus.emit('revoke', id);
   });
-  // Channels whose unsubscribe failed (Redis unreachable): ioredis would subscribe them again on
-  // reconnecting, so they are unsubscribed then.
+  // Channels whose unsubscribe failed, or whose subscribe timed out (Redis unreachable or stalled:
+  // it may still do either later), held by no topic: unsubscribed with the next batch, or on
+  // reconnecting (ioredis would subscribe them again).
   const unsubscribeLater = new Set<string>();
   // Unsubscribes are sent together, one command every UNSUBSCRIBE_BATCH_MS: a task's topic is
   // dropped when it ends, and one command per task was a round trip (a socket write) per task.
@@ -244,13 +245,17 @@ export async function openRedisHotStore(o: RedisHotStoreOptions): Promise<HotSto
   let unsubscribeTimer: NodeJS.Timeout | undefined;
   const flushUnsubscribes = async () => {
     unsubscribeTimer = undefined;
-    const channels = [...toUnsubscribe];
+    // With them, channels an earlier unsubscribe (or subscribe) may have left behind in Redis.
+    const channels = [...new Set([...toUnsubscribe, ...unsubscribeLater])].filter((ch) => !topics.has(ch));
     toUnsubscribe.clear();
+    unsubscribeLater.clear();
     if (channels.length === 0) return;
     try {
       await run(() => sub.unsubscribe(...channels));
     } catch {
-      for (const ch of channels) if (!topics.has(ch)) unsubscribeLater.add(ch);
+      // Timed out, it may still reach Redis after a subscribe sent meanwhile — or not: whichever
+      // are not taken again by then go in the next batch, or at the next reconnection.
+      for (const ch of channels) unsubscribeLater.add(ch);
     }
   };
   const unsubscribeSoon = (channel: string) => {
@@ -333,7 +338,12 @@ export async function openRedisHotStore(o: RedisHotStoreOptions): Promise<HotSto
           // Still subscribed in Redis (its unsubscribe not sent yet): nothing to send.
           const ready = toUnsubscribe.delete(channel) ? Promise.resolve() : run(() => sub.subscribe(channel)).then(() => undefined);
           topics.set(channel, (t = { handlers, ready }));
-          ready.catch(() => topics.get(channel) === t && topics.delete(channel));
+          // A subscribe that timed out may still be done by Redis: unsubscribed later unless taken again.
+          ready.catch(() => {
+            if (topics.get(channel) !== t) return;
+            topics.delete(channel);
+            unsubscribeLater.add(channel);
+          });
         }
         const entry = t;
         await entry.ready;

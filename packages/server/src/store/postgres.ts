@@ -64,6 +64,9 @@ export function statementNamer(max: number): { name(sql: string): string | undef
 /** Distinct SQL texts named at once; the store's own texts number a few dozen. */
 export const MAX_NAMED_STATEMENTS = 500;
 const statements = statementNamer(MAX_NAMED_STATEMENTS);
+let stalePlans = 0;
+/** Named SQL texts, and statements prepared again after a migration changed their table (for tests and diagnostics). */
+export const preparedStatements = (): { named: number; preparedAgain: number } => ({ named: statements.size, preparedAgain: stalePlans });
 /**
  * A prepared `SELECT *` whose table another node's migration changed fails ("cached plan must not
  * change result type", SQLSTATE 0A000): the text gets a new name, so every connection prepares it again.
@@ -104,6 +107,7 @@ export async function openPostgresStore(o: PostgresStoreOptions): Promise<Durabl
       } catch (e) {
         if (!isStalePlan(e)) throw e;
         statements.forget(sql);
+        stalePlans++;
         return await via.query({ name: statements.name(sql), text: sql, values: params });
       }
     } catch (e) {

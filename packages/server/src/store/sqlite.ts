@@ -100,7 +100,7 @@ export function openSqliteStore(path: string): DurableStore {
           const r = one('SELECT * FROM tasks WHERE owner_user_id = ? AND idempotency_key = ?', t.ownerUserId, t.idempotencyKey);
           if (r) return { task: toTask(r), created: false };
         }
-        // One connection, no await between the count and the insert: nothing comes in between.
+        // No await between the count and the insert: exact within this process (see TaskRepo.insert).
         if (o?.maxUnfinished !== undefined) {
           const open = countUnfinished(t.ownerUserId);
           if (open >= o.maxUnfinished) throw new UnfinishedCapReached(open);

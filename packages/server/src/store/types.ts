@@ -121,9 +121,12 @@ export class UnfinishedCapReached extends Error {
 export interface TaskRepo {
   /**
    * Inserts a task; returns the existing one instead if (owner, idempotencyKey) is taken. With
-   * `maxUnfinished`, the owner's unfinished tasks are counted in the same statement, and at the cap
-   * nothing is inserted: it throws {@link UnfinishedCapReached} (an idempotent replay still returns
-   * its task).
+   * `maxUnfinished`, the owner's unfinished tasks are counted in the same step (PostgreSQL: the same
+   * statement), and at the cap nothing is inserted: it throws {@link UnfinishedCapReached} (an
+   * idempotent replay still returns its task). The count does not see inserts running at the same
+   * time (PostgreSQL's statement snapshot; other processes on one SQLite file), so a burst may pass
+   * the cap by the number of the owner's submissions in flight at once — a bound on what waits, not
+   * an exact quota.
    */
   insert(task: TaskRecord, o?: { maxUnfinished?: number }): Promise<{ task: TaskRecord; created: boolean }>;
   byId(id: string): Promise<TaskRecord | undefined>;

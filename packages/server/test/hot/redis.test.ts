@@ -6,6 +6,7 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { PalisadeError } from '@palisade/protocol';
 import { Redis } from 'ioredis';
 import { openRedisHotStore } from '../../src/hot/redis.ts';
@@ -77,6 +78,35 @@ if (skip) {
       }
     });
 
+    // Redis stalls (no reply for longer than the command timeout) and then does everything it was
+    // sent: an UNSUBSCRIBE and a SUBSCRIBE of one topic, both timed out here, leave the topic
+    // subscribed with nobody holding it. The next batch of unsubscribes takes it with it.
+    it('bus: a topic Redis subscribed after its subscribe timed out is unsubscribed with the next batch', async () => {
+      const proxy = await stallingProxy(new URL(REDIS_URL).port);
+      const h = await openRedisHotStore({ url: proxy.url, prefix, commandTimeoutMs: 300 });
+      const direct = new Redis(REDIS_URL);
+      const topic = `stall-${randomUUID()}`;
+      const channels = async () => (await direct.call('PUBSUB', 'CHANNELS', `${prefix}:bus:stall-*`)) as string[];
+      try {
+        const off = await h.bus.subscribe(`${topic}:x`, () => undefined);
+        await off();
+        proxy.stall();
+        await new Promise((r) => setTimeout(r, 60)); // the batch (its UNSUBSCRIBE) is sent, and held
+        await assert.rejects(h.bus.subscribe(`${topic}:x`, () => undefined), (e: PalisadeError) => e.code === 'PAL_ERR_UNAVAILABLE', 'the subscribe times out');
+        proxy.resume();
+        await new Promise((r) => setTimeout(r, 100));
+        assert.deepEqual(await channels(), [`${prefix}:bus:${topic}:x`], 'Redis did both, in order: subscribed, held by nobody');
+        const offY = await h.bus.subscribe(`${topic}:y`, () => undefined);
+        await offY();
+        await new Promise((r) => setTimeout(r, 100));
+        assert.deepEqual(await channels(), [], 'gone with the next batch');
+      } finally {
+        direct.disconnect();
+        await h.close();
+        await proxy.close();
+      }
+    });
+
     it('a revocation on one node reaches the mirror of another, and a node started later loads it', async () => {
       const [a, b] = await Promise.all([open(), open()]);
       const heard: string[] = [];
@@ -114,4 +144,36 @@ if (skip) {
       await assert.rejects(openRedisHotStore({ url: 'redis://127.0.0.1:1', prefix }), (e: unknown) => e instanceof PalisadeError && e.code === 'PAL_ERR_UNAVAILABLE');
     });
   });
+}
+
+/** A TCP proxy to Redis that can hold what clients send (Redis then answers nothing) and let it through later. */
+async function stallingProxy(port: string): Promise<{ url: string; stall(): void; resume(): void; close(): Promise<void> }> {
+  let stalled = false;
+  const held: (() => void)[] = [];
+  const sockets = new Set<Socket>();
+  const server = createServer((client) => {
+    const upstream = connect(Number(port), '127.0.0.1');
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+      s.on('error', () => undefined);
+    }
+    upstream.pipe(client);
+    client.on('data', (chunk: Buffer) => (stalled ? held.push(() => upstream.write(chunk)) : upstream.write(chunk)));
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `redis://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    stall: () => void (stalled = true),
+    resume: () => {
+      stalled = false;
+      for (const send of held.splice(0)) send();
+    },
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => server.close(r));
+    },
+  };
 }

@@ -6,7 +6,7 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import pg from 'pg';
-import { MAX_NAMED_STATEMENTS, openPostgresStore, statementNamer } from '../../src/store/postgres.ts';
+import { MAX_NAMED_STATEMENTS, openPostgresStore, preparedStatements, statementNamer } from '../../src/store/postgres.ts';
 import { POSTGRES_URL, dropSchema, postgresSkip } from '../support/postgres.ts';
 import { storeContract } from './contract.ts';
 import { oidcContract } from './oidc-contract.ts';
@@ -59,7 +59,7 @@ if (skip) {
 
     // A statement prepared on a connection keeps its plan; another node migrating a table under it
     // makes PostgreSQL refuse it ("cached plan must not change result type") — only a prepared
-    // statement fails so, which is how this test knows the store prepares them.
+    // statement fails so: the store's count of statements prepared again shows it happened.
     it('a table changed by another node\'s migration is read again, not refused', async () => {
       const s = await openPostgresStore({ connectionString: POSTGRES_URL, schema: planSchema, maxConnections: 1 });
       const c = new pg.Client({ connectionString: POSTGRES_URL });
@@ -68,9 +68,12 @@ if (skip) {
         const user = { id: 'u_plan', username: 'plan', passwordHash: 'x', role: 'user' as const, createdAt: new Date().toISOString() };
         await s.users.create(user);
         assert.equal((await s.users.byId(user.id))?.username, 'plan');
+        const before = preparedStatements().preparedAgain;
         await c.query(`ALTER TABLE ${planSchema}.users ADD COLUMN added_later TEXT`);
         assert.equal((await s.users.byId(user.id))?.username, 'plan', 'read after the table changed');
+        assert.equal(preparedStatements().preparedAgain, before + 1, 'PostgreSQL refused the prepared plan, and it was prepared again');
         assert.equal((await s.users.byId(user.id))?.username, 'plan', 'and again, under its new name');
+        assert.equal(preparedStatements().preparedAgain, before + 1, 'once');
         // With prepared statements off, the same change never troubles it.
         const unprepared = await openPostgresStore({ connectionString: POSTGRES_URL, schema: planSchema, maxConnections: 1, preparedStatements: false });
         assert.equal((await unprepared.users.byId(user.id))?.username, 'plan');
