@@ -7,7 +7,7 @@
 import pg from 'pg';
 import { PalisadeError } from '@palisade/protocol';
 import { UnfinishedCapReached, type DurableStore } from './types.ts';
-import { byId, nowSeconds, TASK_COLUMNS, TASK_JSON_FIELDS, mappers, opt, withPatch, type Row } from './rows.ts';
+import { byId, nowSeconds, TASK_COLUMNS, TASK_JSON_FIELDS, UNFINISHED, mappers, opt, withPatch, type Row } from './rows.ts';
 import { migrations } from './schema.ts';
 
 const MIGRATIONS = migrations('postgres');
@@ -117,8 +117,12 @@ export async function openPostgresStore(o: PostgresStoreOptions): Promise<Durabl
   };
   const q = async (sql: string, params: unknown[] = []): Promise<Row[]> => (await run(sql, params)).rows as Row[];
   const one = async (sql: string, params: unknown[] = []): Promise<Row | undefined> => (await q(sql, params))[0];
+  const byIdempotencyKey = async (owner: string, key: string) => {
+    const r = await one('SELECT * FROM tasks WHERE owner_user_id = $1 AND idempotency_key = $2', [owner, key]);
+    return r && toTask(r);
+  };
   const countUnfinished = async (owner: string) =>
-    Number((await one("SELECT count(*)::int AS n FROM tasks WHERE owner_user_id = $1 AND state IN ('queued', 'dispatched', 'running')", [owner]))?.n ?? 0);
+    Number((await one(`SELECT count(*)::int AS n FROM tasks WHERE owner_user_id = $1 AND ${UNFINISHED}`, [owner]))?.n ?? 0);
 
   return {
     kind: 'postgres',
@@ -172,26 +176,24 @@ export async function openPostgresStore(o: PostgresStoreOptions): Promise<Durabl
     },
     tasks: {
       async insert(t, o) {
-        const values = [t.id, t.ownerUserId, t.clientId, t.recipe ?? null, t.site, JSON.stringify(t.steps), t.state, t.agentId ?? null, t.pinnedAgentId ?? null,
-          t.attempts, t.idempotencyKey ?? null, t.requestHash, t.waitForAgent, t.createdAt, t.updatedAt, t.deadline, jsonOrNull(t.result), jsonOrNull(t.error)];
-        // With a cap, the count and the insert are one statement (one round trip); the values are
-        // typed by hand, as a SELECT list does not take its types from the target columns.
-        const r = o?.maxUnfinished === undefined
-          ? await one(`INSERT INTO tasks (${TASK_INSERT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
-               ON CONFLICT (owner_user_id, idempotency_key) DO NOTHING RETURNING id`, values)
-          : await one(`INSERT INTO tasks (${TASK_INSERT_COLUMNS})
-               SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::jsonb, $7::text, $8::text, $9::text, $10::int, $11::text, $12::text,
-                      $13::boolean, $14::text, $15::text, $16::text, $17::jsonb, $18::jsonb
-               WHERE (SELECT count(*) FROM tasks WHERE owner_user_id = $2 AND state IN ('queued', 'dispatched', 'running')) < $19::int
-               ON CONFLICT (owner_user_id, idempotency_key) DO NOTHING RETURNING id`, [...values, o.maxUnfinished]);
+        // The cap ($19, null for none) is counted in the same statement (one round trip); the values
+        // are typed by hand, as a SELECT list does not take its types from the target columns.
+        const r = await one(`INSERT INTO tasks (${TASK_INSERT_COLUMNS})
+             SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::jsonb, $7::text, $8::text, $9::text, $10::int, $11::text, $12::text,
+                    $13::boolean, $14::text, $15::text, $16::text, $17::jsonb, $18::jsonb
+             WHERE $19::int IS NULL OR (SELECT count(*) FROM tasks WHERE owner_user_id = $2 AND ${UNFINISHED}) < $19::int
+             ON CONFLICT (owner_user_id, idempotency_key) DO NOTHING RETURNING id`,
+          [t.id, t.ownerUserId, t.clientId, t.recipe ?? null, t.site, JSON.stringify(t.steps), t.state, t.agentId ?? null, t.pinnedAgentId ?? null,
+            t.attempts, t.idempotencyKey ?? null, t.requestHash, t.waitForAgent, t.createdAt, t.updatedAt, t.deadline, jsonOrNull(t.result), jsonOrNull(t.error),
+            o?.maxUnfinished ?? null]);
         if (r) return { task: t, created: true };
-        const existing = t.idempotencyKey === undefined ? undefined : await one('SELECT * FROM tasks WHERE owner_user_id = $1 AND idempotency_key = $2', [t.ownerUserId, t.idempotencyKey]);
-        if (existing) return { task: toTask(existing), created: false };
+        const existing = t.idempotencyKey === undefined ? undefined : await byIdempotencyKey(t.ownerUserId, t.idempotencyKey);
+        if (existing) return { task: existing, created: false };
         // Not inserted and no replay: the cap (the count may have dropped since; the cap was reached).
         throw new UnfinishedCapReached(Math.max(o?.maxUnfinished ?? 0, await countUnfinished(t.ownerUserId)));
       },
       async byId(id) { const r = await one('SELECT * FROM tasks WHERE id = $1', [id]); return r && toTask(r); },
-      async byIdempotencyKey(owner, key) { const r = await one('SELECT * FROM tasks WHERE owner_user_id = $1 AND idempotency_key = $2', [owner, key]); return r && toTask(r); },
+      byIdempotencyKey,
       async update(current, patch, o) {
         const keys = Object.keys(patch).filter((k) => Object.hasOwn(TASK_COLUMNS, k));
         if (keys.length === 0) return current;
@@ -209,8 +211,8 @@ export async function openPostgresStore(o: PostgresStoreOptions): Promise<Durabl
       },
       async listUnfinished(owner) {
         const rows = owner === undefined
-          ? await q("SELECT * FROM tasks WHERE state IN ('queued', 'dispatched', 'running') ORDER BY created_at")
-          : await q("SELECT * FROM tasks WHERE owner_user_id = $1 AND state IN ('queued', 'dispatched', 'running') ORDER BY created_at", [owner]);
+          ? await q(`SELECT * FROM tasks WHERE ${UNFINISHED} ORDER BY created_at`)
+          : await q(`SELECT * FROM tasks WHERE owner_user_id = $1 AND ${UNFINISHED} ORDER BY created_at`, [owner]);
         return rows.map(toTask);
       },
       countUnfinished,

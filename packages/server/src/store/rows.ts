@@ -89,6 +89,9 @@ export function withPatch(current: TaskRecord, patch: Partial<TaskRecord>): Task
   return next as unknown as TaskRecord;
 }
 
+/** The SQL condition of an unfinished task: the same text as the partial index on it (schema.ts, migration 2). */
+export const UNFINISHED = "state IN ('queued', 'dispatched', 'running')";
+
 /** Epoch seconds now: OAuth records past their `expires_at` are never returned, swept or not. */
 export const nowSeconds = (): number => Math.floor(Date.now() / 1000);
 

@@ -5,7 +5,7 @@
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { startCheckpointer } from './sqlite-checkpointer.ts';
 import { UnfinishedCapReached, type DurableStore } from './types.ts';
-import { byId, nowSeconds, TASK_COLUMNS, TASK_JSON_FIELDS, mappers, opt, withPatch, type Row } from './rows.ts';
+import { byId, nowSeconds, TASK_COLUMNS, TASK_JSON_FIELDS, UNFINISHED, mappers, opt, withPatch, type Row } from './rows.ts';
 import { migrations } from './schema.ts';
 
 const MIGRATIONS = migrations('sqlite');
@@ -40,7 +40,11 @@ export function openSqliteStore(path: string): DurableStore {
   const one = (sql: string, ...args: (string | number | null)[]) => q(sql).get(...args) as Row | undefined;
   const all = (sql: string, ...args: (string | number | null)[]) => q(sql).all(...args) as Row[];
   const run = (sql: string, ...args: (string | number | null)[]) => q(sql).run(...args);
-  const countUnfinished = (owner: string) => Number(one("SELECT count(*) AS n FROM tasks WHERE owner_user_id = ? AND state IN ('queued', 'dispatched', 'running')", owner)?.n ?? 0);
+  const byIdempotencyKey = (owner: string, key: string) => {
+    const r = one('SELECT * FROM tasks WHERE owner_user_id = ? AND idempotency_key = ?', owner, key);
+    return r && toTask(r);
+  };
+  const countUnfinished = (owner: string) => Number(one(`SELECT count(*) AS n FROM tasks WHERE owner_user_id = ? AND ${UNFINISHED}`, owner)?.n ?? 0);
 
   return {
     kind: 'sqlite',
@@ -97,8 +101,8 @@ export function openSqliteStore(path: string): DurableStore {
     tasks: {
       async insert(t, o) {
         if (t.idempotencyKey !== undefined) {
-          const r = one('SELECT * FROM tasks WHERE owner_user_id = ? AND idempotency_key = ?', t.ownerUserId, t.idempotencyKey);
-          if (r) return { task: toTask(r), created: false };
+          const existing = byIdempotencyKey(t.ownerUserId, t.idempotencyKey);
+          if (existing) return { task: existing, created: false };
         }
         // No await between the count and the insert: exact within this process (see TaskRepo.insert).
         if (o?.maxUnfinished !== undefined) {
@@ -115,8 +119,7 @@ export function openSqliteStore(path: string): DurableStore {
       },
       async byId(id) { const r = one('SELECT * FROM tasks WHERE id = ?', id); return r && toTask(r); },
       async byIdempotencyKey(owner, key) {
-        const r = one('SELECT * FROM tasks WHERE owner_user_id = ? AND idempotency_key = ?', owner, key);
-        return r && toTask(r);
+        return byIdempotencyKey(owner, key);
       },
       async update(current, patch) {
         const keys = Object.keys(patch).filter((k) => Object.hasOwn(TASK_COLUMNS, k));
@@ -131,8 +134,8 @@ export function openSqliteStore(path: string): DurableStore {
       },
       async listUnfinished(owner) {
         return owner === undefined
-          ? all("SELECT * FROM tasks WHERE state IN ('queued', 'dispatched', 'running') ORDER BY created_at").map(toTask)
-          : all("SELECT * FROM tasks WHERE owner_user_id = ? AND state IN ('queued', 'dispatched', 'running') ORDER BY created_at", owner).map(toTask);
+          ? all(`SELECT * FROM tasks WHERE ${UNFINISHED} ORDER BY created_at`).map(toTask)
+          : all(`SELECT * FROM tasks WHERE owner_user_id = ? AND ${UNFINISHED} ORDER BY created_at`, owner).map(toTask);
       },
       async countUnfinished(owner) {
         return countUnfinished(owner);
