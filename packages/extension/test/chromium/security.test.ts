@@ -180,7 +180,7 @@ test('bad server frames are refused and change nothing; an invalid dispatch gets
   assert.equal((result.error as { code: string }).code, 'PAL_ERR_VALIDATION');
   // Still connected and working.
   const { result: ok } = await server.run({ taskId: id(), site: O, steps: [{ type: 'navigate', url: `${O}/about.html` }, { type: 'extract', name: 't', selectors: [['h1']] }] });
-  assert.equal(ok.outcome, 'succeeded');
+  assert.equal(ok.outcome, 'succeeded', JSON.stringify(ok.error));
   assert.equal((ok.result as { outputs: Record<string, unknown> }).outputs.t, 'About');
   assert.ok(server.frames.slice(framesBefore).every((f) => f.type !== 'hello'), 'no reconnection was needed');
   assert.deepEqual(server.invalid, []);
