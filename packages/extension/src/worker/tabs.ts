@@ -12,6 +12,8 @@ import type { PageDriver } from './runner.ts';
 export const SETTLE_MS = 150;
 /** A page step is retried at most this many times when its document went away under it. */
 const MAX_DOCUMENT_RETRIES = 3;
+/** A navigation Chrome accepted but has not started after this long is asked for once more. */
+export const STALLED_NAVIGATION_MS = 2000;
 
 type TabListener = (tabId: number, info: chrome.tabs.OnUpdatedInfo, tab: chrome.tabs.Tab) => void;
 
@@ -62,15 +64,28 @@ function waitForLoad(events: TabEvents, tabId: number, timeoutMs: number, signal
     const timer = setTimeout(() => {
       const timeout = (state: string) => done(new PalisadeError('PAL_ERR_TIMEOUT', `the page did not finish loading within ${timeoutMs} ms (${state})`));
       chrome.tabs.get(tabId).then(
-        (t) => timeout(`tab ${t.status ?? 'unknown'}${sawLoading ? '' : ', no load started'}${t.pendingUrl ? ', a navigation pending' : ''}`),
+        (t) =>
+          timeout(
+            `tab ${t.status ?? 'unknown'}${sawLoading ? '' : ', no load started'}${t.pendingUrl ? ', a navigation pending' : ''}` +
+              `${t.discarded ? ', discarded' : ''}${askedAgain ? ', the navigation asked for twice' : ''}`,
+          ),
         () => timeout('the tab is gone'),
       );
     }, timeoutMs);
-    // Same-document navigations (only the fragment changes) may not report "loading".
+    const since = Date.now();
+    let askedAgain = false;
     const poll = setInterval(() => {
       if (targetUrl === undefined) return;
       chrome.tabs.get(tabId).then((t) => {
-        if (t.status === 'complete' && t.pendingUrl === undefined && t.url === targetUrl) done();
+        // Same-document navigations (only the fragment changes) may not report "loading".
+        if (t.status === 'complete' && t.pendingUrl === undefined && t.url === targetUrl) return done();
+        // Rarely, headless Chromium accepts a navigation of a background tab and never starts it: the
+        // tab stays "unloaded", nothing pending, no "loading" event. Nothing has been fetched, so
+        // asking once more is safe; the timeout still bounds the wait.
+        if (!askedAgain && !sawLoading && t.status === 'unloaded' && t.pendingUrl === undefined && Date.now() - since >= STALLED_NAVIGATION_MS) {
+          askedAgain = true;
+          chrome.tabs.update(tabId, { url: targetUrl }).catch(() => {});
+        }
       }, () => {});
     }, 500);
     const onAbort = () => done(signal.reason);
