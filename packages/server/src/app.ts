@@ -410,6 +410,8 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
     await internal?.close();
     // Agents before the task service: their connections closing start grace timers there, which stop() clears.
     await gatewayClose?.();
+    // What still runs here is left for the next start: the store should say it runs.
+    await tasks.recordRunningNow();
     tasks.stop();
     // Requests still open now (event streams, long polls) had their chance: cut rather than waited for.
     const cut = setTimeout(() => app.server.closeAllConnections(), HTTP_CLOSE_GRACE_MS);

@@ -147,7 +147,7 @@ describe('two nodes sharing PostgreSQL and Redis', { skip }, () => {
       // Half the callers watch their task's events on A while it runs on B.
       await Promise.all(ids.filter((_, i) => i % 2 === 0).map((id) => a.fetch(`/api/v1/tasks/${id}/events`, { token: client.token }).then((r) => r.text())));
       await until(async () => (await Promise.all(ids.map((id) => stateOn(a, client.token, id)))).every((s) => s === 'succeeded'), 'all ran', 15_000);
-      const zero = { accept: 0, deadline: 0, grace: 0, listeners: 0, live: 0, following: 0, unended: 0 };
+      const zero = { accept: 0, deadline: 0, grace: 0, record: 0, listeners: 0, live: 0, following: 0, unended: 0 };
       await until(async () => JSON.stringify(a.server.tasks.openHandles) === JSON.stringify(zero) && JSON.stringify(b.server.tasks.openHandles) === JSON.stringify(zero), 'released', 3000)
         .catch(() => assert.deepEqual({ a: a.server.tasks.openHandles, b: b.server.tasks.openHandles }, { a: zero, b: zero }));
     });

@@ -116,7 +116,7 @@ async function setup(options: CreateOptions = {}, dataDir = mkdtempSync(join(tmp
 function counts(t: TestServer) {
   return { connections: t.server.connections!.total, tracked: t.server.connections!.tracked, agents: t.server.agents.size, tasks: t.server.tasks.openHandles };
 }
-const ZERO = { connections: 0, tracked: { ips: 0, users: 0 }, agents: 0, tasks: { accept: 0, deadline: 0, grace: 0, listeners: 0, live: 0, following: 0, unended: 0 } };
+const ZERO = { connections: 0, tracked: { ips: 0, users: 0 }, agents: 0, tasks: { accept: 0, deadline: 0, grace: 0, record: 0, listeners: 0, live: 0, following: 0, unended: 0 } };
 
 /** The task as stored in the SQLite file of a stopped server. */
 async function storedTask(dataDir: string, id: string) {
@@ -221,6 +221,23 @@ describe('graceful shutdown', () => {
       } finally {
         await again.close();
       }
+    } finally {
+      await s.t.close().catch(() => undefined);
+      rmSync(s.dataDir, { recursive: true, force: true });
+    }
+  });
+
+  it(`close() right after an agent accepted: the task is stored as running (not left for RUNNING_RECORD_MS), for the next start`, async () => {
+    const s = await setup();
+    try {
+      await s.agent(() => 'ignore');
+      const id = await submit(s.t, s.token);
+      await untilRunning(s.t, s.token, id); // this node's view: running from the accept on
+      assert.equal((await s.t.server.store.tasks.byId(id))?.state, 'dispatched', 'not yet written (RUNNING_RECORD_MS)');
+      assert.equal(s.t.server.tasks.openHandles.record, 1);
+      await s.t.server.close();
+      assert.equal((await storedTask(s.dataDir, id))?.state, 'running', 'written before the store closed');
+      assert.deepEqual(counts(s.t), ZERO);
     } finally {
       await s.t.close().catch(() => undefined);
       rmSync(s.dataDir, { recursive: true, force: true });

@@ -6,6 +6,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { TaskView } from '@palisade/protocol';
+import { RUNNING_RECORD_MS } from '../../src/tasks/service.ts';
 import { SyntheticAgent } from '../support/agent.ts';
 import { apiClient, createAdmin, deviceLogin, startTestServer, type TestServer } from '../support/harness.ts';
 
@@ -269,6 +270,44 @@ describe('task routing', () => {
     await closeAll();
   });
 
+  it(`"running" reaches the store RUNNING_RECORD_MS after the accept; a task that ends sooner goes from dispatched straight to its end`, async () => {
+    await closeAll();
+    // Tasks earlier tests left queued would go to the agents below too.
+    for (const left of await t.server.store.tasks.listUnfinished()) await t.fetch(`/api/v1/tasks/${left.id}/cancel`, { method: 'POST', token });
+    const repo = t.server.store.tasks;
+    const update = repo.update;
+    const written: string[] = [];
+    repo.update = async (current, patch, o) => {
+      const moved = await update.call(repo, current, patch, o);
+      if (moved && patch.state !== undefined) written.push(`${current.id} ${patch.state}`);
+      return moved;
+    };
+    const statesOf = (id: string) => written.filter((w) => w.startsWith(`${id} `)).map((w) => w.slice(id.length + 1));
+    try {
+      await connect(); // answers at once
+      const quick = await submit();
+      await until(quick.body.id, 'succeeded');
+      assert.deepEqual(statesOf(quick.body.id), ['dispatched', 'succeeded']);
+      await closeAll();
+
+      await connect(() => 'ignore'); // accepts, never answers
+      const slow = await submit();
+      await until(slow.body.id, 'running'); // this node's view, at once
+      const acceptedAt = Date.now();
+      assert.equal((await repo.byId(slow.body.id))?.state, 'dispatched');
+      for (let s = 'dispatched'; s !== 'running'; s = (await repo.byId(slow.body.id))!.state) {
+        assert.ok(Date.now() - acceptedAt < RUNNING_RECORD_MS + 2000, 'running written in time');
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.ok(Date.now() - acceptedAt >= RUNNING_RECORD_MS - 50, `written ${Date.now() - acceptedAt} ms after the accept was seen`);
+      assert.equal((await t.fetch(`/api/v1/tasks/${slow.body.id}/cancel`, { method: 'POST', token })).status, 200);
+      assert.deepEqual(statesOf(slow.body.id), ['dispatched', 'running', 'cancelled']);
+      await closeAll();
+    } finally {
+      repo.update = update;
+    }
+  });
+
   it('timers and listeners are released when tasks end', async () => {
     await closeAll();
     await new Promise((r) => setTimeout(r, 300));
@@ -276,7 +315,7 @@ describe('task routing', () => {
     for (const left of await t.server.store.tasks.listUnfinished()) {
       assert.equal((await t.fetch(`/api/v1/tasks/${left.id}/cancel`, { method: 'POST', token })).status, 200);
     }
-    assert.deepEqual(t.server.tasks.openHandles, { accept: 0, deadline: 0, grace: 0, listeners: 0, live: 0, following: 0, unended: 0 });
+    assert.deepEqual(t.server.tasks.openHandles, { accept: 0, deadline: 0, grace: 0, record: 0, listeners: 0, live: 0, following: 0, unended: 0 });
     assert.equal(t.server.agents.size, 0);
   });
 });
