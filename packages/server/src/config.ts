@@ -112,6 +112,13 @@ export interface ServerConfig {
   /** How long a disconnected agent has to come back and keep its running tasks, ms. Default 15000. */
   reconnectGraceMs: number;
   /**
+   * How long after its agent accepted a task the store is told it runs, ms. A task that ends sooner
+   * goes from `dispatched` straight to its end: one write, and one round trip before the end, fewer.
+   * Watchers hear `running` at once, and reads on the nodes that dispatched or follow the task say
+   * `running`; another node's read says `dispatched` meanwhile. 0 writes it at once. Default 200.
+   */
+  runningRecordMs: number;
+  /**
    * With several nodes (Redis): how often a node says it is alive, ms. One that has not for three
    * beats is dead, and the tasks its agents were running are re-dispatched or failed. Default 2000.
    */
@@ -247,6 +254,7 @@ export const DEFAULTS: ServerConfig = {
   defaultTaskTimeoutMs: 120_000,
   maxAttempts: 2,
   reconnectGraceMs: 15_000,
+  runningRecordMs: 200,
   nodeBeatMs: 2000,
   presenceRefreshMs: 300_000,
   maxUnfinishedTasksPerUser: 1000,

@@ -68,12 +68,6 @@ export const HISTORY_EVENTS_PER_TASK = 256;
 export const HISTORY_TASKS = 1000;
 /** How long a finished task's events stay available, ms. */
 export const HISTORY_RETENTION_MS = 60_000;
-/**
- * How long after its agent accepted a task the store is told it runs, ms. A task that ends sooner
- * goes from `dispatched` straight to its end: one write fewer, and one round trip fewer before the
- * end. Watchers hear `running` at once; to recovery a stored `dispatched` means the same.
- */
-export const RUNNING_RECORD_MS = 200;
 
 interface History {
   events: { seq: number; event: TaskEvent }[];
@@ -130,7 +124,7 @@ export class TaskService {
   readonly #deadlineTimers = new Map<string, NodeJS.Timeout>();
   /** Tasks whose agent disconnected, waiting for it to come back. */
   readonly #graceTimers = new Map<string, NodeJS.Timeout>();
-  /** Accepted tasks whose `running` is not yet in the store (see RUNNING_RECORD_MS). */
+  /** Accepted tasks whose `running` is not yet in the store (`config.runningRecordMs`). */
   readonly #recordTimers = new Map<string, NodeJS.Timeout>();
   /** `running` writes in flight. */
   readonly #recording = new Set<Promise<void>>();
@@ -374,15 +368,17 @@ export class TaskService {
     const t = await this.#agentTask(agent, taskId);
     if (!t || t.state !== 'dispatched') return;
     this.#clearAccept(taskId);
+    this.#clearRecord(taskId);
     // Running from now on, here; the store hears it later (#recordRunning) or not at all (the task
     // ended first): a move from `running` applies to the task stored as dispatched to the same agent.
+    // To recovery a stored `dispatched` means the same; reads see `running` (#current).
     const running: TaskRecord = { ...t, state: 'running', updatedAt: now() };
     this.#live.set(taskId, running);
     this.#publish({ type: 'state', taskId, state: 'running', at: running.updatedAt });
     const timer = setTimeout(() => {
       this.#recordTimers.delete(taskId);
       this.#recordRunning(taskId);
-    }, RUNNING_RECORD_MS);
+    }, this.#o.config.runningRecordMs);
     timer.unref();
     this.#recordTimers.set(taskId, timer);
   }
@@ -398,7 +394,10 @@ export class TaskService {
     const write = this.#o.store.tasks.update(t, { state: 'running', updatedAt: t.updatedAt }, { relaxed: true }).then(
       (moved) => {
         // Not if the task moved meanwhile (its end, a requeue): that move's copy stands.
-        if (moved && this.#live.get(taskId) === t) this.#live.set(taskId, moved);
+        if (this.#live.get(taskId) !== t) return;
+        // Refused: another node moved it (a cancel whose message has not arrived): not ours to keep.
+        if (moved) this.#live.set(taskId, moved);
+        else this.#live.delete(taskId);
       },
       (e: unknown) => this.#o.log.warn({ err: e, taskId }, 'writing that a task runs failed; the store says dispatched until it ends'),
     );
@@ -961,9 +960,26 @@ export class TaskService {
     this.#acceptTimers.delete(taskId);
   }
 
-  /** The task as callers should see it: this node's copy when it alone moves tasks, else the store's. */
+  /**
+   * The task as callers should see it: this node's copy when it alone moves tasks, else the store's —
+   * `running` if the store does not have it yet but this node heard it announced (the store hears it
+   * `runningRecordMs` late), so a read never goes back from what a watcher here was told.
+   */
   async #current(id: string): Promise<TaskRecord | undefined> {
-    return (this.#o.cluster ? undefined : this.#live.get(id)) ?? (await this.#o.store.tasks.byId(id));
+    const t = (this.#o.cluster ? undefined : this.#live.get(id)) ?? (await this.#o.store.tasks.byId(id));
+    if (t?.state === 'dispatched' && this.#lastHeardState(id) === 'running') return { ...t, state: 'running' };
+    return t;
+  }
+
+  /** The latest state this node heard announced for the task (its kept events), if any. */
+  #lastHeardState(id: string): TaskState | undefined {
+    const events = this.#history.get(id)?.events;
+    for (let i = (events?.length ?? 0) - 1; i >= 0; i--) {
+      const e = events![i]!.event;
+      if (e.type === 'state') return e.state;
+      if (e.type === 'end') return e.task.state;
+    }
+    return undefined;
   }
 
   async #owned(p: Principal, id: string): Promise<TaskRecord> {

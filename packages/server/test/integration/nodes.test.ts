@@ -26,7 +26,9 @@ describe('two nodes sharing PostgreSQL and Redis', { skip }, () => {
   before(async () => {
     a = await startTestServer({ ...shared, nodeId: 'node-a' });
     await createAdmin(a);
-    b = await startTestServer({ ...shared, nodeId: 'node-b', publicUrl: a.url });
+    // B writes `running` to the store only a minute after an accept, so reads made meanwhile show
+    // what the nodes heard rather than what the store has (see the test on reads of a running task).
+    b = await startTestServer({ ...shared, nodeId: 'node-b', publicUrl: a.url, runningRecordMs: 60_000 });
   });
   after(async () => {
     await a?.close();
@@ -168,6 +170,20 @@ describe('two nodes sharing PostgreSQL and Redis', { skip }, () => {
     }
   });
 
+  it('reads on the dispatching node and on the submitting node say running from the accept on, though the store hears it later; a cancel applies', async () => {
+    await withAgentOnB('running read', { onTask: () => 'ignore' }, async (client) => {
+      const task = (await (await submit(a, client.token)).json()) as { id: string };
+      await until(async () => (await stateOn(b, client.token, task.id)) === 'running', 'running as B reads it');
+      await until(async () => (await stateOn(a, client.token, task.id)) === 'running', 'running as A reads it');
+      assert.equal((await a.server.store.tasks.byId(task.id))?.state, 'dispatched', 'the store has not heard it yet (runningRecordMs)');
+      assert.equal(b.server.tasks.openHandles.record, 1);
+      const res = await a.fetch(`/api/v1/tasks/${task.id}/cancel`, { method: 'POST', token: client.token });
+      assert.equal(((await res.json()) as { state: string }).state, 'cancelled');
+      await until(async () => b.server.tasks.openHandles.record === 0, 'B let go of the pending write');
+      assert.equal((await a.server.store.tasks.byId(task.id))?.state, 'cancelled');
+    });
+  });
+
   it('cancelling on node A reaches the agent on node B at once; a late result from the agent changes nothing', async () => {
     await withAgentOnB('cancel across nodes', { onTask: () => 'ignore' }, async (client, agent) => {
       const task = (await (await submit(a, client.token)).json()) as { id: string };
@@ -192,7 +208,7 @@ describe('two nodes sharing PostgreSQL and Redis', { skip }, () => {
     await withAgentOnB('watcher leaves', { onTask: () => 'ignore' }, async (client, agent) => {
       // Submitted on B, to B's own agent: A takes no part but for the watcher.
       const task = (await (await submit(b, client.token)).json()) as { id: string };
-      await until(async () => (await stateOn(a, client.token, task.id)) === 'running', 'running on B');
+      await until(async () => (await stateOn(b, client.token, task.id)) === 'running', 'running on B');
       const watching = new AbortController();
       const stream = await a.fetch(`/api/v1/tasks/${task.id}/events`, { token: client.token, signal: watching.signal });
       const reader = stream.body!.getReader();

@@ -227,13 +227,13 @@ describe('graceful shutdown', () => {
     }
   });
 
-  it(`close() right after an agent accepted: the task is stored as running (not left for RUNNING_RECORD_MS), for the next start`, async () => {
-    const s = await setup();
+  it('close() with a task accepted whose running is not yet written: it is written first, for the next start', async () => {
+    const s = await setup({ runningRecordMs: 60_000 });
     try {
       await s.agent(() => 'ignore');
       const id = await submit(s.t, s.token);
       await untilRunning(s.t, s.token, id); // this node's view: running from the accept on
-      assert.equal((await s.t.server.store.tasks.byId(id))?.state, 'dispatched', 'not yet written (RUNNING_RECORD_MS)');
+      assert.equal((await s.t.server.store.tasks.byId(id))?.state, 'dispatched', 'not yet written (runningRecordMs)');
       assert.equal(s.t.server.tasks.openHandles.record, 1);
       await s.t.server.close();
       assert.equal((await storedTask(s.dataDir, id))?.state, 'running', 'written before the store closed');
