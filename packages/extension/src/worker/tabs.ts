@@ -12,8 +12,12 @@ import type { PageDriver } from './runner.ts';
 export const SETTLE_MS = 150;
 /** A page step is retried at most this many times when its document went away under it. */
 const MAX_DOCUMENT_RETRIES = 3;
-/** A navigation Chrome accepted but has not started after this long is asked for once more. */
-export const STALLED_NAVIGATION_MS = 2000;
+/**
+ * A navigation Chrome accepted but has not started after this long is asked for once more. Not
+ * sooner: a background tab may sit "unloaded" for seconds before its navigation starts, and asking
+ * again then (2 s was tried) made Playwright lose sight of the tab in the offsite tests.
+ */
+export const STALLED_NAVIGATION_MS = 10_000;
 
 type TabListener = (tabId: number, info: chrome.tabs.OnUpdatedInfo, tab: chrome.tabs.Tab) => void;
 
@@ -40,7 +44,7 @@ class TabEvents {
 }
 
 /** Waits until the tab has loaded a document that started loading after this call. */
-function waitForLoad(events: TabEvents, tabId: number, timeoutMs: number, signal: AbortSignal, targetUrl?: string): { promise: Promise<void>; cancel: () => void } {
+function waitForLoad(events: TabEvents, tabId: number, timeoutMs: number, signal: AbortSignal, targetUrl: string | undefined, stalledMs: number): { promise: Promise<void>; cancel: () => void } {
   let cancel = () => {};
   const promise = new Promise<void>((resolve, reject) => {
     let sawLoading = false;
@@ -82,7 +86,7 @@ function waitForLoad(events: TabEvents, tabId: number, timeoutMs: number, signal
         // Rarely, headless Chromium accepts a navigation of a background tab and never starts it: the
         // tab stays "unloaded", nothing pending, no "loading" event. Nothing has been fetched, so
         // asking once more is safe; the timeout still bounds the wait.
-        if (!askedAgain && !sawLoading && t.status === 'unloaded' && t.pendingUrl === undefined && Date.now() - since >= STALLED_NAVIGATION_MS) {
+        if (!askedAgain && !sawLoading && t.status === 'unloaded' && t.pendingUrl === undefined && Date.now() - since >= stalledMs) {
           askedAgain = true;
           chrome.tabs.update(tabId, { url: targetUrl }).catch(() => {});
         }
@@ -110,7 +114,8 @@ function isGoneError(e: unknown): boolean {
 }
 
 /** Creates Chrome's driver. Call once, at the worker's top level (it registers tab listeners). */
-export function chromeDriver(guard?: NetGuard): PageDriver {
+export function chromeDriver(guard?: NetGuard, o: { stalledNavigationMs?: number } = {}): PageDriver {
+  const stalledMs = o.stalledNavigationMs ?? STALLED_NAVIGATION_MS;
   const events = new TabEvents();
   // A closed tab's rules go with it (the task's own cleanup removes them too).
   if (guard) events.onRemoved((id) => void guard.release(id));
@@ -194,7 +199,7 @@ export function chromeDriver(guard?: NetGuard): PageDriver {
     },
 
     async navigate(tabId, url, timeoutMs, signal) {
-      const w = waitForLoad(events, tabId, timeoutMs, signal, url);
+      const w = waitForLoad(events, tabId, timeoutMs, signal, url, stalledMs);
       try {
         await chrome.tabs.update(tabId, { url });
       } catch (e) {

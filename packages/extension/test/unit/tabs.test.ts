@@ -45,11 +45,14 @@ class FakeTabs {
   }
 }
 
+/** Shorter than the default (STALLED_NAVIGATION_MS) so the tests take seconds. */
+const STALLED_NAVIGATION_MS = 1500;
+
 async function driverOver(stalls: number) {
   const tabs = new FakeTabs(stalls);
   (globalThis as { chrome?: unknown }).chrome = { tabs: tabs.api };
-  const { chromeDriver, STALLED_NAVIGATION_MS } = await import('../../src/worker/tabs.ts');
-  return { tabs, driver: chromeDriver(), STALLED_NAVIGATION_MS };
+  const { chromeDriver } = await import('../../src/worker/tabs.ts');
+  return { tabs, driver: chromeDriver(undefined, { stalledNavigationMs: STALLED_NAVIGATION_MS }), STALLED_NAVIGATION_MS };
 }
 
 const URL_ = 'https://shop.example/results';
