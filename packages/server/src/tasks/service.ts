@@ -103,6 +103,12 @@ export const nodeTopic = (nodeId: string) => `node:${nodeId}`;
 const taskTopic = (taskId: string) => `task:${taskId}`;
 
 const now = () => new Date().toISOString();
+
+/** Stops the task's timer kept in `timers`, if any, and forgets it. */
+function dropTimer(timers: Map<string, NodeJS.Timeout>, taskId: string): void {
+  clearTimeout(timers.get(taskId));
+  timers.delete(taskId);
+}
 const newTaskId = () => `t_${randomBytes(12).toString('base64url')}`;
 
 /** The API view of a stored task. */
@@ -323,8 +329,7 @@ export class TaskService {
   async agentReady(agent: AgentHandle): Promise<void> {
     for (const t of this.#live.values()) {
       if (t.agentId === agent.id && (t.state === 'dispatched' || t.state === 'running') && this.#graceTimers.has(t.id)) {
-        clearTimeout(this.#graceTimers.get(t.id));
-        this.#graceTimers.delete(t.id);
+        dropTimer(this.#graceTimers, t.id);
         agent.inFlight.add(t.id);
         this.#o.log.info({ taskId: t.id, agentId: agent.id }, 'agent came back; it keeps its task');
       }
@@ -367,8 +372,8 @@ export class TaskService {
   async accepted(agent: AgentHandle, taskId: string): Promise<void> {
     const t = await this.#agentTask(agent, taskId);
     if (!t || t.state !== 'dispatched') return;
-    this.#clearAccept(taskId);
-    this.#clearRecord(taskId);
+    dropTimer(this.#acceptTimers, taskId);
+    dropTimer(this.#recordTimers, taskId);
     // Running from now on, here; the store hears it later (#recordRunning) or not at all (the task
     // ended first): a move from `running` applies to the task stored as dispatched to the same agent.
     // To recovery a stored `dispatched` means the same; reads see `running` (#current).
@@ -465,14 +470,10 @@ export class TaskService {
     this.#routed.clear();
     this.#unsent.clear();
     this.#unrouted.clear();
-    for (const t of this.#acceptTimers.values()) clearTimeout(t);
-    for (const t of this.#deadlineTimers.values()) clearTimeout(t);
-    for (const t of this.#graceTimers.values()) clearTimeout(t);
-    for (const t of this.#recordTimers.values()) clearTimeout(t);
-    this.#graceTimers.clear();
-    this.#recordTimers.clear();
-    this.#acceptTimers.clear();
-    this.#deadlineTimers.clear();
+    for (const timers of [this.#acceptTimers, this.#deadlineTimers, this.#graceTimers, this.#recordTimers]) {
+      for (const t of timers.values()) clearTimeout(t);
+      timers.clear();
+    }
     this.#listeners.clear();
     this.#live.clear();
     this.#history.clear();
@@ -608,7 +609,7 @@ export class TaskService {
     agent.inFlight.add(t.id);
     agent.send({ type: 'task.dispatch', taskId: t.id, site: t.site, steps: t.steps, deadline: Date.parse(t.deadline) });
     this.#publish({ type: 'state', taskId: t.id, state: 'dispatched', at: moved.updatedAt });
-    this.#clearAccept(t.id);
+    dropTimer(this.#acceptTimers, t.id);
     const timer = setTimeout(() => {
       this.#acceptTimers.delete(t.id);
       // A store failure here must not become an unhandled rejection (it would end the process).
@@ -780,12 +781,7 @@ export class TaskService {
 
   /** Stops the task's accept, reconnect-grace and deadline timers: it is over, or over here. */
   #clearTimers(taskId: string): void {
-    this.#clearAccept(taskId);
-    clearTimeout(this.#graceTimers.get(taskId));
-    this.#graceTimers.delete(taskId);
-    this.#clearRecord(taskId);
-    clearTimeout(this.#deadlineTimers.get(taskId));
-    this.#deadlineTimers.delete(taskId);
+    for (const timers of [this.#acceptTimers, this.#graceTimers, this.#recordTimers, this.#deadlineTimers]) dropTimer(timers, taskId);
   }
 
   /** Starts (or adds a reason for) receiving a task's events published by other nodes. */
@@ -880,8 +876,8 @@ export class TaskService {
   }
 
   async #requeueOrFail(t: TaskRecord, reason: string): Promise<void> {
-    this.#clearAccept(t.id);
-    this.#clearRecord(t.id);
+    dropTimer(this.#acceptTimers, t.id);
+    dropTimer(this.#recordTimers, t.id);
     if (t.attempts >= this.#o.config.maxAttempts) {
       await this.#finish(t, 'failed', undefined, { code: 'PAL_ERR_AGENT_LOST', message: `${reason}; gave up after ${t.attempts} attempts` });
       return;
@@ -947,17 +943,6 @@ export class TaskService {
     }, ms);
     timer.unref();
     this.#deadlineTimers.set(t.id, timer);
-  }
-
-  #clearRecord(taskId: string): void {
-    clearTimeout(this.#recordTimers.get(taskId));
-    this.#recordTimers.delete(taskId);
-  }
-
-  #clearAccept(taskId: string): void {
-    const timer = this.#acceptTimers.get(taskId);
-    if (timer) clearTimeout(timer);
-    this.#acceptTimers.delete(taskId);
   }
 
   /**
