@@ -442,8 +442,11 @@ async function palisadeRun(target: number, processes: number, redis: Redis): Pro
   // reconnecting through one gateway needs more. Still checked (two Redis round trips per upgrade).
   writeFileSync(rateFile, JSON.stringify({ classes: { ws: { ip: { limit: 10_000_000, periodMs: 60_000, burst: 1_000_000 }, principal: { limit: 10_000_000, periodMs: 60_000, burst: 1_000_000 } } } }));
   const perWorker = String(Math.min(19_000, PER_PROCESS + 1000));
+  // Every connection is one user's, from a few hundred source addresses: the caps per user and per
+  // IP count across the workers (tallies in Redis, checked on every upgrade), so they are set past the target.
+  const perCluster = String(Math.min(10_000_000, 2 * target));
   const args = [CLI, 'start', '--workers', String(processes), '--port', String(port), '--data-dir', dataDir, '--redis', REDIS_URL, '--redis-prefix', prefix,
-    '--max-connections', perWorker, '--max-connections-per-user', perWorker, '--max-connections-per-ip', perWorker,
+    '--max-connections', perWorker, '--max-connections-per-user', perCluster, '--max-connections-per-ip', perCluster,
     '--rate-limits', rateFile, '--access-token-ttl', '7200', '--log-level', 'warn', ...(TLS ? [] : ['--insecure-http']),
     '--heartbeat', values.heartbeat,
     ...(values.database ? ['--database', values.database, '--database-pool', values['database-pool']] : [])];

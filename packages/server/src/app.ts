@@ -337,7 +337,7 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
     const verifier = createTokenVerifier({ issuer: self.issuer, audience: config.audience, publicKeys: keys.publicKeys(), store, clients, sessions });
     Object.assign(self, { verifier });
     useProvider(newProvider());
-    const gateway = attachAgentGateway(app.server as unknown as HttpServer, { config, verifier, sessions, presence: hot.presence, nodeId, store, tasks, agents, events, log: log.child({ mod: 'gateway' }), limiter, ips, memory });
+    const gateway = attachAgentGateway(app.server as unknown as HttpServer, { config, verifier, sessions, presence: hot.presence, tallies: hot.tallies, nodeId, store, tasks, agents, events, log: log.child({ mod: 'gateway' }), limiter, ips, memory });
     gatewayClose = gateway.close;
     gatewayDrain = gateway.drain;
     Object.assign(self, { connections: gateway.caps });

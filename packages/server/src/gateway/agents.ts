@@ -32,7 +32,7 @@ import { originAllowed } from '../config.ts';
 import type { Principal, TokenVerifier } from '../auth/tokens.ts';
 import type { DurableStore } from '../store/types.ts';
 import type { SessionManager } from '../auth/sessions.ts';
-import type { Presence } from '../hot/types.ts';
+import type { Presence, Tallies } from '../hot/types.ts';
 import type { SecurityEvents } from '../siem/events.ts';
 import type { TaskService } from '../tasks/service.ts';
 import { agentFrame } from '../edge/validators.ts';
@@ -59,8 +59,10 @@ export interface GatewayOptions {
   sessions: SessionManager;
   /** Where agents are connected, for every node to see (hot store). */
   presence: Presence;
-  /** This node's name in presence records. */
+  /** This node's name in presence records and connection tallies. */
   nodeId: string;
+  /** Connections per user and per IP across the cluster (hot store). */
+  tallies: Tallies;
   store: DurableStore;
   tasks: TaskService;
   agents: AgentRegistry;
@@ -110,61 +112,115 @@ export interface AgentGateway {
   close(): Promise<void>;
 }
 
+/** How often connection places a failed release still owes are given back to the hot store, ms. */
+export const OWED_RETRY_MS = 1000;
+
 /**
- * Open connections on this node: in all, per client IP and per user. A connection reserves its
- * place before the upgrade (so parallel upgrades cannot pass a cap) and gives it back when it closes.
+ * Open connections: on this node in all (`maxConnections`, a bound of this process), and per client
+ * IP and per user across the cluster (the hot store's tallies: with Redis every node counts the same
+ * connections; a node that died stops counting once its beat lapses). A connection reserves its
+ * place before the upgrade (so parallel upgrades, on any node, cannot pass a cap) and gives it back
+ * when it closes. A give-back the hot store refused (unreachable) is owed and retried every
+ * {@link OWED_RETRY_MS} until it lands.
  */
 export class ConnectionCaps {
-  readonly #byIp = new Map<string, number>();
-  readonly #byUser = new Map<string, number>();
+  /** What this node holds, per tally key (`ip:…`, `user:…`): the tallies' own view of this node, kept here too for tests and metrics. */
+  readonly #held = new Map<string, number>();
   #total = 0;
+  #owed: string[] = [];
+  #owedTimer: NodeJS.Timeout | undefined;
+  #stopped = false;
   readonly #o: { maxConnections: number; maxConnectionsPerIp: number; maxConnectionsPerUser: number };
-  constructor(o: { maxConnections: number; maxConnectionsPerIp: number; maxConnectionsPerUser: number }) {
+  readonly #tallies: Tallies;
+  readonly #nodeId: string;
+  constructor(o: { maxConnections: number; maxConnectionsPerIp: number; maxConnectionsPerUser: number }, tallies: Tallies, nodeId: string) {
     this.#o = o;
+    this.#tallies = tallies;
+    this.#nodeId = nodeId;
   }
   get total(): number {
     return this.#total;
   }
-  /** Counts by IP and by user (for tests and metrics): sizes of the maps, which must return to 0. */
-  get tracked(): { ips: number; users: number } {
-    return { ips: this.#byIp.size, users: this.#byUser.size };
+  /** Keys this node holds a place under, by IP and by user, and places still owed to the hot store (for tests and metrics): all return to 0. */
+  get tracked(): { ips: number; users: number; owed: number } {
+    let ips = 0;
+    for (const key of this.#held.keys()) if (key.startsWith('ip:')) ips++;
+    return { ips, users: this.#held.size - ips, owed: this.#owed.length };
   }
-  reserve(ip: string): ConnectionSlot {
+  async reserve(ip: string): Promise<ConnectionSlot> {
     if (this.#total >= this.#o.maxConnections) throw new PalisadeError('PAL_ERR_UNAVAILABLE', 'this node holds as many connections as it may; try again or another node');
-    if ((this.#byIp.get(ip) ?? 0) >= this.#o.maxConnectionsPerIp) throw new PalisadeError('PAL_ERR_TOO_MANY_CONNECTIONS', `more than ${this.#o.maxConnectionsPerIp} connections from one address`);
     this.#total++;
-    bump(this.#byIp, ip, 1);
-    let user: string | undefined;
+    try {
+      await this.#take(`ip:${ip}`, this.#o.maxConnectionsPerIp, 'from one address');
+    } catch (e) {
+      this.#total--;
+      throw e;
+    }
+    const held = [`ip:${ip}`];
+    let user = false;
     let released = false;
     return {
-      addUser: (userId: string) => {
-        if (user !== undefined || released) return;
-        if ((this.#byUser.get(userId) ?? 0) >= this.#o.maxConnectionsPerUser) throw new PalisadeError('PAL_ERR_TOO_MANY_CONNECTIONS', `more than ${this.#o.maxConnectionsPerUser} connections of one user`);
-        user = userId;
-        bump(this.#byUser, userId, 1);
+      addUser: async (userId: string) => {
+        if (user || released) return;
+        user = true;
+        const key = `user:${userId}`;
+        try {
+          await this.#take(key, this.#o.maxConnectionsPerUser, 'of one user');
+        } catch (e) {
+          user = false;
+          throw e;
+        }
+        // Closed while the hot store answered: the place just taken goes back at once.
+        if (released) this.#giveBack([key]);
+        else held.push(key);
       },
       release: () => {
         if (released) return;
         released = true;
         this.#total--;
-        bump(this.#byIp, ip, -1);
-        if (user !== undefined) bump(this.#byUser, user, -1);
+        this.#giveBack(held);
       },
     };
+  }
+  /** Stops retrying owed places (the node is closing; what it held lapses with its beat). */
+  stop(): void {
+    this.#stopped = true;
+    clearTimeout(this.#owedTimer);
+    this.#owedTimer = undefined;
+  }
+
+  async #take(key: string, limit: number, what: string): Promise<void> {
+    const r = await this.#tallies.acquire(this.#nodeId, [{ key, limit }]);
+    if (!r.allowed) throw new PalisadeError('PAL_ERR_TOO_MANY_CONNECTIONS', `more than ${limit} connections ${what}`);
+    this.#held.set(key, (this.#held.get(key) ?? 0) + 1);
+  }
+
+  #giveBack(keys: readonly string[]): void {
+    for (const key of keys) {
+      const n = (this.#held.get(key) ?? 0) - 1;
+      if (n > 0) this.#held.set(key, n);
+      else this.#held.delete(key);
+    }
+    this.#tallies.release(this.#nodeId, keys).catch(() => this.#owe(keys));
+  }
+
+  #owe(keys: readonly string[]): void {
+    this.#owed.push(...keys);
+    if (this.#stopped) return;
+    this.#owedTimer ??= setTimeout(() => {
+      this.#owedTimer = undefined;
+      const owed = this.#owed;
+      this.#owed = [];
+      this.#tallies.release(this.#nodeId, owed).catch(() => this.#owe(owed));
+    }, OWED_RETRY_MS).unref();
   }
 }
 
 export interface ConnectionSlot {
-  /** Counts the connection against a user's cap (once); throws past it. */
-  addUser(userId: string): void;
+  /** Counts the connection against a user's cap (once); rejects past it. */
+  addUser(userId: string): Promise<void>;
   /** Gives every place back (idempotent). */
   release(): void;
-}
-
-function bump(map: Map<string, number>, key: string, by: number): void {
-  const n = (map.get(key) ?? 0) + by;
-  if (n <= 0) map.delete(key);
-  else map.set(key, n);
 }
 
 const principalKey = (p: Principal) => (p.kind === 'client' ? `client:${p.clientId}` : `user:${p.userId}`);
@@ -251,7 +307,7 @@ export function attachAgentGateway(server: HttpServer, o: GatewayOptions): Agent
 
   // Connections by session, so revoking a session (on any node) closes its connections here at once.
   const bySession = new SessionIndex();
-  const caps = new ConnectionCaps(o.config);
+  const caps = new ConnectionCaps(o.config, o.tallies, o.nodeId);
   const state: GatewayState = { draining: false, cleanups: new Set() };
   const refuseWhileDraining = (ctx: UpgradeContext) => {
     ctx.retryAfter = [['retry-after', String(DRAINING_RETRY_AFTER_S)]];
@@ -261,11 +317,11 @@ export function attachAgentGateway(server: HttpServer, o: GatewayOptions): Agent
     checkDraining: (ctx) => {
       if (state.draining) throw refuseWhileDraining(ctx);
     },
-    reserveConnection: (ctx) => {
-      ctx.slot = caps.reserve(ctx.ip);
+    reserveConnection: async (ctx) => {
+      ctx.slot = await caps.reserve(ctx.ip);
     },
-    reserveUser: (ctx) => {
-      if (ctx.principal) ctx.slot!.addUser(ctx.principal.userId);
+    reserveUser: async (ctx) => {
+      if (ctx.principal) await ctx.slot!.addUser(ctx.principal.userId);
     },
   };
   const offRevoke = o.sessions.onRevoke((id) => {
@@ -330,6 +386,7 @@ export function attachAgentGateway(server: HttpServer, o: GatewayOptions): Agent
       await closed;
       clearTimeout(cut);
       await Promise.allSettled([...state.cleanups]);
+      caps.stop();
     },
   };
 }
@@ -482,14 +539,6 @@ class AgentConnection {
 
   #onAuthenticated(previous?: Principal): void {
     const p = this.#principal!;
-    if (!previous) {
-      try {
-        this.#ctx.slot?.addUser(p.userId);
-      } catch (e) {
-        const err = e as PalisadeError;
-        return this.#fail(err.code, err.message);
-      }
-    }
     if (previous?.sessionId) this.#sessions.remove(previous.sessionId, this);
     if (p.sessionId) {
       this.#sessions.add(p.sessionId, this);
@@ -552,6 +601,14 @@ class AgentConnection {
       if (frame.type !== 'auth') throw new PalisadeError('PAL_ERR_UNAUTHENTICATED', 'authenticate first');
       const p = await this.#o.verifier.verify(frame.token);
       if (!p.scopes.has('agent')) throw new PalisadeError('PAL_ERR_FORBIDDEN', 'agent connections need the "agent" scope');
+      // The per-user cap, now that the user is known (an upgrade with a bearer token took it before).
+      try {
+        await this.#ctx.slot?.addUser(p.userId);
+      } catch (e) {
+        const err = e instanceof PalisadeError ? e : new PalisadeError('PAL_ERR_INTERNAL', 'internal error', { internal: e });
+        return this.#fail(err.code, err.message);
+      }
+      if (this.#closed) return;
       this.#principal = p;
       this.#onAuthenticated();
       return;

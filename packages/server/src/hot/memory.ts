@@ -117,6 +117,20 @@ export function createMemoryHotStore(o: MemoryHotStoreOptions = {}): HotStore {
   const presence = new ExpiringMap<PresenceEntry>(max, now);
   const transient = new ExpiringMap<string>(max, now);
   const nodes = new ExpiringMap<true>(max, now);
+  // Tallies: node → key → that node's share. Keys of a node go with its last share (bounded by
+  // what it holds); a node that stopped beating is skipped, and its shares dropped as they are met.
+  const shares = new Map<string, Map<string, number>>();
+  const tallyOf = (self: string, key: string): number => {
+    let n = 0;
+    for (const [id, held] of shares) {
+      if (id !== self && nodes.get(id) === undefined) {
+        shares.delete(id);
+        continue;
+      }
+      n += held.get(key) ?? 0;
+    }
+    return n;
+  };
   const rates = createMemoryRateLimits(o);
   const bus = new EventEmitter().setMaxListeners(0);
   const sweeper = setInterval(() => {
@@ -169,6 +183,32 @@ export function createMemoryHotStore(o: MemoryHotStoreOptions = {}): HotStore {
       },
       async forUser(userId) {
         return [...presence.entries()].map(([, e]) => e).filter((e) => e.userId === userId);
+      },
+    },
+    tallies: {
+      async acquire(nodeId, limits) {
+        const counts: number[] = [];
+        for (const [i, { key, limit }] of limits.entries()) {
+          counts.push(tallyOf(nodeId, key));
+          if (counts[i]! >= limit) return { allowed: false, refused: i, counts };
+        }
+        let held = shares.get(nodeId);
+        if (!held) shares.set(nodeId, (held = new Map()));
+        for (const { key } of limits) held.set(key, (held.get(key) ?? 0) + 1);
+        return { allowed: true, refused: -1, counts: counts.map((c) => c + 1) };
+      },
+      async release(nodeId, keys) {
+        const held = shares.get(nodeId);
+        if (!held) return;
+        for (const key of keys) {
+          const n = (held.get(key) ?? 0) - 1;
+          if (n > 0) held.set(key, n);
+          else held.delete(key);
+        }
+        if (held.size === 0) shares.delete(nodeId);
+      },
+      async count(nodeId, key) {
+        return tallyOf(nodeId, key);
       },
     },
     nodes: {

@@ -7,6 +7,8 @@
  *  - rates        request-rate limits (GCRA), with temporary blocks for repeated abuse
  *  - revocations  revoked session ids, mirrored on every node so checks cost no round trip
  *  - presence     which agents are connected to which node
+ *  - tallies      things held open across nodes, each node's share apart (connections per user,
+ *                 per address), so a cap holds across the cluster and a dead node's share lapses
  *  - nodes        which nodes are alive (each beats within a time to live)
  *  - transient    one-time values with a time to live (upstream sign-in transactions)
  *  - bus          messages between nodes, by topic (a node's own topic addresses that node)
@@ -114,6 +116,32 @@ export interface Presence {
   forUser(userId: string): Promise<PresenceEntry[]>;
 }
 
+export interface TallyResult {
+  /** True if every tally was under its limit, and this node's share of each was raised by one. */
+  allowed: boolean;
+  /** If refused, the index of the first tally at its limit; else -1. */
+  refused: number;
+  /** Each tally's count over the live nodes after the call (unchanged if refused; up to the refused one). */
+  counts: number[];
+}
+
+/**
+ * Things held open across the cluster, such as connections per user and per address. Each node's
+ * share is kept apart and counts only while the node is alive (it beats, see {@link Nodes}; the
+ * node asking always counts), so what a node held when it died stops counting once its beat lapses.
+ */
+export interface Tallies {
+  /**
+   * Atomically: if every tally's count over the live nodes is under its limit, raises `nodeId`'s
+   * share of each by one; otherwise changes nothing. Parallel callers, on any node, never pass a limit.
+   */
+  acquire(nodeId: string, limits: CounterLimit[]): Promise<TallyResult>;
+  /** Lowers `nodeId`'s share of each key by one (a key listed twice, by two); never below zero. */
+  release(nodeId: string, keys: readonly string[]): Promise<void>;
+  /** A tally's count over the live nodes, `nodeId` counted. */
+  count(nodeId: string, key: string): Promise<number>;
+}
+
 /** Which nodes are alive: each beats within a time to live, and is gone when it stops beating. */
 export interface Nodes {
   /** Records that `nodeId` is alive for `ttlMs`. */
@@ -147,6 +175,7 @@ export interface HotStore {
   readonly rates: RateLimits;
   readonly revocations: Revocations;
   readonly presence: Presence;
+  readonly tallies: Tallies;
   readonly nodes: Nodes;
   readonly transient: Transient;
   readonly bus: Bus;

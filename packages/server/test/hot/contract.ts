@@ -182,6 +182,52 @@ export function hotContract(name: string, open: () => Promise<HotStore>): void {
       assert.equal(got.length, 51);
     });
 
+    it('tallies: shares of live nodes add up to the limit, then every node is refused; a release makes room', async () => {
+      const [a, b, user, ip] = [k(), k(), k(), k()];
+      await h.nodes.beat(a, 10_000);
+      await h.nodes.beat(b, 10_000);
+      assert.deepEqual(await h.tallies.acquire(a, [{ key: ip, limit: 3 }, { key: user, limit: 2 }]), { allowed: true, refused: -1, counts: [1, 1] });
+      assert.deepEqual(await h.tallies.acquire(b, [{ key: ip, limit: 3 }, { key: user, limit: 2 }]), { allowed: true, refused: -1, counts: [2, 2] });
+      assert.deepEqual(await h.tallies.acquire(a, [{ key: ip, limit: 3 }, { key: user, limit: 2 }]), { allowed: false, refused: 1, counts: [2, 2] }, 'the user is at 2 across both nodes');
+      assert.equal(await h.tallies.count(a, ip), 2, 'a refusal changes nothing, not even the tallies under their limit');
+      assert.equal(await h.tallies.count(b, ip), 2, 'every node reads the same count');
+      await h.tallies.release(b, [ip, user]);
+      assert.deepEqual(await h.tallies.acquire(a, [{ key: ip, limit: 3 }, { key: user, limit: 2 }]), { allowed: true, refused: -1, counts: [2, 2] });
+      await h.tallies.release(a, [ip, user, ip, user]);
+      await h.tallies.release(a, [ip, user]);
+      assert.equal(await h.tallies.count(a, ip), 0, 'a share never goes below zero');
+      assert.deepEqual((await h.tallies.acquire(b, [{ key: user, limit: 1 }])).counts, [1]);
+      await h.tallies.release(b, [user]);
+    });
+
+    it('tallies: parallel acquires from two nodes never pass the limit', async () => {
+      const [a, b, key] = [k(), k(), k()];
+      await h.nodes.beat(a, 10_000);
+      await h.nodes.beat(b, 10_000);
+      const results = await Promise.all(Array.from({ length: 20 }, (_, i) => h.tallies.acquire(i % 2 ? a : b, [{ key, limit: 7 }])));
+      assert.equal(results.filter((r) => r.allowed).length, 7);
+      assert.equal(await h.tallies.count(a, key), 7);
+      await h.tallies.release(a, Array(20).fill(key));
+      await h.tallies.release(b, Array(20).fill(key));
+      assert.equal(await h.tallies.count(a, key), 0);
+    });
+
+    it("tallies: a node that stops beating stops counting; the asking node always counts", async () => {
+      const [a, dead, never, key] = [k(), k(), k(), k()];
+      await h.nodes.beat(a, 10_000);
+      await h.nodes.beat(dead, 150);
+      assert.equal((await h.tallies.acquire(dead, [{ key, limit: 2 }])).allowed, true);
+      assert.equal((await h.tallies.acquire(never, [{ key, limit: 2 }])).allowed, true, 'a node that never beat counts for itself');
+      assert.equal(await h.tallies.count(never, key), 2, "the dead node's share counts while its beat lasts");
+      assert.equal(await h.tallies.count(a, key), 1, 'to others, a node that never beat holds nothing');
+      assert.deepEqual(await h.tallies.acquire(a, [{ key, limit: 1 }]), { allowed: false, refused: 0, counts: [1] });
+      await sleep(250);
+      assert.equal(await h.tallies.count(a, key), 0, "a dead node's share lapses with its beat");
+      assert.deepEqual(await h.tallies.acquire(a, [{ key, limit: 1 }]), { allowed: true, refused: -1, counts: [1] });
+      await h.tallies.release(a, [key]);
+      await h.tallies.release(never, [key]);
+    });
+
     it('nodes: a node is alive while it beats within its time to live, gone once it stops', async () => {
       const [a, b, never] = [k(), k(), k()];
       assert.deepEqual(await h.nodes.alive([]), new Set());

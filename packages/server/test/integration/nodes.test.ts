@@ -7,37 +7,27 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { decodeJwt } from 'jose';
-import { apiClient, clientToken, createAdmin, deviceLogin, startTestServer, type TestServer } from '../support/harness.ts';
+import { apiClient, clientToken, deviceLogin, type TestServer } from '../support/harness.ts';
 import { SyntheticAgent, type SyntheticAgentOptions } from '../support/agent.ts';
-import { POSTGRES_URL, dropSchema, postgresSkip } from '../support/postgres.ts';
-import { REDIS_URL, dropPrefix, redisSkip, testPrefix } from '../support/redis.ts';
+import { REDIS_URL } from '../support/redis.ts';
+import { startTwoNodes, twoNodesSkip, type TwoNodes } from '../support/two-nodes.ts';
 import { Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
 import { startNodeProcess } from '../support/node-proc.ts';
 
-const schema = `palisade_nodes_${process.pid}`;
-const prefix = testPrefix();
-const skip = (await postgresSkip('two-node tests')) || (await redisSkip('two-node tests'));
+const skip = await twoNodesSkip('two-node tests');
 
 describe('two nodes sharing PostgreSQL and Redis', { skip }, () => {
+  let nodes: TwoNodes | undefined;
   let a: TestServer;
   let b: TestServer;
-  const shared = { databaseUrl: POSTGRES_URL, databaseSchema: schema, redisUrl: REDIS_URL, redisPrefix: prefix };
   before(async () => {
-    a = await startTestServer({ ...shared, nodeId: 'node-a' });
-    await createAdmin(a);
     // B writes `running` to the store only a minute after an accept, so reads made meanwhile show
     // what the nodes heard rather than what the store has (see the test on reads of a running task).
-    b = await startTestServer({ ...shared, nodeId: 'node-b', publicUrl: a.url, runningRecordMs: 60_000 });
+    nodes = await startTwoNodes('node', { b: { runningRecordMs: 60_000 } });
+    ({ a, b } = nodes);
   });
-  after(async () => {
-    await a?.close();
-    await b?.close();
-    if (!skip) {
-      await dropSchema(schema);
-      await dropPrefix(prefix);
-    }
-  });
+  after(() => nodes?.close());
 
   const agentsOn = async (t: TestServer, token: string) => ((await (await t.fetch('/api/v1/agents', { token })).json()) as { agents: { id: string; connected: boolean; node?: string }[] }).agents;
 
@@ -235,7 +225,7 @@ describe('two nodes sharing PostgreSQL and Redis', { skip }, () => {
         const task = (await (await submit(a, client.token)).json()) as { id: string };
         await until(async () => (await stateOn(a, client.token, task.id)) === 'succeeded', 'done');
         // The same "dispatch" again, three times, as a retried or duplicated delivery would bring it.
-        for (let i = 0; i < 3; i++) await redis.publish(`${prefix}:bus:node:node-b`, JSON.stringify({ k: 'dispatch', taskId: task.id }));
+        for (let i = 0; i < 3; i++) await redis.publish(`${nodes!.prefix}:bus:node:node-b`, JSON.stringify({ k: 'dispatch', taskId: task.id }));
         await new Promise((r) => setTimeout(r, 300));
         assert.deepEqual(dispatched, [task.id], 'dispatched to the agent once');
         assert.equal(await stateOn(a, client.token, task.id), 'succeeded');
@@ -247,7 +237,7 @@ describe('two nodes sharing PostgreSQL and Redis', { skip }, () => {
   it('a node killed with SIGKILL mid-task: its task is taken back and runs again when the agent reconnects to another node, long before the deadline', async () => {
     const client = await apiClient(a, 'node death');
     const ext = await deviceLogin(a, 'palisade-extension', 'openid offline_access agent');
-    const c = await startNodeProcess({ ...shared, nodeId: 'node-c', publicUrl: a.url, nodeBeatMs: 200 });
+    const c = await startNodeProcess({ ...nodes!.shared, nodeId: 'node-c', publicUrl: a.url, nodeBeatMs: 200 });
     try {
       const instanceId = randomUUID();
       const first = await SyntheticAgent.connect({ url: c.url, token: ext.access_token, ca: c.ca, grants: [SITE], instanceId, onTask: () => 'ignore' });

@@ -1,0 +1,77 @@
+/**
+ * Connection caps per user and per IP hold across the cluster: two nodes sharing PostgreSQL and
+ * Redis count the same connections, so spreading them over nodes does not multiply a cap.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import type { WebSocket } from 'ws';
+import { decodeJwt } from 'jose';
+import { WS_BEARER_PREFIX, WS_SUBPROTOCOL, type Problem } from '@palisade/protocol';
+import { rawAgentSocket } from '../support/agent.ts';
+import { deviceLogin, type TestServer } from '../support/harness.ts';
+import { startTwoNodes, twoNodesSkip, type TwoNodes } from '../support/two-nodes.ts';
+
+const skip = await twoNodesSkip('cluster-wide connection caps');
+
+const open = (t: TestServer, token?: string) => rawAgentSocket(t.url, token ? [WS_SUBPROTOCOL, WS_BEARER_PREFIX + token] : [WS_SUBPROTOCOL], { ca: t.server.tls?.ca });
+const closeAll = async (sockets: WebSocket[]) => {
+  await Promise.all(sockets.map((ws) => new Promise<void>((resolve) => {
+    ws.once('close', () => resolve());
+    ws.close();
+  })));
+};
+
+async function until(fn: () => boolean | Promise<boolean>, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await fn())) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe('connection caps across two nodes', { skip }, () => {
+  let nodes: TwoNodes | undefined;
+  let a: TestServer;
+  let b: TestServer;
+  let token: string;
+  before(async () => {
+    nodes = await startTwoNodes('caps', { shared: { maxConnectionsPerUser: 2, maxConnectionsPerIp: 3 } });
+    ({ a, b } = nodes);
+    token = (await deviceLogin(a, 'palisade-extension', 'openid offline_access agent')).access_token;
+  });
+  after(() => nodes?.close());
+
+  const userCount = async () => a.server.hot.tallies.count(a.server.nodeId, `user:${String(decodeJwt(token).sub)}`);
+
+  it('per user: one connection on each node fills a cap of 2; the third is refused on either node until one closes', async () => {
+    const onA = await open(a, token);
+    const onB = await open(b, token);
+    assert.ok(onA.ws && onB.ws);
+    for (const t of [a, b]) {
+      const refused = await open(t, token);
+      assert.equal(refused.status, 429, `refused on ${t.server.nodeId}`);
+      assert.match((JSON.parse(refused.body!) as Problem).detail!, /more than 2 connections of one user/);
+    }
+    assert.equal(await userCount(), 2);
+    await closeAll([onA.ws!]);
+    await until(async () => (await userCount()) === 1);
+    const again = await open(b, token);
+    assert.ok(again.ws, 'the place freed on node A is taken on node B');
+    await closeAll([onB.ws!, again.ws!]);
+    await until(async () => (await userCount()) === 0);
+  });
+
+  it('per IP: three connections spread over the nodes fill a cap of 3, before any token is checked', async () => {
+    const held = [await open(a), await open(b), await open(a)];
+    assert.ok(held.every((h) => h.ws));
+    const refused = await open(b);
+    assert.equal(refused.status, 429);
+    assert.match((JSON.parse(refused.body!) as Problem).detail!, /more than 3 connections from one address/);
+    await closeAll(held.map((h) => h.ws!));
+    await until(() => a.server.connections!.total === 0 && b.server.connections!.total === 0);
+    for (const t of [a, b]) assert.deepEqual(t.server.connections!.tracked, { ips: 0, users: 0, owed: 0 });
+    const next = await open(b);
+    assert.ok(next.ws, 'the places are free again');
+    await closeAll([next.ws!]);
+  });
+});
