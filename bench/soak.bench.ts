@@ -181,7 +181,7 @@ async function main(): Promise<void> {
 const emptyStats = (): SoakStats => ({ connects: 0, connectErrors: 0, alive: 0, tasks: 0, ended: {}, sse: 0, cancels: 0, waitedThenWatched: 0, httpErrors: 0, refreshes: 0, relogins: 0, firstErrors: [], driverRss: 0 });
 type Final = SoakStats & { inFlight: number; cancelledOnStop: number };
 /** Whether every node's connection and task counters are back to zero. */
-const settled = (r: Row) => r.nodes.every((n) => n.s.connections === 0 && n.s.tracked.ips === 0 && n.s.tracked.users === 0 && n.s.tracked.owed === 0 && n.s.agents === 0
+const settled = (r: Row) => r.nodes.every((n) => n.s.connections === 0 && n.s.tracked.ips === 0 && n.s.tracked.users === 0 && n.s.tracked.synced && n.s.agents === 0
   && Object.values(n.s.handles).every((v) => v === 0));
 const fmtTime = (s: number) => `${Math.floor(s / 60)}:${String(Math.round(s % 60)).padStart(2, '0')}`;
 

@@ -38,7 +38,7 @@ export interface NodeSample {
   arrayBuffers: number;
   rss: number;
   connections: number;
-  tracked: { ips: number; users: number; owed: number };
+  tracked: { ips: number; users: number; synced: boolean };
   handles: Palisade["tasks"]["openHandles"];
   agents: number;
   activeResources: number;

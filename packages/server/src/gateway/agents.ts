@@ -32,7 +32,7 @@ import { originAllowed } from '../config.ts';
 import type { Principal, TokenVerifier } from '../auth/tokens.ts';
 import type { DurableStore } from '../store/types.ts';
 import type { SessionManager } from '../auth/sessions.ts';
-import type { Presence, Tallies } from '../hot/types.ts';
+import { TALLY_SHARES_TTL_MS, type Presence, type Tallies, type TallyResult } from '../hot/types.ts';
 import type { SecurityEvents } from '../siem/events.ts';
 import type { TaskService } from '../tasks/service.ts';
 import { agentFrame } from '../edge/validators.ts';
@@ -112,40 +112,61 @@ export interface AgentGateway {
   close(): Promise<void>;
 }
 
-/** How often connection places a failed release still owes are given back to the hot store, ms. */
-export const OWED_RETRY_MS = 1000;
+/** How often a node writes its connection shares whole to the hot store (renewing them, mending what a failover or restart lost), ms. */
+export const TALLY_SYNC_MS = TALLY_SHARES_TTL_MS / 5;
+/** How soon the shares are written whole again after a write whose outcome is unknown (the store unreachable, a reply lost), ms. */
+export const TALLY_RESYNC_MS = 1000;
 
 /**
  * Open connections: on this node in all (`maxConnections`, a bound of this process), and per client
  * IP and per user across the cluster (the hot store's tallies: with Redis every node counts the same
  * connections; a node that died stops counting once its beat lapses). A connection reserves its
  * place before the upgrade (so parallel upgrades, on any node, cannot pass a cap) and gives it back
- * when it closes. A give-back the hot store refused (unreachable) is owed and retried every
- * {@link OWED_RETRY_MS} until it lands.
+ * when it closes.
+ *
+ * This node's bookkeeping (`#held`) is the truth of its share: it is written whole to the store every
+ * {@link TALLY_SYNC_MS}, and within {@link TALLY_RESYNC_MS} of any write whose outcome is unknown
+ * (an acquire that timed out may have been applied; a give-back the store refused was not), so a
+ * lost reply, a failover that lost the latest writes or a store restarted empty is mended, not kept.
  */
 export class ConnectionCaps {
-  /** What this node holds, per tally key (`ip:…`, `user:…`): the tallies' own view of this node, kept here too for tests and metrics. */
+  /** Places this node holds, per tally key (`ip:…`, `user:…`). */
   readonly #held = new Map<string, number>();
+  /** Acquires sent and not yet answered, per tally key. */
+  readonly #pending = new Map<string, number>();
   #total = 0;
-  #owed: string[] = [];
-  #owedTimer: NodeJS.Timeout | undefined;
+  /** Bumped by every write whose outcome is unknown; a whole write made since the last bump mends them. */
+  #doubts = 0;
+  #synced = true;
+  #syncing = false;
+  #timer: NodeJS.Timeout | undefined;
+  #due = Infinity;
   #stopped = false;
   readonly #o: { maxConnections: number; maxConnectionsPerIp: number; maxConnectionsPerUser: number };
   readonly #tallies: Tallies;
   readonly #nodeId: string;
-  constructor(o: { maxConnections: number; maxConnectionsPerIp: number; maxConnectionsPerUser: number }, tallies: Tallies, nodeId: string) {
+  readonly #syncMs: number;
+  readonly #resyncMs: number;
+  constructor(
+    o: { maxConnections: number; maxConnectionsPerIp: number; maxConnectionsPerUser: number },
+    tallies: Tallies, nodeId: string, timing: { syncMs?: number; resyncMs?: number } = {},
+  ) {
     this.#o = o;
     this.#tallies = tallies;
     this.#nodeId = nodeId;
+    this.#syncMs = timing.syncMs ?? TALLY_SYNC_MS;
+    this.#resyncMs = timing.resyncMs ?? TALLY_RESYNC_MS;
+    // At once: a node started again under the same id drops what its previous run left.
+    this.#arm(0);
   }
   get total(): number {
     return this.#total;
   }
-  /** Keys this node holds a place under, by IP and by user, and places still owed to the hot store (for tests and metrics): all return to 0. */
-  get tracked(): { ips: number; users: number; owed: number } {
+  /** Keys this node holds a place under, by IP and by user, and whether the store has its share as written (for tests and metrics). */
+  get tracked(): { ips: number; users: number; synced: boolean } {
     let ips = 0;
     for (const key of this.#held.keys()) if (key.startsWith('ip:')) ips++;
-    return { ips, users: this.#held.size - ips, owed: this.#owed.length };
+    return { ips, users: this.#held.size - ips, synced: this.#synced };
   }
   async reserve(ip: string): Promise<ConnectionSlot> {
     if (this.#total >= this.#o.maxConnections) throw new PalisadeError('PAL_ERR_UNAVAILABLE', 'this node holds as many connections as it may; try again or another node');
@@ -156,64 +177,100 @@ export class ConnectionCaps {
       this.#total--;
       throw e;
     }
-    const held = [`ip:${ip}`];
-    let user = false;
+    // Scalars, not an array of keys: this closure lives as long as the connection (bench/connections.bench.ts).
+    let userId: string | undefined;
+    let adding = false;
     let released = false;
     return {
-      addUser: async (userId: string) => {
-        if (user || released) return;
-        user = true;
-        const key = `user:${userId}`;
+      addUser: async (id: string) => {
+        if (userId !== undefined || adding || released) return;
+        adding = true;
         try {
-          await this.#take(key, this.#o.maxConnectionsPerUser, 'of one user');
-        } catch (e) {
-          user = false;
-          throw e;
+          await this.#take(`user:${id}`, this.#o.maxConnectionsPerUser, 'of one user');
+        } finally {
+          adding = false;
         }
-        // Closed while the hot store answered: the place just taken goes back at once.
-        if (released) this.#giveBack([key]);
-        else held.push(key);
+        // Closed while the store answered: the place just taken goes back at once.
+        if (released) this.#giveBack([`user:${id}`]);
+        else userId = id;
       },
       release: () => {
         if (released) return;
         released = true;
         this.#total--;
-        this.#giveBack(held);
+        this.#giveBack(userId === undefined ? [`ip:${ip}`] : [`ip:${ip}`, `user:${userId}`]);
       },
     };
   }
-  /** Stops retrying owed places (the node is closing; what it held lapses with its beat). */
+  /** Stops the writes (the node is closing; what it held lapses with its beat). */
   stop(): void {
     this.#stopped = true;
-    clearTimeout(this.#owedTimer);
-    this.#owedTimer = undefined;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
   }
 
   async #take(key: string, limit: number, what: string): Promise<void> {
-    const r = await this.#tallies.acquire(this.#nodeId, [{ key, limit }]);
+    bump(this.#pending, key, 1);
+    let r: TallyResult;
+    try {
+      r = await this.#tallies.acquire(this.#nodeId, [{ key, limit }]);
+    } catch (e) {
+      this.#doubt();
+      throw e;
+    } finally {
+      bump(this.#pending, key, -1);
+    }
     if (!r.allowed) throw new PalisadeError('PAL_ERR_TOO_MANY_CONNECTIONS', `more than ${limit} connections ${what}`);
-    this.#held.set(key, (this.#held.get(key) ?? 0) + 1);
+    bump(this.#held, key, 1);
   }
 
   #giveBack(keys: readonly string[]): void {
-    for (const key of keys) {
-      const n = (this.#held.get(key) ?? 0) - 1;
-      if (n > 0) this.#held.set(key, n);
-      else this.#held.delete(key);
-    }
-    this.#tallies.release(this.#nodeId, keys).catch(() => this.#owe(keys));
+    for (const key of keys) bump(this.#held, key, -1);
+    this.#tallies.release(this.#nodeId, keys).catch(() => this.#doubt());
   }
 
-  #owe(keys: readonly string[]): void {
-    this.#owed.push(...keys);
-    if (this.#stopped) return;
-    this.#owedTimer ??= setTimeout(() => {
-      this.#owedTimer = undefined;
-      const owed = this.#owed;
-      this.#owed = [];
-      this.#tallies.release(this.#nodeId, owed).catch(() => this.#owe(owed));
-    }, OWED_RETRY_MS).unref();
+  #doubt(): void {
+    this.#doubts++;
+    this.#synced = false;
+    this.#arm(this.#resyncMs);
   }
+
+  /** The next whole write in `ms`, unless one is due sooner. */
+  #arm(ms: number): void {
+    if (this.#stopped || Date.now() + ms >= this.#due) return;
+    clearTimeout(this.#timer);
+    this.#due = Date.now() + ms;
+    this.#timer = setTimeout(() => void this.#sync(), ms).unref();
+  }
+
+  async #sync(): Promise<void> {
+    this.#due = Infinity;
+    if (this.#syncing) return this.#arm(this.#resyncMs);
+    this.#syncing = true;
+    const doubts = this.#doubts;
+    // Acquires in flight were sent before this write: those the store allows are in its share
+    // already, so they are counted here too; one refused makes this write one high (written again soon).
+    const shares = new Map(this.#held);
+    for (const [key, n] of this.#pending) bump(shares, key, n);
+    let ok = false;
+    try {
+      await this.#tallies.replace(this.#nodeId, shares);
+      ok = true;
+    } catch {
+      // unreachable: written again soon
+    } finally {
+      this.#syncing = false;
+    }
+    const exact = ok && this.#pending.size === 0 && doubts === this.#doubts;
+    if (ok && doubts === this.#doubts) this.#synced = true;
+    this.#arm(exact ? this.#syncMs : this.#resyncMs);
+  }
+}
+
+function bump(map: Map<string, number>, key: string, by: number): void {
+  const n = (map.get(key) ?? 0) + by;
+  if (n > 0) map.set(key, n);
+  else map.delete(key);
 }
 
 export interface ConnectionSlot {
@@ -354,7 +411,12 @@ export function attachAgentGateway(server: HttpServer, o: GatewayOptions): Agent
         refuseUpgrade(socket, refuseWhileDraining(ctx), ctx.retryAfter);
         return;
       }
-      // The socket may have gone while the pipeline ran: then its place is given back here.
+      // The socket may have gone while the pipeline ran (its close event is past: ws would drop it
+      // without a word), or go during the upgrade: either way its place is given back here.
+      if (socket.destroyed) {
+        ctx.slot?.release();
+        return;
+      }
       const slot = ctx.slot;
       const goneEarly = () => slot?.release();
       socket.once('close', goneEarly);
@@ -601,6 +663,7 @@ class AgentConnection {
       if (frame.type !== 'auth') throw new PalisadeError('PAL_ERR_UNAUTHENTICATED', 'authenticate first');
       const p = await this.#o.verifier.verify(frame.token);
       if (!p.scopes.has('agent')) throw new PalisadeError('PAL_ERR_FORBIDDEN', 'agent connections need the "agent" scope');
+      this.#principal = p;
       // The per-user cap, now that the user is known (an upgrade with a bearer token took it before).
       try {
         await this.#ctx.slot?.addUser(p.userId);
@@ -609,7 +672,6 @@ class AgentConnection {
         return this.#fail(err.code, err.message);
       }
       if (this.#closed) return;
-      this.#principal = p;
       this.#onAuthenticated();
       return;
     }

@@ -117,18 +117,11 @@ export function createMemoryHotStore(o: MemoryHotStoreOptions = {}): HotStore {
   const presence = new ExpiringMap<PresenceEntry>(max, now);
   const transient = new ExpiringMap<string>(max, now);
   const nodes = new ExpiringMap<true>(max, now);
-  // Tallies: node → key → that node's share. Keys of a node go with its last share (bounded by
-  // what it holds); a node that stopped beating is skipped, and its shares dropped as they are met.
+  // Tallies: node → key → that node's share (one node in this process: a second appears only in tests).
   const shares = new Map<string, Map<string, number>>();
   const tallyOf = (self: string, key: string): number => {
     let n = 0;
-    for (const [id, held] of shares) {
-      if (id !== self && nodes.get(id) === undefined) {
-        shares.delete(id);
-        continue;
-      }
-      n += held.get(key) ?? 0;
-    }
+    for (const [id, held] of shares) if (id === self || nodes.get(id) !== undefined) n += held.get(key) ?? 0;
     return n;
   };
   const rates = createMemoryRateLimits(o);
@@ -206,6 +199,11 @@ export function createMemoryHotStore(o: MemoryHotStoreOptions = {}): HotStore {
           else held.delete(key);
         }
         if (held.size === 0) shares.delete(nodeId);
+      },
+      async replace(nodeId, given) {
+        const held = new Map([...given].filter(([, n]) => n > 0));
+        if (held.size > 0) shares.set(nodeId, held);
+        else shares.delete(nodeId);
       },
       async count(nodeId, key) {
         return tallyOf(nodeId, key);

@@ -10,7 +10,7 @@
  *   P:presence:agent:<id>          JSON presence entry, TTL; P:presence:user:<uid> set of agent ids
  *   P:tmp:<key>                    one-time values (GETDEL)
  *   P:node:<id>                    a live node's beat (TTL); P:nodes sorted set: node id → beat's end (ms)
- *   P:tally:<node id>              hash: tally key → that node's share (expires with the node's beat)
+ *   P:tally:<node id>              hash: tally key → that node's share (TTL TALLY_SHARES_TTL_MS, renewed by writes)
  *   P:bus:<topic>                  pub/sub channel of a bus topic (no key)
  *   P:oidc:<model>:<id>            JSON OAuth record, expiring with it; lookups by user code and
  *   P:oidc:<model>:uc:<code>/uid:<uid>, sets P:oidc:grant:<grantId> and P:oidc:acct:<model>:<account>
@@ -25,7 +25,7 @@ import { EventEmitter } from 'node:events';
 import { Redis, ReplyError, type RedisOptions } from 'ioredis';
 import { PalisadeError } from '@palisade/protocol';
 import type { OidcRecord, OidcRepo } from '../store/types.ts';
-import type { HotStore, PresenceEntry } from './types.ts';
+import { TALLY_SHARES_TTL_MS, type HotStore, type PresenceEntry } from './types.ts';
 
 export interface RedisHotStoreOptions {
   /** `redis://[:password@]host:port[/db]` (or `rediss://` for TLS). Ignored when `sentinels` is set. */
@@ -94,7 +94,7 @@ for i = 1, #gone, 1000 do redis.call('SREM', KEYS[1], unpack(gone, i, math.min(i
 return out`;
 
 // A node's beat, on Redis's clock so every node agrees. KEYS[1]: its beat key; KEYS[2]: the
-// sorted set of nodes; KEYS[3]: its tally shares. ARGV[1]: node id; ARGV[2]: time to live (ms).
+// sorted set of nodes. ARGV[1]: node id; ARGV[2]: time to live (ms).
 const BEAT = `
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
@@ -102,14 +102,14 @@ local ttl = tonumber(ARGV[2])
 redis.call('SET', KEYS[1], '1', 'PX', ttl)
 redis.call('ZADD', KEYS[2], now + ttl, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-redis.call('PEXPIRE', KEYS[3], ttl)
 return 0`;
 
 // Tallies. KEYS[1]: the sorted set of nodes; KEYS[2]: this node's shares. ARGV[1]: this node's
-// id; ARGV[2]: the prefix of shares keys (+ node id); ARGV[3]: 1 to acquire, 0 to count;
-// ARGV[2 + 2i], ARGV[3 + 2i]: tally key i and its limit. Counts this node's share and those of
-// the nodes whose beat has not lapsed. (It reads keys named by the set's members: fine on one Redis
-// or with Sentinel, not on Redis Cluster.) Returns {allowed, refused index (0-based) or -1, counts…}.
+// id; ARGV[2]: the prefix of shares keys (+ node id); ARGV[3]: 1 to acquire, 0 to count; ARGV[4]:
+// the shares' time to live (ms); ARGV[3 + 2i], ARGV[4 + 2i]: tally key i and its limit. Counts this
+// node's share and those of the nodes whose beat has not lapsed. (It reads keys named by the set's
+// members: fine on one Redis or with Sentinel, not on Redis Cluster.)
+// Returns {allowed, refused index (0-based) or -1, counts…}.
 const TALLY = `
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
@@ -117,28 +117,39 @@ local others = {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')) do
   if id ~= ARGV[1] then others[#others + 1] = ARGV[2] .. id end
 end
-local n = (#ARGV - 3) / 2
+local n = (#ARGV - 4) / 2
 local counts = {}
 for i = 1, n do
-  local key = ARGV[2 + 2 * i]
+  local key = ARGV[3 + 2 * i]
   local c = tonumber(redis.call('HGET', KEYS[2], key) or '0')
   for _, shares in ipairs(others) do c = c + tonumber(redis.call('HGET', shares, key) or '0') end
   counts[i] = c
-  if ARGV[3] == '1' and c >= tonumber(ARGV[3 + 2 * i]) then return {0, i - 1, unpack(counts)} end
+  if ARGV[3] == '1' and c >= tonumber(ARGV[4 + 2 * i]) then return {0, i - 1, unpack(counts)} end
 end
 if ARGV[3] == '1' then
   for i = 1, n do
-    redis.call('HINCRBY', KEYS[2], ARGV[2 + 2 * i], 1)
+    redis.call('HINCRBY', KEYS[2], ARGV[3 + 2 * i], 1)
     counts[i] = counts[i] + 1
   end
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
 end
 return {1, -1, unpack(counts)}`;
 
-// KEYS[1]: a node's shares. ARGV: tally keys, each taken down by one (never below zero).
+// KEYS[1]: a node's shares. ARGV[1]: their time to live (ms); ARGV[2…]: tally keys, each taken down
+// by one (never below zero).
 const TALLY_RELEASE = `
-for _, key in ipairs(ARGV) do
-  if redis.call('HINCRBY', KEYS[1], key, -1) <= 0 then redis.call('HDEL', KEYS[1], key) end
+for i = 2, #ARGV do
+  if redis.call('HINCRBY', KEYS[1], ARGV[i], -1) <= 0 then redis.call('HDEL', KEYS[1], ARGV[i]) end
 end
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return 0`;
+
+// KEYS[1]: a node's shares. ARGV[1]: their time to live (ms); ARGV[2…]: key, count, key, count…
+// Replaces the shares whole.
+const TALLY_REPLACE = `
+redis.call('DEL', KEYS[1])
+for i = 2, #ARGV, 2000 do redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 1999, #ARGV))) end
+if #ARGV > 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return 0`;
 
 // KEYS[1]: record. ARGV[1]: now (s). Marks the record consumed, keeping its TTL.
@@ -211,6 +222,7 @@ const consumeScript = script(CONSUME);
 const beatScript = script(BEAT);
 const tallyScript = script(TALLY);
 const tallyReleaseScript = script(TALLY_RELEASE);
+const tallyReplaceScript = script(TALLY_REPLACE);
 const rateScript = script(RATE);
 
 /** Connects (waiting for the first connection), loads the revocation mirror, and returns the store. */
@@ -371,21 +383,26 @@ export async function openRedisHotStore(o: RedisHotStoreOptions): Promise<HotSto
     },
     tallies: {
       async acquire(nodeId, limits) {
-        const v = (await run(() => tallyScript(redis, [nodesKey, sharesKey(nodeId)], [nodeId, sharesKey(''), 1, ...limits.flatMap((l) => [l.key, l.limit])]))) as number[];
+        const v = (await run(() => tallyScript(redis, [nodesKey, sharesKey(nodeId)], [nodeId, sharesKey(''), 1, TALLY_SHARES_TTL_MS, ...limits.flatMap((l) => [l.key, l.limit])]))) as number[];
         return { allowed: v[0] === 1, refused: Number(v[1]), counts: v.slice(2).map(Number) };
       },
       async release(nodeId, keys) {
         if (keys.length === 0) return;
-        await run(() => tallyReleaseScript(redis, [sharesKey(nodeId)], [...keys]));
+        await run(() => tallyReleaseScript(redis, [sharesKey(nodeId)], [TALLY_SHARES_TTL_MS, ...keys]));
+      },
+      async replace(nodeId, shares) {
+        const args: (string | number)[] = [TALLY_SHARES_TTL_MS];
+        for (const [key, n] of shares) if (n > 0) args.push(key, n);
+        await run(() => tallyReplaceScript(redis, [sharesKey(nodeId)], args));
       },
       async count(nodeId, key) {
-        const v = (await run(() => tallyScript(redis, [nodesKey, sharesKey(nodeId)], [nodeId, sharesKey(''), 0, key, 0]))) as number[];
+        const v = (await run(() => tallyScript(redis, [nodesKey, sharesKey(nodeId)], [nodeId, sharesKey(''), 0, TALLY_SHARES_TTL_MS, key, 0]))) as number[];
         return Number(v[2]);
       },
     },
     nodes: {
       async beat(nodeId, ttlMs) {
-        await run(() => beatScript(redis, [`${P}node:${nodeId}`, nodesKey, sharesKey(nodeId)], [nodeId, ttlMs]));
+        await run(() => beatScript(redis, [`${P}node:${nodeId}`, nodesKey], [nodeId, ttlMs]));
       },
       async alive(nodeIds) {
         if (nodeIds.length === 0) return new Set();

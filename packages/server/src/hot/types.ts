@@ -126,9 +126,17 @@ export interface TallyResult {
 }
 
 /**
+ * A node's shares not written (acquired, released or replaced) for this long may be forgotten by
+ * the store (Redis: the hash expires); a node holding shares replaces them more often than that.
+ */
+export const TALLY_SHARES_TTL_MS = 5 * 60_000;
+
+/**
  * Things held open across the cluster, such as connections per user and per address. Each node's
  * share is kept apart and counts only while the node is alive (it beats, see {@link Nodes}; the
  * node asking always counts), so what a node held when it died stops counting once its beat lapses.
+ * A node's own bookkeeping is the truth of its share: `replace` writes it whole, which mends what a
+ * lost reply, a failover or a restart of the store left wrong.
  */
 export interface Tallies {
   /**
@@ -138,6 +146,8 @@ export interface Tallies {
   acquire(nodeId: string, limits: CounterLimit[]): Promise<TallyResult>;
   /** Lowers `nodeId`'s share of each key by one (a key listed twice, by two); never below zero. */
   release(nodeId: string, keys: readonly string[]): Promise<void>;
+  /** Sets `nodeId`'s shares to exactly `shares` (key → count; keys not in it go to zero). */
+  replace(nodeId: string, shares: ReadonlyMap<string, number>): Promise<void>;
   /** A tally's count over the live nodes, `nodeId` counted. */
   count(nodeId: string, key: string): Promise<number>;
 }

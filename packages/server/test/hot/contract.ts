@@ -212,6 +212,23 @@ export function hotContract(name: string, open: () => Promise<HotStore>): void {
       assert.equal(await h.tallies.count(a, key), 0);
     });
 
+    it("tallies: replace sets a node's shares whole; the other nodes' stay", async () => {
+      const [a, b, user, ip] = [k(), k(), k(), k()];
+      await h.nodes.beat(a, 10_000);
+      await h.nodes.beat(b, 10_000);
+      await h.tallies.acquire(a, [{ key: user, limit: 10 }]);
+      await h.tallies.acquire(b, [{ key: user, limit: 10 }]);
+      await h.tallies.replace(a, new Map([[user, 3], [ip, 2]]));
+      assert.equal(await h.tallies.count(b, user), 4);
+      assert.equal(await h.tallies.count(b, ip), 2);
+      await h.tallies.replace(a, new Map([[ip, 1]]));
+      assert.equal(await h.tallies.count(b, user), 1, "keys left out of a replace go to zero; b's share stays");
+      assert.equal(await h.tallies.count(a, ip), 1);
+      await h.tallies.replace(a, new Map());
+      await h.tallies.release(b, [user]);
+      assert.equal(await h.tallies.count(a, user) + await h.tallies.count(a, ip), 0);
+    });
+
     it("tallies: a node that stops beating stops counting; the asking node always counts", async () => {
       const [a, dead, never, key] = [k(), k(), k(), k()];
       await h.nodes.beat(a, 10_000);

@@ -9,6 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { PalisadeError } from '@palisade/protocol';
 import { Redis } from 'ioredis';
+import { TALLY_SHARES_TTL_MS } from '../../src/hot/types.ts';
 import { openRedisHotStore } from '../../src/hot/redis.ts';
 import { hotContract } from './contract.ts';
 import { oidcContract } from '../store/oidc-contract.ts';
@@ -127,6 +128,27 @@ if (skip) {
       const results = await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 ? a : b).counters.attempt([{ key, limit: 7 }], 10_000)));
       assert.equal(results.filter((r) => r.allowed).length, 7);
       await Promise.all([a.close(), b.close()]);
+    });
+
+    it("tallies: a node's shares expire TALLY_SHARES_TTL_MS after its last write, and an emptied share leaves no key", async () => {
+      const h = await open();
+      const node = randomUUID();
+      const direct = new Redis(REDIS_URL);
+      try {
+        await h.tallies.acquire(node, [{ key: 'user:x', limit: 5 }]);
+        const ttl = await direct.pttl(`${prefix}:tally:${node}`);
+        assert.ok(ttl > TALLY_SHARES_TTL_MS - 5000 && ttl <= TALLY_SHARES_TTL_MS, `ttl ${ttl}`);
+        await h.tallies.replace(node, new Map([['user:x', 2], ['ip:y', 1]]));
+        assert.deepEqual(await direct.hgetall(`${prefix}:tally:${node}`), { 'user:x': '2', 'ip:y': '1' });
+        assert.ok((await direct.pttl(`${prefix}:tally:${node}`)) > TALLY_SHARES_TTL_MS - 5000);
+        await h.tallies.release(node, ['user:x', 'user:x', 'ip:y']);
+        assert.equal(await direct.exists(`${prefix}:tally:${node}`), 0);
+        await h.tallies.replace(node, new Map([['user:x', 0]]));
+        assert.equal(await direct.exists(`${prefix}:tally:${node}`), 0, 'nothing held, nothing stored');
+      } finally {
+        direct.disconnect();
+        await h.close();
+      }
     });
 
     it('scripts flushed from Redis (a restart, SCRIPT FLUSH) are loaded again on first use', async () => {

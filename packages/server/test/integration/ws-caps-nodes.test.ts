@@ -53,6 +53,18 @@ describe('connection caps across two nodes', { skip }, () => {
       assert.match((JSON.parse(refused.body!) as Problem).detail!, /more than 2 connections of one user/);
     }
     assert.equal(await userCount(), 2);
+    // Without a bearer the user is known from the auth frame: checked then, across nodes too.
+    const late = await open(b);
+    assert.ok(late.ws);
+    const frames: { type: string; code?: string }[] = [];
+    late.ws!.on('message', (d) => frames.push(JSON.parse(String(d)) as { type: string; code?: string }));
+    const end = new Promise<number>((resolve) => late.ws!.once('close', (code) => resolve(code)));
+    late.ws!.send(JSON.stringify({ type: 'auth', token }));
+    assert.equal(await end, 1013);
+    assert.equal(frames.find((f) => f.type === 'error')?.code, 'PAL_ERR_TOO_MANY_CONNECTIONS');
+    const event = b.securityEvents.find((e) => e.status_code === 'PAL_ERR_TOO_MANY_CONNECTIONS' && e.activity_name === 'ws.close');
+    assert.equal(event?.actor.user?.uid, String(decodeJwt(token).sub), 'the refusal names the user');
+    assert.equal(await userCount(), 2);
     await closeAll([onA.ws!]);
     await until(async () => (await userCount()) === 1);
     const again = await open(b, token);
@@ -69,7 +81,7 @@ describe('connection caps across two nodes', { skip }, () => {
     assert.match((JSON.parse(refused.body!) as Problem).detail!, /more than 3 connections from one address/);
     await closeAll(held.map((h) => h.ws!));
     await until(() => a.server.connections!.total === 0 && b.server.connections!.total === 0);
-    for (const t of [a, b]) assert.deepEqual(t.server.connections!.tracked, { ips: 0, users: 0, owed: 0 });
+    for (const t of [a, b]) assert.deepEqual(t.server.connections!.tracked, { ips: 0, users: 0, synced: true });
     const next = await open(b);
     assert.ok(next.ws, 'the places are free again');
     await closeAll([next.ws!]);

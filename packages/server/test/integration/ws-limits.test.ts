@@ -73,7 +73,7 @@ describe('WebSocket limits', () => {
       assert.equal(frames.find((f) => f.type === 'error')?.code, 'PAL_ERR_TOO_MANY_CONNECTIONS');
       for (const h of held) h.ws!.close();
       await until(() => t.server.connections!.total === 0);
-      assert.deepEqual(t.server.connections!.tracked, { ips: 0, users: 0, owed: 0 });
+      assert.deepEqual(t.server.connections!.tracked, { ips: 0, users: 0, synced: true });
     } finally {
       await t.close();
     }
@@ -168,7 +168,7 @@ describe('WebSocket limits', () => {
         await open(t, 'bad-token');
       }
       await until(() => t.server.connections!.total === 0);
-      assert.deepEqual(t.server.connections!.tracked, { ips: 0, users: 0, owed: 0 });
+      assert.deepEqual(t.server.connections!.tracked, { ips: 0, users: 0, synced: true });
       assert.equal(t.server.agents.size, 0);
     } finally {
       await t.close();
