@@ -579,10 +579,14 @@ class AgentConnection {
       }
     });
     ws.on('close', () => this.#onClose());
-    // Authenticate and say hello within the limit, or be dropped.
+    // Authenticate and say hello within the limit, or be dropped. What the peer sent in time is
+    // handled first: under load a hello may wait for the database past the limit, and that is the
+    // server's delay, not the peer's. Frames sent later do not put the check off.
     this.#authTimer = setTimeout(() => {
       this.#authTimer = undefined;
-      if (!this.#handle) this.#fail('PAL_ERR_UNAUTHENTICATED', this.#principal ? 'no hello in time' : 'no authentication in time');
+      void this.#chain.then(() => {
+        if (!this.#handle && !this.#closed && !this.#failed) this.#fail('PAL_ERR_UNAUTHENTICATED', this.#principal ? 'no hello in time' : 'no authentication in time');
+      });
     }, Math.min(this.#o.config.authTimeoutMs, 2 ** 31 - 1));
     this.#authTimer.unref();
     const hb = setInterval(() => {

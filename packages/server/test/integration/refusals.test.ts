@@ -182,6 +182,26 @@ describe('refusals', () => {
     assert.equal(closed.code, 4401);
   });
 
+  it('a hello sent in time is answered though storing the agent takes longer than the auth timeout (a busy database)', async () => {
+    const agents = t.server.store.agents;
+    const upsert = agents.upsert.bind(agents);
+    agents.upsert = async (record) => {
+      await new Promise((r) => setTimeout(r, 1500));
+      return upsert(record);
+    };
+    try {
+      const slow = await SyntheticAgent.connect({ url: t.url, token: agentToken, ca: t.server.tls?.ca, grants: [SITE], onTask: () => 'ignore', instanceId: 'slow-hello' });
+      assert.ok(slow.agentId, 'welcomed after the auth timeout had passed');
+      const closed = slow.closed();
+      const outcome = await Promise.race([closed.then(({ code }) => `closed ${code}`), new Promise((r) => setTimeout(() => r('open'), 300))]);
+      assert.equal(outcome, 'open');
+      slow.close();
+      await closed;
+    } finally {
+      agents.upsert = upsert;
+    }
+  });
+
   it('WebSocket frames before authentication are refused', async () => {
     const { ws } = await rawAgentSocket(t.url, [WS_SUBPROTOCOL], { ca: t.server.tls?.ca });
     const msgs: string[] = [];
