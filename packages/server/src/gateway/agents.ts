@@ -41,6 +41,7 @@ import type { ClientIpResolver } from '../edge/client-ip.ts';
 import { rateLimitError, type RateLimiter } from '../edge/rate-limit.ts';
 import { jsonDepthExceeds } from '../edge/request-guard.ts';
 import { wholeSeconds } from '../timers.ts';
+import { bump } from '../counts.ts';
 import { OVERLOAD_RETRY_AFTER_S, type MemoryGuard } from '../edge/memory-guard.ts';
 
 export const AGENT_PATH = '/ws/agent';
@@ -265,12 +266,6 @@ export class ConnectionCaps {
     if (ok && doubts === this.#doubts) this.#synced = true;
     this.#arm(exact ? this.#syncMs : this.#resyncMs);
   }
-}
-
-function bump(map: Map<string, number>, key: string, by: number): void {
-  const n = (map.get(key) ?? 0) + by;
-  if (n > 0) map.set(key, n);
-  else map.delete(key);
 }
 
 export interface ConnectionSlot {

@@ -4,6 +4,7 @@
  * dropped as they are met and by a periodic sweep, and the oldest go first past `maxKeys`.
  */
 import { EventEmitter } from 'node:events';
+import { bump } from '../counts.ts';
 import type { Escalation, HotStore, PresenceEntry, RateDecision, RateLimits, RateRule } from './types.ts';
 
 export interface MemoryHotStoreOptions {
@@ -187,17 +188,13 @@ export function createMemoryHotStore(o: MemoryHotStoreOptions = {}): HotStore {
         }
         let held = shares.get(nodeId);
         if (!held) shares.set(nodeId, (held = new Map()));
-        for (const { key } of limits) held.set(key, (held.get(key) ?? 0) + 1);
+        for (const { key } of limits) bump(held, key, 1);
         return { allowed: true, refused: -1, counts: counts.map((c) => c + 1) };
       },
       async release(nodeId, keys) {
         const held = shares.get(nodeId);
         if (!held) return;
-        for (const key of keys) {
-          const n = (held.get(key) ?? 0) - 1;
-          if (n > 0) held.set(key, n);
-          else held.delete(key);
-        }
+        for (const key of keys) bump(held, key, -1);
         if (held.size === 0) shares.delete(nodeId);
       },
       async replace(nodeId, given) {
