@@ -24,7 +24,7 @@ import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, wr
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { POSTGRES_URL, dropSchema, postgresSkip } from '../packages/server/test/support/postgres.ts';
-import { REDIS_URL, dropPrefix, redisSkip, testPrefix } from '../packages/server/test/support/redis.ts';
+import { REDIS_URL, countPrefix, dropPrefix, redisSkip, testPrefix } from '../packages/server/test/support/redis.ts';
 import type { CreateOptions } from '../packages/server/src/app.ts';
 import type { NodeSample, SoakReady, SoakServeInput } from './soak.server.ts';
 import type { SoakDriverInput, SoakStats } from './soak.driver.ts';
@@ -53,6 +53,8 @@ interface Row {
   load1: number;
   nodes: { rss: number; heap: number; external: number; fds: number; s: NodeSample }[];
   driver: SoakStats;
+  /** Two nodes, after the load: the nodes' connection shares left in Redis (tally keys under the run's prefix). */
+  redisShares?: number;
 }
 
 const SERVER = new URL('./soak.server.ts', import.meta.url).pathname;
@@ -154,7 +156,9 @@ async function main(): Promise<void> {
     while (nodes.every((n) => n.child.exitCode === null && n.child.signalCode === null)) {
       await new Promise((r) => setTimeout(r, 5000));
       after = await sampleAll(nodes, final, t0).catch(() => undefined);
-      if (after) process.stderr.write(`  settling +${Math.round((Date.now() - stoppedAt) / 1000)} s: ${JSON.stringify(after.nodes.map((n) => ({ conns: n.s.connections, agents: n.s.agents, ...n.s.handles })))}\n`);
+      // The caps' counts live in Redis too (each node's share): they must empty as well.
+      if (after && multi) after.redisShares = await countPrefix(`${prefix}:tally`);
+      if (after) process.stderr.write(`  settling +${Math.round((Date.now() - stoppedAt) / 1000)} s: ${JSON.stringify(after.nodes.map((n) => ({ conns: n.s.connections, agents: n.s.agents, ...n.s.handles })))}${after.redisShares === undefined ? '' : ` redis shares ${after.redisShares}`}\n`);
       if (!after || settled(after) || Date.now() - stoppedAt > 150_000) break;
     }
     const settleS = (Date.now() - stoppedAt) / 1000;
@@ -182,7 +186,7 @@ const emptyStats = (): SoakStats => ({ connects: 0, connectErrors: 0, alive: 0, 
 type Final = SoakStats & { inFlight: number; cancelledOnStop: number };
 /** Whether every node's connection and task counters are back to zero. */
 const settled = (r: Row) => r.nodes.every((n) => n.s.connections === 0 && n.s.tracked.ips === 0 && n.s.tracked.users === 0 && n.s.tracked.synced && n.s.agents === 0
-  && Object.values(n.s.handles).every((v) => v === 0));
+  && Object.values(n.s.handles).every((v) => v === 0)) && (r.redisShares ?? 0) === 0;
 const fmtTime = (s: number) => `${Math.floor(s / 60)}:${String(Math.round(s % 60)).padStart(2, '0')}`;
 
 function report(rows: Row[], after: Row | undefined, final: Final, nodes: Node[], setup: string, aborted: string | undefined, settleS: number): void {
@@ -257,7 +261,7 @@ ${table(['node', 'metric', `mean, minutes ${fmtMin(w.b0)}–${fmtMin(w.b1)}`, `m
 ${Number.isFinite(worst) ? `Largest drift: **${(worst * 100).toFixed(2)} %** — ${pass ? 'within' : '**over**'} the 5 % budget.` : 'Drift: **not measured** — the run did not reach both windows.'}
 
 Over the run: ${final.connects} agent connections (${final.connectErrors} failed), ${final.tasks} tasks (final states seen by the client: ${totalEnded}; ${final.sse} watched over SSE to their end, ${final.waitedThenWatched} of them after a 10 s \`Prefer: wait\` ran out — their agent had left and they were dispatched again; ${final.cancels} cancelled while running), ${final.refreshes} token refreshes${final.relogins ? ` (and **${final.relogins} fresh sign-ins: the agents' grant was lost**)` : ''}, ${final.httpErrors} failed requests${final.firstErrors.length ? ` (first: ${final.firstErrors.slice(0, 3).map((e) => `\`${e.replace(/`/g, "'")}\``).join('; ')})` : ''}.
-${after === undefined ? 'No sample after the load stopped (a node was gone).' : `After the load stopped (every agent left, and the ${final.cancelledOnStop} tasks still open were cancelled by the client), every node's counters ${quiet ? `**returned to zero** within ${Math.round(settleS)} s` : `**did not all return to zero** within ${Math.round(settleS)} s`} (WebSocket connections, per-address and per-user counts, registered agents, live tasks, timers and listeners)${quiet ? '' : `: ${JSON.stringify(after.nodes.map((n) => ({ connections: n.s.connections, tracked: n.s.tracked, agents: n.s.agents, handles: n.s.handles })))}`}.`}
+${after === undefined ? 'No sample after the load stopped (a node was gone).' : `After the load stopped (every agent left, and the ${final.cancelledOnStop} tasks still open were cancelled by the client), every node's counters ${quiet ? `**returned to zero** within ${Math.round(settleS)} s` : `**did not all return to zero** within ${Math.round(settleS)} s`} (WebSocket connections, per-address and per-user counts, registered agents, live tasks, timers and listeners${after.redisShares === undefined ? '' : `; and in Redis, the nodes' shares of the per-address and per-user counts: ${after.redisShares} tally key(s) left`})${quiet ? '' : `: ${JSON.stringify(after.nodes.map((n) => ({ connections: n.s.connections, tracked: n.s.tracked, agents: n.s.agents, handles: n.s.handles })))}`}.`}
 ${unhandled.length === 0 ? 'No unhandled promise rejection in any node.' : `**Unhandled promise rejections** (each would have ended a production node; the soak's node process counts them and goes on): ${unhandled.map((u) => `node ${u.node}: ${u.count} (first: \`${u.first[0]!.replace(/`/g, "'")}\`)`).join('; ')}.`}
 
 ${MINUTES >= 60 ? 'Every 5 minutes' : `Every ${fmtMin(step)} minutes`} (the sample nearest each mark; rates over the interval before it):
