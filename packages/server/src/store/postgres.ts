@@ -17,7 +17,7 @@ const RELAXED_CONNECTIONS = 2;
 
 const { user: toUser, client: toClient, agent: toAgent, task: toTask, oidc: toOidc } = mappers({ json: <T>(v: unknown) => v as T, bool: (v) => v === true });
 const TASK_INSERT_COLUMNS = `id, owner_user_id, client_id, recipe, site, steps, state, agent_id, pinned_agent_id, attempts, idempotency_key,
-  request_hash, wait_for_agent, created_at, updated_at, deadline, result, error`;
+  request_hash, wait_for_agent, created_at, updated_at, deadline, result, error, node_id`;
 const jsonOrNull = (v: unknown) => (v === undefined || v === null ? null : JSON.stringify(v));
 
 export interface PostgresStoreOptions {
@@ -180,12 +180,12 @@ export async function openPostgresStore(o: PostgresStoreOptions): Promise<Durabl
         // are typed by hand, as a SELECT list does not take its types from the target columns.
         const r = await one(`INSERT INTO tasks (${TASK_INSERT_COLUMNS})
              SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::jsonb, $7::text, $8::text, $9::text, $10::int, $11::text, $12::text,
-                    $13::boolean, $14::text, $15::text, $16::text, $17::jsonb, $18::jsonb
+                    $13::boolean, $14::text, $15::text, $16::text, $17::jsonb, $18::jsonb, $20::text
              WHERE $19::int IS NULL OR (SELECT count(*) FROM tasks WHERE owner_user_id = $2 AND ${UNFINISHED}) < $19::int
              ON CONFLICT (owner_user_id, idempotency_key) DO NOTHING RETURNING id`,
           [t.id, t.ownerUserId, t.clientId, t.recipe ?? null, t.site, JSON.stringify(t.steps), t.state, t.agentId ?? null, t.pinnedAgentId ?? null,
             t.attempts, t.idempotencyKey ?? null, t.requestHash, t.waitForAgent, t.createdAt, t.updatedAt, t.deadline, jsonOrNull(t.result), jsonOrNull(t.error),
-            o?.maxUnfinished ?? null]);
+            o?.maxUnfinished ?? null, t.nodeId ?? null]);
         if (r) return { task: t, created: true };
         const existing = t.idempotencyKey === undefined ? undefined : await byIdempotencyKey(t.ownerUserId, t.idempotencyKey);
         if (existing) return { task: existing, created: false };
@@ -206,7 +206,9 @@ export async function openPostgresStore(o: PostgresStoreOptions): Promise<Durabl
         const via = o?.relaxed ? relaxedPool : pool;
         const res = current.state === 'running' && current.agentId !== undefined
           ? await run(`UPDATE tasks SET ${sets} WHERE id = $${n + 1} AND (state = 'running' OR (state = 'dispatched' AND agent_id = $${n + 2}))`, [...values, current.id, current.agentId], via)
-          : await run(`UPDATE tasks SET ${sets} WHERE id = $${n + 1} AND state = $${n + 2}`, [...values, current.id, current.state], via);
+          : current.state === 'dispatched' && current.agentId !== undefined
+            ? await run(`UPDATE tasks SET ${sets} WHERE id = $${n + 1} AND state = 'dispatched' AND agent_id = $${n + 2} AND attempts = $${n + 3}`, [...values, current.id, current.agentId, current.attempts], via)
+            : await run(`UPDATE tasks SET ${sets} WHERE id = $${n + 1} AND state = $${n + 2}`, [...values, current.id, current.state], via);
         return res.rowCount === 1 ? withPatch(current, patch) : undefined;
       },
       async listUnfinished(owner) {

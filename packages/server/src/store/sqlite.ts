@@ -110,11 +110,11 @@ export function openSqliteStore(path: string): DurableStore {
           if (open >= o.maxUnfinished) throw new UnfinishedCapReached(open);
         }
         run(`INSERT INTO tasks (id, owner_user_id, client_id, recipe, site, steps, state, agent_id, pinned_agent_id, attempts, idempotency_key,
-               request_hash, wait_for_agent, created_at, updated_at, deadline, result, error)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+               request_hash, wait_for_agent, created_at, updated_at, deadline, result, error, node_id)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
           t.id, t.ownerUserId, t.clientId, t.recipe ?? null, t.site, JSON.stringify(t.steps), t.state, t.agentId ?? null, t.pinnedAgentId ?? null,
           t.attempts, t.idempotencyKey ?? null, t.requestHash, t.waitForAgent ? 1 : 0, t.createdAt, t.updatedAt, t.deadline,
-          taskValue('result', t.result), taskValue('error', t.error));
+          taskValue('result', t.result), taskValue('error', t.error), t.nodeId ?? null);
         return { task: t, created: true };
       },
       async byId(id) { const r = one('SELECT * FROM tasks WHERE id = ?', id); return r && toTask(r); },
@@ -129,7 +129,9 @@ export function openSqliteStore(path: string): DurableStore {
         // (`relaxed` changes nothing here: with synchronous = NORMAL in WAL mode no commit waits for a sync.)
         const res = current.state === 'running' && current.agentId !== undefined
           ? run(`UPDATE tasks SET ${sets} WHERE id = ? AND (state = 'running' OR (state = 'dispatched' AND agent_id = ?))`, ...values, current.id, current.agentId)
-          : run(`UPDATE tasks SET ${sets} WHERE id = ? AND state = ?`, ...values, current.id, current.state);
+          : current.state === 'dispatched' && current.agentId !== undefined
+            ? run(`UPDATE tasks SET ${sets} WHERE id = ? AND state = 'dispatched' AND agent_id = ? AND attempts = ?`, ...values, current.id, current.agentId, current.attempts)
+            : run(`UPDATE tasks SET ${sets} WHERE id = ? AND state = ?`, ...values, current.id, current.state);
         return Number(res.changes) === 1 ? withPatch(current, patch) : undefined;
       },
       async listUnfinished(owner) {

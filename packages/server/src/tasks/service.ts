@@ -10,22 +10,29 @@
  * connected to another node. Then:
  *
  *   node A (submit)                            node B (agent connected here)
- *   store task `queued`, arm deadline
+ *   choose an agent on B (presence); store
+ *   the task `dispatched` to it, arm deadline
  *   follow `task:<id>` on the bus ──────────►  (B's events reach A's watchers)
- *   publish {dispatch} on `node:<B>` ───────►  read task; CAS queued → dispatched; send to agent;
- *                                              arm accept timer and deadline
+ *   publish {dispatch, task} on `node:<B>` ─►  send to the agent (no store write: the task was
+ *                                              stored dispatched to it); arm accept timer and deadline
  *   watchers on A  ◄─── `task:<id>` ────────── state / progress / end events
  *   cancel: CAS → cancelled, publish {cancel}  ► agent told `task.cancel`, local timers dropped
  *
- * Every move is still a compare-and-set in the shared store, so two nodes acting on one task (a
- * duplicate message, a cancel racing a result) move it once: a task is never dispatched twice for
- * one attempt. Bus messages only say "look" — what must not be lost is in the store.
+ * A new task is stored already dispatched to the agent chosen for it (on this node, or present on
+ * another): one durable write less before the agent has it. A task that waits (no agent with room)
+ * is stored `queued`, and a node that finds an agent for it later moves it queued → dispatched.
+ * Every move is a compare-and-set in the shared store, so two nodes acting on one task (a duplicate
+ * message, a cancel racing a result) move it once: a task is never dispatched twice for one attempt.
+ * Bus messages only say "look" — what must not be lost is in the store: a dispatch the bus lost (or
+ * whose sender died) leaves the task stored dispatched to a node that does not hold it; the sweeper
+ * asks that node to look again, and it sends the task (or queues it again) after a compare-and-set.
  *
  * A dispatched task records its node. Every node beats (`nodes`, every `nodeBeatMs`); one node at a
  * time (a counter used as a lock) sweeps: a dispatched or running task whose node has missed three
- * beats is re-dispatched (its agent reconnects elsewhere) or failed with `PAL_ERR_AGENT_LOST`, and a
- * task queued for more than two beats is offered again (a bus message lost while Redis restarted
- * costs a beat or two, never the task).
+ * beats is re-dispatched (its agent reconnects elsewhere) or failed with `PAL_ERR_AGENT_LOST`, a
+ * task queued for more than two beats is offered again, and a task stored dispatched to a live node
+ * for more than two beats is pointed out to it again (a bus message lost while Redis restarted costs
+ * a beat or two, never the task).
  *
  * Redis unreachable (restarting, failing over): submissions are refused (`PAL_ERR_UNAVAILABLE`)
  * until routing works again, but a task once stored is accepted, and waits queued. Agents go on
@@ -110,6 +117,8 @@ function dropTimer(timers: Map<string, NodeJS.Timeout>, taskId: string): void {
   timers.delete(taskId);
 }
 const newTaskId = () => `t_${randomBytes(12).toString('base64url')}`;
+/** The agent with the fewest tasks in flight (the first of them). */
+const leastBusy = (agents: readonly AgentHandle[]): AgentHandle => agents.reduce((a, b) => (b.inFlight.size < a.inFlight.size ? b : a));
 
 /** The API view of a stored task. */
 export function toView(t: TaskRecord): TaskView {
@@ -210,9 +219,12 @@ export class TaskService {
     const remote = waitForAgent ? undefined : await this.#precheckRouting(p.userId, site, sub.agentId);
 
     const at = now();
+    const id = newTaskId();
+    // The agent is chosen before the task is stored, and the task stored dispatched to it.
+    const chosen = await this.#choose(id, p.userId, site, sub.agentId, remote);
     const record: TaskRecord = {
-      id: newTaskId(), ownerUserId: p.userId, clientId: p.clientId, recipe, site, steps, state: 'queued', pinnedAgentId: sub.agentId,
-      attempts: 0, idempotencyKey: key, requestHash, waitForAgent, createdAt: at, updatedAt: at,
+      id, ownerUserId: p.userId, clientId: p.clientId, recipe, site, steps, state: chosen ? 'dispatched' : 'queued', pinnedAgentId: sub.agentId,
+      agentId: chosen?.agentId, nodeId: chosen?.nodeId, attempts: chosen ? 1 : 0, idempotencyKey: key, requestHash, waitForAgent, createdAt: at, updatedAt: at,
       deadline: new Date(Date.now() + timeoutMs).toISOString(),
     };
     // A waiting caller subscribes while the task is stored (one round trip less on its way); an
@@ -226,6 +238,7 @@ export class TaskService {
       // The cap on unfinished tasks is counted by the insert itself (one round trip).
       inserted = await this.#o.store.tasks.insert(record, { maxUnfinished: this.#o.config.maxUnfinishedTasksPerUser });
     } catch (e) {
+      chosen?.here?.inFlight.delete(id);
       (await listening)?.();
       if (e instanceof UnfinishedCapReached) {
         throw new PalisadeError('PAL_ERR_RATE_LIMITED', `you have ${e.open} unfinished tasks, the most allowed; wait for some to finish or cancel them`);
@@ -235,6 +248,7 @@ export class TaskService {
     const { task, created } = inserted;
     const unsubscribe = await listening;
     if (!created) {
+      chosen?.here?.inFlight.delete(id);
       unsubscribe?.();
       return { task: toView(task), created: false };
     }
@@ -245,11 +259,21 @@ export class TaskService {
     });
     this.#armDeadline(task);
     try {
-      await this.#tryDispatch(task, false, false, remote);
+      if (chosen?.here) {
+        // Gone while the task was stored: its reconnect grace covers the task (its place was taken), as any it ran.
+        if (this.#o.agents.get(chosen.here.id) === chosen.here) this.#handTo(chosen.here, task);
+        else this.#live.set(task.id, task);
+      } else if (chosen) {
+        await this.#sendRemote(task.id, chosen.nodeId!, task);
+      } else {
+        await this.#tryDispatch(task, false, false, remote);
+      }
     } catch (e) {
       // The task is stored, so it is accepted: a refusal now would have the caller submit it again
-      // (and it would run twice). Redis failing mid-dispatch leaves it queued; the sweeper offers it again.
-      this.#o.log.warn({ err: e, taskId: task.id }, 'dispatching a new task failed; it stays queued');
+      // (and it would run twice). Redis failing mid-dispatch leaves it queued (the sweeper offers it
+      // again) or stored dispatched to another node's agent unannounced (the sweeper points it out there).
+      if (chosen) this.#o.log.warn({ err: e, taskId: task.id, nodeId: chosen.nodeId }, 'handing a new task to its agent\'s node failed; the sweeper points it out there again');
+      else this.#o.log.warn({ err: e, taskId: task.id }, 'dispatching a new task failed; it stays queued');
       // Another node may take it from the queue: this one follows it once the bus is back, to hear
       // its end (and drop its deadline timer).
       if (this.#o.cluster) this.#unrouted.add(task.id);
@@ -601,14 +625,41 @@ export class TaskService {
       if (!localOnly) await this.#routeRemote(t, old, remote);
       return;
     }
-    const agent = candidates.reduce((a, b) => (b.inFlight.size < a.inFlight.size ? b : a));
+    const agent = leastBusy(candidates);
     const moved = await this.#move(t, 'dispatched', { agentId: agent.id, attempts: t.attempts + 1, nodeId: this.#o.cluster?.nodeId });
     if (!moved) return;
+    this.#handTo(agent, moved);
+  }
+
+  /**
+   * The agent a new task goes to, chosen before the task is stored: the least busy eligible one on
+   * this node (`here`: its place is taken under `taskId` at once, so parallel submissions cannot
+   * overfill it), else one present on a live node. None (all busy, this node draining, presence
+   * unreadable): the task is stored queued and dispatched as before.
+   */
+  async #choose(taskId: string, userId: string, site: string, pinned: string | undefined, remote: Remote[] | undefined): Promise<{ agentId: string; nodeId?: string | undefined; here?: AgentHandle } | undefined> {
+    const candidates = this.#draining ? [] : this.#eligible(userId, site, pinned);
+    if (candidates.length > 0) {
+      const here = leastBusy(candidates);
+      here.inFlight.add(taskId);
+      return { agentId: here.id, nodeId: this.#o.cluster?.nodeId, here };
+    }
+    if (!this.#o.cluster) return undefined;
+    const present = remote ?? (await this.#remote(userId, pinned).catch(() => []));
+    const live = present.filter((r) => r.alive && r.grants.includes(site));
+    if (live.length === 0) return undefined;
+    const target = live[Math.floor(Math.random() * live.length)]!;
+    return { agentId: target.agentId, nodeId: target.nodeId };
+  }
+
+  /** Sends `t`, stored as dispatched to `agent` (connected here), to it; this node now holds it. */
+  #handTo(agent: AgentHandle, t: TaskRecord): void {
+    this.#live.set(t.id, t);
     // The node that runs a task also enforces its deadline (the submitting node may be gone).
-    if (!this.#deadlineTimers.has(t.id)) this.#armDeadline(moved);
+    if (!this.#deadlineTimers.has(t.id)) this.#armDeadline(t);
     agent.inFlight.add(t.id);
     agent.send({ type: 'task.dispatch', taskId: t.id, site: t.site, steps: t.steps, deadline: Date.parse(t.deadline) });
-    this.#publish({ type: 'state', taskId: t.id, state: 'dispatched', at: moved.updatedAt });
+    this.#publish({ type: 'state', taskId: t.id, state: 'dispatched', at: t.updatedAt });
     dropTimer(this.#acceptTimers, t.id);
     const timer = setTimeout(() => {
       this.#acceptTimers.delete(t.id);
@@ -617,6 +668,32 @@ export class TaskService {
     }, this.#o.config.acceptTimeoutMs);
     timer.unref();
     this.#acceptTimers.set(t.id, timer);
+  }
+
+  /**
+   * A task stored as dispatched to an agent on this node, by the node that stored it (`t` came with
+   * its message) or pointed out again (`t` read from the store): sent to the agent, unless this node
+   * holds it already. Read from the store (or heard of before), it is first confirmed by a
+   * compare-and-set, so a task that ended or moved meanwhile is not sent again. The agent gone, full, no longer granted the site, or
+   * this node draining: the task goes back to the queue (the attempt not counted) and on to another agent.
+   */
+  async #take(t: TaskRecord, fromStore: boolean): Promise<void> {
+    const holds = () => this.#stopped || this.#live.has(t.id) || this.#graceTimers.has(t.id);
+    if (holds()) return;
+    // A task this node has heard of before (its events are kept a while) is not new: a message
+    // bringing it again is a duplicate, and the store decides.
+    const confirm = fromStore || this.#history.has(t.id);
+    const task = confirm ? await this.#o.store.tasks.update(t, { updatedAt: now() }) : t;
+    if (!task || holds()) return;
+    const agent = this.#o.agents.get(task.agentId!);
+    if (agent && !this.#draining && agent.grants.has(task.site) && agent.inFlight.size < this.#o.config.maxInFlightPerAgent) {
+      this.#handTo(agent, task);
+      return;
+    }
+    const moved = await this.#move(task, 'queued', { agentId: undefined, nodeId: undefined, attempts: Math.max(0, task.attempts - 1) });
+    if (!moved) return;
+    this.#publish({ type: 'state', taskId: t.id, state: 'queued', at: moved.updatedAt });
+    await this.#tryDispatch(moved);
   }
 
   /**
@@ -674,6 +751,13 @@ export class TaskService {
         this.#o.log.warn({ err: e, taskId: t.id }, 'offering a queued task again failed');
       });
     }
+    // Stored dispatched to a node for two beats: its message may have been lost (or its sender died
+    // before sending it). That node is asked to look again; if it holds the task (its agent has not
+    // accepted it yet), it ignores this. Asked of a dead node, nobody hears it: that is for below.
+    for (const t of unfinished) {
+      if (t.state !== 'dispatched' || t.nodeId === undefined || Date.parse(t.updatedAt) >= stale || this.#stopped) continue;
+      await this.#pointOut(t);
+    }
     // Other nodes could not beat while this one could not either (Redis was down: their beats
     // may have expired), and may get Redis back later than this one (ioredis waits up to
     // REDIS_RECONNECT_MAX_MS between attempts): none is judged dead until they have had time to
@@ -696,6 +780,13 @@ export class TaskService {
     }
   }
 
+  /** Asks the node a task is stored dispatched to to look at it again (see #take). */
+  async #pointOut(t: TaskRecord): Promise<void> {
+    const c = this.#o.cluster!;
+    if (t.nodeId === c.nodeId) await this.#take(t, true);
+    else await c.bus.publish(nodeTopic(t.nodeId!), JSON.stringify({ k: 'dispatch', taskId: t.id } satisfies NodeMessage));
+  }
+
   /**
    * Asks a node where an eligible agent is present to dispatch `t`, following its events first.
    * `old`: `t` was read a while ago (the sweeper's list), so it may have ended before this node followed it.
@@ -711,40 +802,52 @@ export class TaskService {
     const remote = live.length > 0 ? live : eligible;
     if (remote.length === 0) return;
     const target = remote[Math.floor(Math.random() * remote.length)]!;
-    if (!this.#routed.has(t.id)) {
-      this.#routed.add(t.id);
+    // A task just stored travels with the message (the other node need not read it back; its
+    // compare-and-set still decides); one read a while ago (`old`) does not.
+    await this.#sendRemote(t.id, target.nodeId, old ? undefined : t, old);
+  }
+
+  /**
+   * Tells node `nodeId` to look at a task (`task`: as just stored, sent along), following the task's
+   * events first. `old`: the task was read a while ago, so it may have ended before this node followed it.
+   */
+  async #sendRemote(taskId: string, nodeId: string, task?: TaskRecord, old = false): Promise<void> {
+    if (!this.#routed.has(taskId)) {
+      this.#routed.add(taskId);
       try {
-        await this.#follow(t.id);
+        await this.#follow(taskId);
       } catch (e) {
         // Not following: the next offer (the sweeper's) follows it again.
-        this.#routed.delete(t.id);
+        this.#routed.delete(taskId);
         throw e;
       }
       // Its end may have been published before this node followed it: read it again, now that no
       // event can be missed, and stop (forget it) if it ended.
       if (old) {
-        await this.#catchUp(t.id);
-        if (!this.#following.has(t.id)) return;
+        await this.#catchUp(taskId);
+        if (!this.#following.has(taskId)) return;
       }
     }
     // The other node moves it from here on: this node reads it from the store.
-    this.#live.delete(t.id);
-    // A task just stored travels with the message (the other node need not read it back; its
-    // compare-and-set still decides); one read a while ago (`old`) does not.
-    await c.bus.publish(nodeTopic(target.nodeId), JSON.stringify({ k: 'dispatch', taskId: t.id, task: old ? undefined : t } satisfies NodeMessage));
+    this.#live.delete(taskId);
+    await this.#o.cluster!.bus.publish(nodeTopic(nodeId), JSON.stringify({ k: 'dispatch', taskId, task } satisfies NodeMessage));
   }
 
   async #onNodeMessage(raw: string): Promise<void> {
     if (raw === '') {
       // The bus reconnected (see hot/redis.ts): dispatch messages sent meanwhile are lost, and so
-      // may be presence (Redis restarted empty): this node's agents are recorded again, and queued
-      // tasks are offered to them now rather than after the sweeper's two beats.
-      if (this.#o.agents.size === 0) return;
-      for (const a of this.#o.agents.all()) a.present();
+      // may be presence (Redis restarted empty): this node's agents are recorded again, tasks stored
+      // dispatched to it that it does not hold are taken, and queued tasks are offered to its agents —
+      // now rather than after the sweeper's two beats.
       try {
-        await this.#offerQueued();
+        const unfinished = await this.#o.store.tasks.listUnfinished();
+        const me = this.#o.cluster?.nodeId;
+        for (const t of unfinished) if (t.state === 'dispatched' && t.nodeId === me) await this.#take(t, true);
+        if (this.#o.agents.size === 0) return;
+        for (const a of this.#o.agents.all()) a.present();
+        for (const t of unfinished) if (t.state === 'queued') await this.#tryDispatch(t, true);
       } catch (e) {
-        this.#o.log.warn({ err: e }, 'offering queued tasks after the bus reconnected failed');
+        this.#o.log.warn({ err: e }, 'taking or offering tasks after the bus reconnected failed');
       }
       return;
     }
@@ -756,9 +859,11 @@ export class TaskService {
     }
     try {
       if (m.k === 'dispatch') {
-        const t = m.task?.id === m.taskId && m.task.state === 'queued' ? m.task : await this.#o.store.tasks.byId(m.taskId);
-        // A draining node passes it on to an agent present on another node (its own take no more).
-        if (t) await this.#tryDispatch(t, !this.#draining);
+        const sent = m.task?.id === m.taskId && (m.task.state === 'queued' || m.task.state === 'dispatched') ? m.task : undefined;
+        const t = sent ?? (await this.#o.store.tasks.byId(m.taskId));
+        // Queued: a draining node passes it on to an agent present on another node (its own take no more).
+        if (t?.state === 'queued') await this.#tryDispatch(t, !this.#draining);
+        else if (t?.state === 'dispatched' && t.nodeId === this.#o.cluster?.nodeId) await this.#take(t, sent === undefined);
       } else if (m.k === 'cancel') {
         this.#dropLocal(m.taskId);
         // Its end event goes to the followers of `task:<id>`, which this node is not: the history

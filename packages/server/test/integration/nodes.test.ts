@@ -217,6 +217,52 @@ describe('two nodes sharing PostgreSQL and Redis', { skip }, () => {
     });
   });
 
+  it('a task for an agent on node B is stored already dispatched to it by node A: B sends it without a write of its own', async () => {
+    await withAgentOnB('born-dispatched', { onTask: () => 'no-accept' }, async (client, agent) => {
+      const task = (await (await submit(a, client.token)).json()) as { id: string; state: string; agentId?: string };
+      assert.deepEqual([task.state, task.agentId], ['dispatched', agent.agentId], 'the answer names the agent chosen');
+      await agent.next((f) => f.type === 'task.dispatch' && f.taskId === task.id);
+      const stored = await a.server.store.tasks.byId(task.id);
+      assert.deepEqual([stored?.state, stored?.agentId, stored?.nodeId, stored?.attempts], ['dispatched', agent.agentId, 'node-b', 1]);
+      assert.equal(stored?.updatedAt, stored?.createdAt, 'node B moved nothing in the store to send it');
+      await a.fetch(`/api/v1/tasks/${task.id}/cancel`, { method: 'POST', token: client.token });
+    });
+  });
+
+  /** Stores a task dispatched to `agentId` on node B as if its dispatch message had been lost, `ago` ms ago. */
+  const lostDispatch = async (token: string, agentId: string, ago = 10_000) => {
+    const at = new Date(Date.now() - ago).toISOString();
+    const id = `t_lost_${randomUUID()}`;
+    await a.server.store.tasks.insert({
+      id, ownerUserId: String(decodeJwt(token).sub), clientId: 'lost-client', site: SITE, steps: [{ type: 'navigate', url: `${SITE}/` }],
+      state: 'dispatched', agentId, nodeId: 'node-b', attempts: 1, requestHash: 'h', waitForAgent: false, createdAt: at, updatedAt: at,
+      deadline: new Date(Date.now() + 60_000).toISOString(),
+    });
+    return id;
+  };
+
+  it('a dispatch the bus lost: the sweeper points the task out to node B, which sends it to its agent after a compare-and-set', async () => {
+    const dispatched: string[] = [];
+    await withAgentOnB('lost dispatch', { onTask: (f) => { dispatched.push(f.taskId); return { outcome: 'succeeded' }; } }, async (client, agent) => {
+      const token = (await deviceLogin(a, 'palisade-extension', 'openid offline_access agent')).access_token;
+      const id = await lostDispatch(token, agent.agentId!);
+      // Within a sweep or two (a beat is 2 s): B confirms the task is still dispatched to it, then sends it.
+      await until(async () => (await a.server.store.tasks.byId(id))?.state === 'succeeded', 'the lost task ran', 10_000);
+      assert.deepEqual(dispatched.filter((t) => t === id), [id], 'sent once');
+      void client;
+    });
+  });
+
+  it('a task pointed out to node B for an agent no longer there goes back to the queue, its attempt uncounted, and on to an agent that is', async () => {
+    await withAgentOnB('agent gone', {}, async (_client, agent) => {
+      const token = (await deviceLogin(a, 'palisade-extension', 'openid offline_access agent')).access_token;
+      const id = await lostDispatch(token, 'ag_gone_long_ago');
+      await until(async () => (await a.server.store.tasks.byId(id))?.state === 'succeeded', 'the task ran on the agent present', 10_000);
+      const done = await a.server.store.tasks.byId(id);
+      assert.deepEqual([done?.agentId, done?.attempts], [agent.agentId, 1]);
+    });
+  });
+
   it('a duplicate dispatch message (at-least-once delivery) never runs a task twice', async () => {
     const dispatched: string[] = [];
     await withAgentOnB('duplicates', { onTask: (f) => { dispatched.push(f.taskId); return { outcome: 'succeeded' }; } }, async (client) => {
@@ -224,8 +270,10 @@ describe('two nodes sharing PostgreSQL and Redis', { skip }, () => {
       try {
         const task = (await (await submit(a, client.token)).json()) as { id: string };
         await until(async () => (await stateOn(a, client.token, task.id)) === 'succeeded', 'done');
-        // The same "dispatch" again, three times, as a retried or duplicated delivery would bring it.
-        for (let i = 0; i < 3; i++) await redis.publish(`${nodes!.prefix}:bus:node:node-b`, JSON.stringify({ k: 'dispatch', taskId: task.id }));
+        // The same "dispatch" again, three times, as a retried or duplicated delivery would bring it
+        // (read from the store, and carrying the task as stored at first).
+        const first = { ...(await a.server.store.tasks.byId(task.id))!, state: 'dispatched' };
+        for (let i = 0; i < 3; i++) await redis.publish(`${nodes!.prefix}:bus:node:node-b`, JSON.stringify({ k: 'dispatch', taskId: task.id, ...(i === 2 ? { task: first } : {}) }));
         await new Promise((r) => setTimeout(r, 300));
         assert.deepEqual(dispatched, [task.id], 'dispatched to the agent once');
         assert.equal(await stateOn(a, client.token, task.id), 'succeeded');

@@ -277,7 +277,15 @@ describe('task routing', () => {
     for (const left of await t.server.store.tasks.listUnfinished()) await t.fetch(`/api/v1/tasks/${left.id}/cancel`, { method: 'POST', token });
     const repo = t.server.store.tasks;
     const update = repo.update;
+    const insert = repo.insert;
+    // Each write of a state: stored (a new task, stored already dispatched to the agent chosen) or moved.
     const written: { id: string; state: string; at: number }[] = [];
+    repo.insert = async (task, o) => {
+      const at = Date.now();
+      const r = await insert.call(repo, task, o);
+      if (r.created) written.push({ id: task.id, state: `stored ${task.state}`, at });
+      return r;
+    };
     repo.update = async (current, patch, o) => {
       const at = Date.now();
       const moved = await update.call(repo, current, patch, o);
@@ -289,7 +297,7 @@ describe('task routing', () => {
       await connect(); // answers at once
       const quick = await submit();
       await until(quick.body.id, 'succeeded');
-      assert.deepEqual(writesOf(quick.body.id).map((w) => w.state), ['dispatched', 'succeeded']);
+      assert.deepEqual(writesOf(quick.body.id).map((w) => w.state), ['stored dispatched', 'succeeded']);
       await closeAll();
 
       await connect(() => 'ignore'); // accepts, never answers
@@ -300,15 +308,16 @@ describe('task routing', () => {
         await new Promise((r) => setTimeout(r, 20));
       }
       const [dispatched, running] = writesOf(slow.body.id);
-      assert.deepEqual([dispatched?.state, running?.state], ['dispatched', 'running']);
+      assert.deepEqual([dispatched?.state, running?.state], ['stored dispatched', 'running']);
       // The accept came after the dispatched write, and the running write RECORD_MS after the accept.
       assert.ok(running!.at - dispatched!.at >= RECORD_MS - 2, `running written ${running!.at - dispatched!.at} ms after dispatched`);
       assert.equal((await t.fetch(`/api/v1/tasks/${slow.body.id}/cancel`, { method: 'POST', token })).status, 200);
-      assert.deepEqual(writesOf(slow.body.id).map((w) => w.state), ['dispatched', 'running', 'cancelled']);
+      assert.deepEqual(writesOf(slow.body.id).map((w) => w.state), ['stored dispatched', 'running', 'cancelled']);
       assert.equal(t.server.tasks.openHandles.record, 0);
       await closeAll();
     } finally {
       repo.update = update;
+      repo.insert = insert;
     }
   });
 

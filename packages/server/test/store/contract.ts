@@ -82,6 +82,10 @@ export function storeContract(name: string, open: () => Promise<DurableStore>): 
       assert.deepEqual(plain(await s.tasks.byId(t1.id)), plain(moved), 'what update returns is what the store holds');
       assert.equal(await s.tasks.update(t1, { state: 'running' }), undefined, 'a stale expected state changes nothing');
       assert.equal((await s.tasks.byId(t1.id))?.state, 'dispatched');
+      // Dispatched reads the same after a requeue and a new dispatch: the agent and the attempt tell them apart.
+      assert.equal(await s.tasks.update({ ...moved!, agentId: 'ag_other' }, { state: 'queued' }), undefined, 'dispatched to another agent: nothing changes');
+      assert.equal(await s.tasks.update({ ...moved!, attempts: 2 }, { state: 'queued' }), undefined, 'another attempt: nothing changes');
+      assert.equal((await s.tasks.byId(t1.id))?.state, 'dispatched');
       const done = await s.tasks.update(moved!, {
         state: 'succeeded', result: { outputs: { a: [1, 'x'] }, artifacts: [], timings: { totalMs: 3, steps: [] } }, agentId: undefined,
       });
@@ -98,6 +102,13 @@ export function storeContract(name: string, open: () => Promise<DurableStore>): 
       await s.tasks.insert(task());
       assert.equal(await s.tasks.countUnfinished(userId), open + 1);
       assert.deepEqual((await s.tasks.byId(t2.id))?.steps, t2.steps);
+      // A task may be stored already dispatched (an agent was chosen before it was stored), with its agent and node, capped or not.
+      for (const o of [undefined, { maxUnfinished: 1000 }]) {
+        const born = task({ state: 'dispatched', agentId: 'ag_1', nodeId: 'node-b', attempts: 1 });
+        assert.equal((await s.tasks.insert(born, o)).created, true);
+        assert.deepEqual(plain(await s.tasks.byId(born.id)), plain(born), 'stored as given, node included');
+        assert.equal((await s.tasks.update(born, { state: 'succeeded' }))?.state, 'succeeded', 'and moved on from there');
+      }
     });
 
     it('tasks: insert with a cap counts the owner\'s unfinished tasks in the same step; at the cap nothing is stored; a replay still answers', async () => {
