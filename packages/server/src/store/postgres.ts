@@ -207,7 +207,7 @@ export async function openPostgresStore(o: PostgresStoreOptions): Promise<Durabl
         const res = current.state === 'running' && current.agentId !== undefined
           ? await run(`UPDATE tasks SET ${sets} WHERE id = $${n + 1} AND (state = 'running' OR (state = 'dispatched' AND agent_id = $${n + 2}))`, [...values, current.id, current.agentId], via)
           : current.state === 'dispatched' && current.agentId !== undefined
-            ? await run(`UPDATE tasks SET ${sets} WHERE id = $${n + 1} AND state = 'dispatched' AND agent_id = $${n + 2} AND attempts = $${n + 3}`, [...values, current.id, current.agentId, current.attempts], via)
+            ? await run(`UPDATE tasks SET ${sets} WHERE id = $${n + 1} AND state = 'dispatched' AND agent_id = $${n + 2} AND attempts = $${n + 3} AND node_id IS NOT DISTINCT FROM $${n + 4}`, [...values, current.id, current.agentId, current.attempts, current.nodeId ?? null], via)
             : await run(`UPDATE tasks SET ${sets} WHERE id = $${n + 1} AND state = $${n + 2}`, [...values, current.id, current.state], via);
         return res.rowCount === 1 ? withPatch(current, patch) : undefined;
       },

@@ -130,7 +130,7 @@ export function openSqliteStore(path: string): DurableStore {
         const res = current.state === 'running' && current.agentId !== undefined
           ? run(`UPDATE tasks SET ${sets} WHERE id = ? AND (state = 'running' OR (state = 'dispatched' AND agent_id = ?))`, ...values, current.id, current.agentId)
           : current.state === 'dispatched' && current.agentId !== undefined
-            ? run(`UPDATE tasks SET ${sets} WHERE id = ? AND state = 'dispatched' AND agent_id = ? AND attempts = ?`, ...values, current.id, current.agentId, current.attempts)
+            ? run(`UPDATE tasks SET ${sets} WHERE id = ? AND state = 'dispatched' AND agent_id = ? AND attempts = ? AND node_id IS ?`, ...values, current.id, current.agentId, current.attempts, current.nodeId ?? null)
             : run(`UPDATE tasks SET ${sets} WHERE id = ? AND state = ?`, ...values, current.id, current.state);
         return Number(res.changes) === 1 ? withPatch(current, patch) : undefined;
       },

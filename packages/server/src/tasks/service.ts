@@ -156,6 +156,8 @@ export class TaskService {
   readonly #following = new Map<string, { refs: number; stop: Promise<() => Promise<void>> }>();
   /** Tasks this node handed to another node's agent (it follows their events until they end). */
   readonly #routed = new Set<string>();
+  /** Tasks another node told this one were cancelled, the latest HISTORY_TASKS (see #take). */
+  readonly #cancelled = new Set<string>();
   #stopNodeTopic: (() => Promise<void>) | undefined;
   #beat: NodeJS.Timeout | undefined;
   #draining = false;
@@ -233,12 +235,21 @@ export class TaskService {
       this.#o.log.warn({ err: e, taskId: record.id }, 'following a new task failed; the caller is answered without waiting');
       return undefined;
     });
+    // A task handed to another node's agent is followed while it is stored: its events come from there.
+    const routing = chosen && !chosen.here ? this.#followRouted(id) : undefined;
+    let followed = false;
+    routing?.then(() => (followed = true), () => undefined);
+    const unroute = () => void routing?.then(() => this.#routed.delete(id) && this.#unfollow(id), () => undefined);
     let inserted: Awaited<ReturnType<DurableStore['tasks']['insert']>>;
+    // Whether this node followed the task before it was stored (see the remote hand-over below).
+    let followedFirst: boolean;
     try {
       // The cap on unfinished tasks is counted by the insert itself (one round trip).
       inserted = await this.#o.store.tasks.insert(record, { maxUnfinished: this.#o.config.maxUnfinishedTasksPerUser });
+      followedFirst = followed;
     } catch (e) {
       chosen?.here?.inFlight.delete(id);
+      unroute();
       (await listening)?.();
       if (e instanceof UnfinishedCapReached) {
         throw new PalisadeError('PAL_ERR_RATE_LIMITED', `you have ${e.open} unfinished tasks, the most allowed; wait for some to finish or cancel them`);
@@ -249,10 +260,11 @@ export class TaskService {
     const unsubscribe = await listening;
     if (!created) {
       chosen?.here?.inFlight.delete(id);
+      unroute();
       unsubscribe?.();
       return { task: toView(task), created: false };
     }
-    if (!this.#o.cluster) this.#live.set(task.id, task);
+    if (!this.#o.cluster && !chosen?.here) this.#live.set(task.id, task);
     this.#o.events.emit({
       class: 'api_activity', activity: 'task.submit', outcome: 'success', message: `task ${task.id} accepted for ${site}`,
       actor: { userId: p.userId, clientId: p.clientId }, data: { taskId: task.id, recipe, site },
@@ -260,11 +272,22 @@ export class TaskService {
     this.#armDeadline(task);
     try {
       if (chosen?.here) {
-        // Gone while the task was stored: its reconnect grace covers the task (its place was taken), as any it ran.
-        if (this.#o.agents.get(chosen.here.id) === chosen.here) this.#handTo(chosen.here, task);
-        else this.#live.set(task.id, task);
+        if (this.#o.agents.get(chosen.here.id) === chosen.here) {
+          this.#handTo(chosen.here, task);
+        } else {
+          // Gone while the task was stored (its close started a reconnect grace for the place taken):
+          // never sent, so it goes to the agent's new connection if there is one, else back to the queue.
+          dropTimer(this.#graceTimers, task.id);
+          this.#live.delete(task.id);
+          await this.#take(task, false);
+        }
       } else if (chosen) {
-        await this.#sendRemote(task.id, chosen.nodeId!, task);
+        await routing;
+        // Followed only after it was stored (Redis slow): the agent's node may have taken it meanwhile
+        // (a reconnect, the sweeper) and published events this node missed. The store says where it
+        // is; one still unended goes without its record, so that node checks it against the store.
+        if (!followedFirst) await this.#catchUp(task.id);
+        if (this.#following.has(task.id)) await this.#sendRemote(task.id, chosen.nodeId!, followedFirst ? task : undefined);
       } else {
         await this.#tryDispatch(task, false, false, remote);
       }
@@ -499,6 +522,7 @@ export class TaskService {
       timers.clear();
     }
     this.#listeners.clear();
+    this.#cancelled.clear();
     this.#live.clear();
     this.#history.clear();
     this.#ended = [];
@@ -678,11 +702,13 @@ export class TaskService {
    * this node draining: the task goes back to the queue (the attempt not counted) and on to another agent.
    */
   async #take(t: TaskRecord, fromStore: boolean): Promise<void> {
-    const holds = () => this.#stopped || this.#live.has(t.id) || this.#graceTimers.has(t.id);
+    // Held: sent (or being sent: the place its submission reserved) to an agent here, or waiting for one to come back.
+    const holds = () => this.#stopped || this.#live.has(t.id) || this.#graceTimers.has(t.id) || this.#o.agents.get(t.agentId!)?.inFlight.has(t.id) === true;
     if (holds()) return;
-    // A task this node has heard of before (its events are kept a while) is not new: a message
-    // bringing it again is a duplicate, and the store decides.
-    const confirm = fromStore || this.#history.has(t.id);
+    // A task this node has heard of before (its events are kept a while, cancels noted), or stored
+    // longer ago than a beat, is not new: a message bringing it may be a duplicate or late, and the
+    // store decides.
+    const confirm = fromStore || this.#history.has(t.id) || this.#cancelled.has(t.id) || Date.now() - Date.parse(t.updatedAt) > this.#o.config.nodeBeatMs;
     const task = confirm ? await this.#o.store.tasks.update(t, { updatedAt: now() }) : t;
     if (!task || holds()) return;
     const agent = this.#o.agents.get(task.agentId!);
@@ -756,7 +782,7 @@ export class TaskService {
     // accepted it yet), it ignores this. Asked of a dead node, nobody hears it: that is for below.
     for (const t of unfinished) {
       if (t.state !== 'dispatched' || t.nodeId === undefined || Date.parse(t.updatedAt) >= stale || this.#stopped) continue;
-      await this.#pointOut(t);
+      await this.#pointOut(t).catch((e: unknown) => this.#o.log.warn({ err: e, taskId: t.id }, 'pointing a dispatched task out to its node again failed'));
     }
     // Other nodes could not beat while this one could not either (Redis was down: their beats
     // may have expired), and may get Redis back later than this one (ioredis waits up to
@@ -813,14 +839,7 @@ export class TaskService {
    */
   async #sendRemote(taskId: string, nodeId: string, task?: TaskRecord, old = false): Promise<void> {
     if (!this.#routed.has(taskId)) {
-      this.#routed.add(taskId);
-      try {
-        await this.#follow(taskId);
-      } catch (e) {
-        // Not following: the next offer (the sweeper's) follows it again.
-        this.#routed.delete(taskId);
-        throw e;
-      }
+      await this.#followRouted(taskId);
       // Its end may have been published before this node followed it: read it again, now that no
       // event can be missed, and stop (forget it) if it ended.
       if (old) {
@@ -831,6 +850,19 @@ export class TaskService {
     // The other node moves it from here on: this node reads it from the store.
     this.#live.delete(taskId);
     await this.#o.cluster!.bus.publish(nodeTopic(nodeId), JSON.stringify({ k: 'dispatch', taskId, task } satisfies NodeMessage));
+  }
+
+  /** Follows the events of a task this node hands to another node (until it ends); refused, it is not marked routed. */
+  async #followRouted(taskId: string): Promise<void> {
+    if (this.#routed.has(taskId)) return;
+    this.#routed.add(taskId);
+    try {
+      await this.#follow(taskId);
+    } catch (e) {
+      // Not following: the next offer (the sweeper's) follows it again.
+      this.#routed.delete(taskId);
+      throw e;
+    }
   }
 
   async #onNodeMessage(raw: string): Promise<void> {
@@ -865,6 +897,9 @@ export class TaskService {
         if (t?.state === 'queued') await this.#tryDispatch(t, !this.#draining);
         else if (t?.state === 'dispatched' && t.nodeId === this.#o.cluster?.nodeId) await this.#take(t, sent === undefined);
       } else if (m.k === 'cancel') {
+        // A dispatch of it arriving later (sent before the cancel by a slower node) is checked against the store.
+        this.#cancelled.add(m.taskId);
+        if (this.#cancelled.size > HISTORY_TASKS) this.#cancelled.delete(this.#cancelled.values().next().value!);
         this.#dropLocal(m.taskId);
         // Its end event goes to the followers of `task:<id>`, which this node is not: the history
         // it kept (dispatched, progress) is let go after the retention like an ended task's.
@@ -1111,15 +1146,7 @@ export class TaskService {
   /** Follows the tasks accepted here that could not be routed, as if routed; ends those that ended meanwhile. */
   async #followUnrouted(): Promise<void> {
     for (const id of [...this.#unrouted]) {
-      if (!this.#routed.has(id)) {
-        this.#routed.add(id);
-        try {
-          await this.#follow(id);
-        } catch (e) {
-          this.#routed.delete(id);
-          throw e;
-        }
-      }
+      await this.#followRouted(id);
       this.#unrouted.delete(id);
       await this.#catchUp(id);
     }

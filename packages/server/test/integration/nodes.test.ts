@@ -263,6 +263,57 @@ describe('two nodes sharing PostgreSQL and Redis', { skip }, () => {
     });
   });
 
+  it('a cancel that reaches node B before the dispatch of the task (sent by a slower node): B does not send the cancelled task', async () => {
+    const dispatched: string[] = [];
+    await withAgentOnB('cancel first', { onTask: (f) => { dispatched.push(f.taskId); return { outcome: 'succeeded' }; } }, async (_client, agent) => {
+      const token = (await deviceLogin(a, 'palisade-extension', 'openid offline_access agent')).access_token;
+      const id = await lostDispatch(token, agent.agentId!, 0);
+      const stored = (await a.server.store.tasks.byId(id))!;
+      await a.server.store.tasks.update(stored, { state: 'cancelled', updatedAt: new Date().toISOString() });
+      const redis = new Redis(REDIS_URL);
+      try {
+        const topic = `${nodes!.prefix}:bus:node:node-b`;
+        await redis.publish(topic, JSON.stringify({ k: 'cancel', taskId: id, agentId: agent.agentId, reason: 'cancelled' }));
+        // The dispatch as first stored, fresh: without the cancel noted, B would send it without asking the store.
+        await redis.publish(topic, JSON.stringify({ k: 'dispatch', taskId: id, task: stored }));
+        await new Promise((r) => setTimeout(r, 300));
+        assert.deepEqual(dispatched.filter((x) => x === id), [], 'not sent');
+        assert.equal((await a.server.store.tasks.byId(id))?.state, 'cancelled');
+      } finally {
+        redis.disconnect();
+      }
+    });
+  });
+
+  it("node A follows a new task late (Redis slow) and node B takes it meanwhile (its bus came back): A still hears its end and lets go", async () => {
+    const dispatched: string[] = [];
+    await withAgentOnB('late follow', { onTask: (f) => { dispatched.push(f.taskId); return { outcome: 'succeeded' }; } }, async (client) => {
+      // What node A holds already (a waitForAgent task of an earlier test keeps its deadline timer there until its deadline).
+      const base = a.server.tasks.openHandles;
+      const bus = a.server.hot.bus;
+      const subscribe = bus.subscribe;
+      // A's subscriptions to task topics take 600 ms (the dispatch waits for it).
+      bus.subscribe = (topic, handler) => topic.startsWith('task:')
+        ? new Promise<void>((r) => setTimeout(r, 600)).then(() => subscribe.call(bus, topic, handler))
+        : subscribe.call(bus, topic, handler);
+      const redis = new Redis(REDIS_URL);
+      try {
+        const answer = submit(a, client.token);
+        // Once the task is stored (dispatched to B's agent), B hears its bus came back (an empty
+        // message, as after a reconnect) and takes the tasks stored dispatched to it: this one runs and ends.
+        await until(async () => (await a.server.store.tasks.listUnfinished()).length > 0 || dispatched.length > 0, 'stored', 2000);
+        await redis.publish(`${nodes!.prefix}:bus:node:node-b`, '');
+        const task = (await (await answer).json()) as { id: string };
+        await until(async () => (await a.server.store.tasks.byId(task.id))?.state === 'succeeded', 'ran on B', 3000);
+        await until(async () => a.server.tasks.openHandles.following === base.following && a.server.tasks.openHandles.deadline === base.deadline, 'node A let go of the task', 3000);
+        assert.deepEqual(dispatched.filter((x) => x === task.id), [task.id], 'sent once');
+      } finally {
+        bus.subscribe = subscribe;
+        redis.disconnect();
+      }
+    });
+  });
+
   it('a duplicate dispatch message (at-least-once delivery) never runs a task twice', async () => {
     const dispatched: string[] = [];
     await withAgentOnB('duplicates', { onTask: (f) => { dispatched.push(f.taskId); return { outcome: 'succeeded' }; } }, async (client) => {

@@ -5,6 +5,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import type { TaskView } from '@palisade/protocol';
 import { SyntheticAgent } from '../support/agent.ts';
 import { apiClient, createAdmin, deviceLogin, startTestServer, type TestServer } from '../support/harness.ts';
@@ -269,6 +270,47 @@ describe('task routing', () => {
     const missing = await t.fetch('/api/v1/tasks/t_doesnotexist', { token });
     assert.equal(missing.status, 404);
     await closeAll();
+  });
+
+  it('the agent chosen for a new task reconnects while the task is being stored: the task goes to its new connection, once, its attempt counted once', async () => {
+    await closeAll();
+    for (const left of await t.server.store.tasks.listUnfinished()) await t.fetch(`/api/v1/tasks/${left.id}/cancel`, { method: 'POST', token });
+    const repo = t.server.store.tasks;
+    const insert = repo.insert;
+    let chosen!: () => void;
+    const storing = new Promise<void>((resolve) => (chosen = resolve));
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    // The insert waits until the agent chosen for the task has left and come back.
+    repo.insert = async (task, o) => {
+      chosen();
+      await gate;
+      return insert.call(repo, task, o);
+    };
+    const instanceId = randomUUID();
+    const ran: string[] = [];
+    const first = await SyntheticAgent.connect({ url: t.url, token: agentToken, ca: t.server.tls?.ca, grants: [SITE], instanceId, onTask: () => { ran.push('first'); return { outcome: 'succeeded' }; } });
+    let second: SyntheticAgent | undefined;
+    try {
+      const submitted = submit();
+      await storing;
+      const gone = first.closed();
+      first.close();
+      await gone;
+      await new Promise((r) => setTimeout(r, 30));
+      // The same browser again (same instance: the same agent id), on a new connection.
+      second = await SyntheticAgent.connect({ url: t.url, token: agentToken, ca: t.server.tls?.ca, grants: [SITE], instanceId, onTask: () => { ran.push('second'); return { outcome: 'succeeded' }; } });
+      assert.equal(second.agentId, first.agentId);
+      release();
+      const { status, body } = await submitted;
+      assert.equal(status, 201);
+      const done = await until(body.id, 'succeeded', 2000);
+      assert.deepEqual(ran, ['second'], 'sent once, to the connection that is there');
+      assert.equal(done.attempts, 1);
+    } finally {
+      repo.insert = insert;
+      second?.close();
+    }
   });
 
   it(`"running" reaches the store runningRecordMs after the accept; a task that ends sooner goes from dispatched straight to its end`, async () => {

@@ -85,6 +85,7 @@ export function storeContract(name: string, open: () => Promise<DurableStore>): 
       // Dispatched reads the same after a requeue and a new dispatch: the agent and the attempt tell them apart.
       assert.equal(await s.tasks.update({ ...moved!, agentId: 'ag_other' }, { state: 'queued' }), undefined, 'dispatched to another agent: nothing changes');
       assert.equal(await s.tasks.update({ ...moved!, attempts: 2 }, { state: 'queued' }), undefined, 'another attempt: nothing changes');
+      assert.equal(await s.tasks.update({ ...moved!, nodeId: 'node-x' }, { state: 'queued' }), undefined, 'through another node: nothing changes');
       assert.equal((await s.tasks.byId(t1.id))?.state, 'dispatched');
       const done = await s.tasks.update(moved!, {
         state: 'succeeded', result: { outputs: { a: [1, 'x'] }, artifacts: [], timings: { totalMs: 3, steps: [] } }, agentId: undefined,
