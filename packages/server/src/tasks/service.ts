@@ -273,12 +273,12 @@ export class TaskService {
     try {
       if (chosen?.here) {
         if (this.#o.agents.get(chosen.here.id) === chosen.here) {
-          this.#handTo(chosen.here, task);
+          // Its place is gone if the task was cancelled meanwhile (an idempotent replay told its id): not sent.
+          if (chosen.here.inFlight.has(task.id)) this.#handTo(chosen.here, task);
         } else {
           // Gone while the task was stored (its close started a reconnect grace for the place taken):
           // never sent, so it goes to the agent's new connection if there is one, else back to the queue.
           dropTimer(this.#graceTimers, task.id);
-          this.#live.delete(task.id);
           await this.#take(task, false);
         }
       } else if (chosen) {
@@ -703,12 +703,13 @@ export class TaskService {
    */
   async #take(t: TaskRecord, fromStore: boolean): Promise<void> {
     // Held: sent (or being sent: the place its submission reserved) to an agent here, or waiting for one to come back.
-    const holds = () => this.#stopped || this.#live.has(t.id) || this.#graceTimers.has(t.id) || this.#o.agents.get(t.agentId!)?.inFlight.has(t.id) === true;
+    // A task this node was told is cancelled is over (a cancel may arrive while the store is asked).
+    const holds = () => this.#stopped || this.#live.has(t.id) || this.#graceTimers.has(t.id) || this.#o.agents.get(t.agentId!)?.inFlight.has(t.id) === true || this.#cancelled.has(t.id);
     if (holds()) return;
-    // A task this node has heard of before (its events are kept a while, cancels noted), or stored
+    // A task this node has heard of before (its events are kept a while), or stored
     // longer ago than a beat, is not new: a message bringing it may be a duplicate or late, and the
     // store decides.
-    const confirm = fromStore || this.#history.has(t.id) || this.#cancelled.has(t.id) || Date.now() - Date.parse(t.updatedAt) > this.#o.config.nodeBeatMs;
+    const confirm = fromStore || this.#history.has(t.id) || Date.now() - Date.parse(t.updatedAt) > this.#o.config.nodeBeatMs;
     const task = confirm ? await this.#o.store.tasks.update(t, { updatedAt: now() }) : t;
     if (!task || holds()) return;
     const agent = this.#o.agents.get(task.agentId!);
@@ -1078,6 +1079,9 @@ export class TaskService {
         const fresh = await this.#o.store.tasks.byId(t.id);
         if (fresh && !FINAL_STATES.has(fresh.state)) {
           await this.#finish(fresh, 'expired', undefined, { code: 'PAL_ERR_TASK_EXPIRED', message: 'the task did not finish before its deadline' });
+        } else if (fresh && this.#following.has(t.id)) {
+          // Ended elsewhere, and its end never reached this node: its watchers get it now, and it is let go.
+          await this.#catchUp(t.id);
         }
       })().catch((e: unknown) => this.#o.log.error({ err: e, taskId: t.id }, 'expiring a task failed'));
     }, ms);
