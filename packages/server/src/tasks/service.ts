@@ -235,18 +235,25 @@ export class TaskService {
       this.#o.log.warn({ err: e, taskId: record.id }, 'following a new task failed; the caller is answered without waiting');
       return undefined;
     });
-    // A task handed to another node's agent is followed while it is stored: its events come from there.
-    const routing = chosen && !chosen.here ? this.#followRouted(id) : undefined;
-    let followed = false;
-    routing?.then(() => (followed = true), () => undefined);
-    const unroute = () => void routing?.then(() => this.#routed.delete(id) && this.#unfollow(id), () => undefined);
+    // A task handed to another node's agent is followed before it is stored: its events come from
+    // there, and that node may take it (a reconnect, the sweeper) as soon as it is stored. Refused
+    // (Redis unreachable): the submission is refused, nothing stored.
+    const remoteChosen = chosen !== undefined && chosen.here === undefined;
+    if (remoteChosen) {
+      try {
+        await this.#followRouted(id);
+      } catch (e) {
+        (await listening)?.();
+        throw e;
+      }
+    }
+    const unroute = () => {
+      if (remoteChosen && this.#routed.delete(id)) this.#unfollow(id);
+    };
     let inserted: Awaited<ReturnType<DurableStore['tasks']['insert']>>;
-    // Whether this node followed the task before it was stored (see the remote hand-over below).
-    let followedFirst: boolean;
     try {
       // The cap on unfinished tasks is counted by the insert itself (one round trip).
       inserted = await this.#o.store.tasks.insert(record, { maxUnfinished: this.#o.config.maxUnfinishedTasksPerUser });
-      followedFirst = followed;
     } catch (e) {
       chosen?.here?.inFlight.delete(id);
       unroute();
@@ -282,12 +289,8 @@ export class TaskService {
           await this.#take(task, false);
         }
       } else if (chosen) {
-        await routing;
-        // Followed only after it was stored (Redis slow): the agent's node may have taken it meanwhile
-        // (a reconnect, the sweeper) and published events this node missed. The store says where it
-        // is; one still unended goes without its record, so that node checks it against the store.
-        if (!followedFirst) await this.#catchUp(task.id);
-        if (this.#following.has(task.id)) await this.#sendRemote(task.id, chosen.nodeId!, followedFirst ? task : undefined);
+        // Followed already (above): the message carries the record as stored.
+        await this.#sendRemote(task.id, chosen.nodeId!, task);
       } else {
         await this.#tryDispatch(task, false, false, remote);
       }

@@ -285,7 +285,7 @@ describe('two nodes sharing PostgreSQL and Redis', { skip }, () => {
     });
   });
 
-  it("node A follows a new task late (Redis slow) and node B takes it meanwhile (its bus came back): A still hears its end and lets go", async () => {
+  it("node A's subscription to a new task's events is slow (Redis) and node B's bus comes back as the task is stored: sent once; A hears its end and lets go", async () => {
     const dispatched: string[] = [];
     await withAgentOnB('late follow', { onTask: (f) => { dispatched.push(f.taskId); return { outcome: 'succeeded' }; } }, async (client) => {
       // What node A holds already (a waitForAgent task of an earlier test keeps its deadline timer there until its deadline).
