@@ -136,8 +136,8 @@ export interface TaskRepo {
    * is still `current.state` — or, when `current` is `running`, still `dispatched` to the same agent
    * (a `running` written `relaxed` may have been lost); a `dispatched` task must still be dispatched
    * to the same agent on the same node for the same attempt (a copy from before a requeue and a new
-   * dispatch is stale, though the state reads the same). Returns `current` with the patch applied, or undefined
-   * if the task moved.
+   * dispatch is stale, though the state reads the same). Returns `current` with the patch applied,
+   * or undefined if the task moved.
    *
    * `relaxed`: the caller need not wait for the change to be durable (PostgreSQL: committed without
    * waiting for the WAL flush, which the next ordinary commit of any session makes). A crash of the

@@ -117,6 +117,8 @@ function dropTimer(timers: Map<string, NodeJS.Timeout>, taskId: string): void {
   timers.delete(taskId);
 }
 const newTaskId = () => `t_${randomBytes(12).toString('base64url')}`;
+/** One of `xs` (not empty), at random. */
+const anyOf = <T>(xs: readonly T[]): T => xs[Math.floor(Math.random() * xs.length)]!;
 /** The agent with the fewest tasks in flight (the first of them). */
 const leastBusy = (agents: readonly AgentHandle[]): AgentHandle => agents.reduce((a, b) => (b.inFlight.size < a.inFlight.size ? b : a));
 
@@ -387,9 +389,12 @@ export class TaskService {
     await this.#offerQueued(agent.userId);
   }
 
-  /** Offers the user's (or everyone's) queued tasks to this node's agents (one connected, one has room again, the bus came back). */
-  async #offerQueued(userId?: string): Promise<void> {
-    const queued = (await this.#o.store.tasks.listUnfinished(userId)).filter((t) => t.state === 'queued');
+  /**
+   * Offers the user's (or everyone's) queued tasks to this node's agents (one connected, one has
+   * room again, the bus came back); `unfinished`: the list, if already read.
+   */
+  async #offerQueued(userId?: string, unfinished?: readonly TaskRecord[]): Promise<void> {
+    const queued = (unfinished ?? (await this.#o.store.tasks.listUnfinished(userId))).filter((t) => t.state === 'queued');
     for (const t of queued) await this.#tryDispatch(t, true);
   }
 
@@ -675,7 +680,7 @@ export class TaskService {
     const present = remote ?? (await this.#remote(userId, pinned).catch(() => []));
     const live = present.filter((r) => r.alive && r.grants.includes(site));
     if (live.length === 0) return undefined;
-    const target = live[Math.floor(Math.random() * live.length)]!;
+    const target = anyOf(live);
     return { agentId: target.agentId, nodeId: target.nodeId };
   }
 
@@ -701,17 +706,19 @@ export class TaskService {
    * A task stored as dispatched to an agent on this node, by the node that stored it (`t` came with
    * its message) or pointed out again (`t` read from the store): sent to the agent, unless this node
    * holds it already. Read from the store (or heard of before), it is first confirmed by a
-   * compare-and-set, so a task that ended or moved meanwhile is not sent again. The agent gone, full, no longer granted the site, or
-   * this node draining: the task goes back to the queue (the attempt not counted) and on to another agent.
+   * compare-and-set, so a task that ended or moved meanwhile is not sent again. The agent gone,
+   * full, no longer granted the site, or this node draining: the task goes back to the queue (the
+   * attempt not counted) and on to another agent.
    */
   async #take(t: TaskRecord, fromStore: boolean): Promise<void> {
-    // Held: sent (or being sent: the place its submission reserved) to an agent here, or waiting for one to come back.
-    // A task this node was told is cancelled is over (a cancel may arrive while the store is asked).
-    const holds = () => this.#stopped || this.#live.has(t.id) || this.#graceTimers.has(t.id) || this.#o.agents.get(t.agentId!)?.inFlight.has(t.id) === true || this.#cancelled.has(t.id);
+    // Held: sent (or being sent: the place its submission reserved) to an agent here, or waiting for
+    // one to come back. A task this node was told is cancelled is over (a cancel may arrive while the
+    // store is asked).
+    const holds = () => this.#stopped || this.#live.has(t.id) || this.#graceTimers.has(t.id)
+      || this.#o.agents.get(t.agentId!)?.inFlight.has(t.id) === true || this.#cancelled.has(t.id);
     if (holds()) return;
-    // A task this node has heard of before (its events are kept a while), or stored
-    // longer ago than a beat, is not new: a message bringing it may be a duplicate or late, and the
-    // store decides.
+    // A task this node has heard of before (its events are kept a while), or stored longer ago than
+    // a beat, is not new: a message bringing it may be a duplicate or late, and the store decides.
     const confirm = fromStore || this.#history.has(t.id) || Date.now() - Date.parse(t.updatedAt) > this.#o.config.nodeBeatMs;
     const task = confirm ? await this.#o.store.tasks.update(t, { updatedAt: now() }) : t;
     if (!task || holds()) return;
@@ -831,7 +838,7 @@ export class TaskService {
     const live = eligible.filter((r) => r.alive);
     const remote = live.length > 0 ? live : eligible;
     if (remote.length === 0) return;
-    const target = remote[Math.floor(Math.random() * remote.length)]!;
+    const target = anyOf(remote);
     // A task just stored travels with the message (the other node need not read it back; its
     // compare-and-set still decides); one read a while ago (`old`) does not.
     await this.#sendRemote(t.id, target.nodeId, old ? undefined : t, old);
@@ -881,7 +888,7 @@ export class TaskService {
         for (const t of unfinished) if (t.state === 'dispatched' && t.nodeId === me) await this.#take(t, true);
         if (this.#o.agents.size === 0) return;
         for (const a of this.#o.agents.all()) a.present();
-        for (const t of unfinished) if (t.state === 'queued') await this.#tryDispatch(t, true);
+        await this.#offerQueued(undefined, unfinished);
       } catch (e) {
         this.#o.log.warn({ err: e }, 'taking or offering tasks after the bus reconnected failed');
       }
