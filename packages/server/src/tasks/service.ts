@@ -65,6 +65,8 @@ export type TaskListener = (event: TaskEvent, seq: number) => void;
 
 /** An agent of the owner present on another node, with the sites it was granted. */
 type Remote = { agentId: string; nodeId: string; grants: string[]; alive: boolean };
+/** The agent a new task goes to: on this node (`here`, its place taken) or on node `nodeId`. */
+type Chosen = { agentId: string; nodeId?: string | undefined; here?: AgentHandle };
 
 /** Other nodes whose liveness is remembered at once (more are read again). */
 const MAX_NODES_KEPT = 1000;
@@ -219,13 +221,27 @@ export class TaskService {
     }
 
     const waitForAgent = sub.waitForAgent ?? false;
-    // Presence is read once (the routing pre-check and the routing itself see the same).
-    const remote = waitForAgent ? undefined : await this.#precheckRouting(p.userId, site, sub.agentId);
-
-    const at = now();
     const id = newTaskId();
-    // The agent is chosen before the task is stored, and the task stored dispatched to it.
-    const chosen = await this.#choose(id, p.userId, site, sub.agentId, remote);
+    // No agent here can take it: presence is read, and the task most likely goes to another node's
+    // agent — which it must be followed to before it is stored (below). The subscription is started
+    // now, beside the presence read (one round trip instead of two in a row); undone if it stays here.
+    const early = this.#o.cluster && (this.#draining || this.#eligible(p.userId, site, sub.agentId).length === 0) ? this.#followRouted(id) : undefined;
+    early?.catch(() => undefined); // awaited (and its failure handled) only if the task goes to another node
+    const unfollowEarly = () => {
+      if (early && this.#routed.delete(id)) this.#unfollow(id);
+    };
+    let remote: Remote[] | undefined;
+    let chosen: Chosen | undefined;
+    try {
+      // Presence is read once (the routing pre-check and the routing itself see the same).
+      remote = waitForAgent ? undefined : await this.#precheckRouting(p.userId, site, sub.agentId);
+      // The agent is chosen before the task is stored, and the task stored dispatched to it.
+      chosen = await this.#choose(id, p.userId, site, sub.agentId, remote);
+    } catch (e) {
+      unfollowEarly();
+      throw e;
+    }
+    const at = now();
     const record: TaskRecord = {
       id, ownerUserId: p.userId, clientId: p.clientId, recipe, site, steps, state: chosen ? 'dispatched' : 'queued', pinnedAgentId: sub.agentId,
       agentId: chosen?.agentId, nodeId: chosen?.nodeId, attempts: chosen ? 1 : 0, idempotencyKey: key, requestHash, waitForAgent, createdAt: at, updatedAt: at,
@@ -241,9 +257,10 @@ export class TaskService {
     // there, and that node may take it (a reconnect, the sweeper) as soon as it is stored. Refused
     // (Redis unreachable): the submission is refused, nothing stored.
     const remoteChosen = chosen !== undefined && chosen.here === undefined;
-    if (remoteChosen) {
+    if (!remoteChosen) unfollowEarly();
+    else {
       try {
-        await this.#followRouted(id);
+        await (early ?? this.#followRouted(id));
       } catch (e) {
         (await listening)?.();
         throw e;
@@ -669,7 +686,7 @@ export class TaskService {
    * overfill it), else one present on a live node. None (all busy, this node draining, presence
    * unreadable): the task is stored queued and dispatched as before.
    */
-  async #choose(taskId: string, userId: string, site: string, pinned: string | undefined, remote: Remote[] | undefined): Promise<{ agentId: string; nodeId?: string | undefined; here?: AgentHandle } | undefined> {
+  async #choose(taskId: string, userId: string, site: string, pinned: string | undefined, remote: Remote[] | undefined): Promise<Chosen | undefined> {
     const candidates = this.#draining ? [] : this.#eligible(userId, site, pinned);
     if (candidates.length > 0) {
       const here = leastBusy(candidates);

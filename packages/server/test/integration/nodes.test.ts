@@ -314,6 +314,57 @@ describe('two nodes sharing PostgreSQL and Redis', { skip }, () => {
     });
   });
 
+  it("with no agent on node A, A subscribes to a new task's events beside its presence read, not after it; a refused submission leaves no subscription", async () => {
+    await withAgentOnB('early follow', { onTask: () => ({ outcome: 'succeeded' }) }, async (client) => {
+      const base = a.server.tasks.openHandles;
+      const bus = a.server.hot.bus;
+      const presence = a.server.hot.presence;
+      const subscribe = bus.subscribe;
+      const forUser = presence.forUser;
+      const taskTopics: string[] = [];
+      /** Task topics A had subscribed to (or started to) when each presence read of A's answered. */
+      const seenByPresence: number[] = [];
+      bus.subscribe = (topic, handler) => {
+        if (topic.startsWith('task:')) taskTopics.push(topic);
+        return subscribe.call(bus, topic, handler);
+      };
+      // Each presence read takes 300 ms more: a subscription started after it would come after.
+      presence.forUser = async (userId) => {
+        const entries = await forUser.call(presence, userId);
+        await new Promise((r) => setTimeout(r, 300));
+        seenByPresence.push(taskTopics.length);
+        return entries;
+      };
+      try {
+        const res = await submit(a, client.token);
+        assert.equal(res.status, 201, await res.clone().text());
+        const task = (await res.json()) as { id: string };
+        await until(async () => (await a.server.store.tasks.byId(task.id))?.state === 'succeeded', 'ran on B', 3000);
+        assert.deepEqual(taskTopics, [`task:${task.id}`], 'one subscription, to the new task');
+        assert.deepEqual(seenByPresence, [1], 'it was under way while the presence read was');
+        // Refused after the presence read (no agent granted that site): the subscription is undone.
+        const refused = await a.fetch('/api/v1/tasks', {
+          method: 'POST', token: client.token, headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ site: 'https://not-granted.test', steps: [{ type: 'navigate', url: 'https://not-granted.test/' }] }),
+        });
+        assert.equal(refused.status, 403, await refused.clone().text());
+        assert.equal(((await refused.json()) as { code: string }).code, 'PAL_ERR_SITE_NOT_GRANTED');
+        assert.equal(taskTopics.length, 2, 'the refused submission had started to follow its task');
+        await until(async () => a.server.tasks.openHandles.following === base.following, 'node A follows nothing more than before', 3000);
+        const redis = new Redis(REDIS_URL);
+        try {
+          const subscribers = async () => Number(((await redis.pubsub('NUMSUB', `${nodes!.prefix}:bus:${taskTopics[1]}`)) as [string, number])[1]);
+          await until(async () => (await subscribers()) === 0, "Redis has no subscriber to the refused task's topic", 3000);
+        } finally {
+          redis.disconnect();
+        }
+      } finally {
+        bus.subscribe = subscribe;
+        presence.forUser = forUser;
+      }
+    });
+  });
+
   it('a duplicate dispatch message (at-least-once delivery) never runs a task twice', async () => {
     const dispatched: string[] = [];
     await withAgentOnB('duplicates', { onTask: (f) => { dispatched.push(f.taskId); return { outcome: 'succeeded' }; } }, async (client) => {
