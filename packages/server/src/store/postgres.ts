@@ -7,7 +7,7 @@
 import pg from 'pg';
 import { PalisadeError } from '@palisade/protocol';
 import { UnfinishedCapReached, type DurableStore } from './types.ts';
-import { byId, nowSeconds, TASK_COLUMNS, TASK_JSON_FIELDS, UNFINISHED, mappers, opt, withPatch, type Row } from './rows.ts';
+import { byId, nowSeconds, TASK_COLUMNS, TASK_JSON_FIELDS, UNFINISHED, mappers, opt, taskMatch, withPatch, type Row } from './rows.ts';
 import { migrations } from './schema.ts';
 
 const MIGRATIONS = migrations('postgres');
@@ -204,11 +204,8 @@ export async function openPostgresStore(o: PostgresStoreOptions): Promise<Durabl
         const sets = keys.map((k, i) => `${TASK_COLUMNS[k]} = $${i + 1}`).join(', ');
         const n = keys.length;
         const via = o?.relaxed ? relaxedPool : pool;
-        const res = current.state === 'running' && current.agentId !== undefined
-          ? await run(`UPDATE tasks SET ${sets} WHERE id = $${n + 1} AND (state = 'running' OR (state = 'dispatched' AND agent_id = $${n + 2}))`, [...values, current.id, current.agentId], via)
-          : current.state === 'dispatched' && current.agentId !== undefined
-            ? await run(`UPDATE tasks SET ${sets} WHERE id = $${n + 1} AND state = 'dispatched' AND agent_id = $${n + 2} AND attempts = $${n + 3} AND node_id IS NOT DISTINCT FROM $${n + 4}`, [...values, current.id, current.agentId, current.attempts, current.nodeId ?? null], via)
-            : await run(`UPDATE tasks SET ${sets} WHERE id = $${n + 1} AND state = $${n + 2}`, [...values, current.id, current.state], via);
+        const match = taskMatch(current, (i) => `$${n + i}`, 'IS NOT DISTINCT FROM');
+        const res = await run(`UPDATE tasks SET ${sets} WHERE ${match.where}`, [...values, ...match.params], via);
         return res.rowCount === 1 ? withPatch(current, patch) : undefined;
       },
       async listUnfinished(owner) {

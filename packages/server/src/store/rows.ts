@@ -89,6 +89,25 @@ export function withPatch(current: TaskRecord, patch: Partial<TaskRecord>): Task
   return next as unknown as TaskRecord;
 }
 
+/**
+ * The compare-and-set condition of `TaskRepo.update` (the rule is on it, in types.ts), in either
+ * dialect: `param(i)` spells the i-th parameter of the condition (from 1), `nullSafeEq` the equality
+ * that holds between two NULLs (SQLite `IS`, PostgreSQL `IS NOT DISTINCT FROM`).
+ */
+export function taskMatch(current: TaskRecord, param: (i: number) => string, nullSafeEq: string): { where: string; params: (string | number | null)[] } {
+  const [id, p2, p3, p4] = [param(1), param(2), param(3), param(4)];
+  if (current.state === 'running' && current.agentId !== undefined) {
+    return { where: `id = ${id} AND (state = 'running' OR (state = 'dispatched' AND agent_id = ${p2}))`, params: [current.id, current.agentId] };
+  }
+  if (current.state === 'dispatched' && current.agentId !== undefined) {
+    return {
+      where: `id = ${id} AND state = 'dispatched' AND agent_id = ${p2} AND attempts = ${p3} AND node_id ${nullSafeEq} ${p4}`,
+      params: [current.id, current.agentId, current.attempts, current.nodeId ?? null],
+    };
+  }
+  return { where: `id = ${id} AND state = ${p2}`, params: [current.id, current.state] };
+}
+
 /** The SQL condition of an unfinished task: the same text as the partial index on it (schema.ts, migration 2). */
 export const UNFINISHED = "state IN ('queued', 'dispatched', 'running')";
 

@@ -5,7 +5,7 @@
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { startCheckpointer } from './sqlite-checkpointer.ts';
 import { UnfinishedCapReached, type DurableStore } from './types.ts';
-import { byId, nowSeconds, TASK_COLUMNS, TASK_JSON_FIELDS, UNFINISHED, mappers, opt, withPatch, type Row } from './rows.ts';
+import { byId, nowSeconds, TASK_COLUMNS, TASK_JSON_FIELDS, UNFINISHED, mappers, opt, taskMatch, withPatch, type Row } from './rows.ts';
 import { migrations } from './schema.ts';
 
 const MIGRATIONS = migrations('sqlite');
@@ -127,11 +127,8 @@ export function openSqliteStore(path: string): DurableStore {
         const sets = keys.map((k) => `${TASK_COLUMNS[k]} = ?`).join(', ');
         const values = keys.map((k) => taskValue(k, (patch as Record<string, unknown>)[k]));
         // (`relaxed` changes nothing here: with synchronous = NORMAL in WAL mode no commit waits for a sync.)
-        const res = current.state === 'running' && current.agentId !== undefined
-          ? run(`UPDATE tasks SET ${sets} WHERE id = ? AND (state = 'running' OR (state = 'dispatched' AND agent_id = ?))`, ...values, current.id, current.agentId)
-          : current.state === 'dispatched' && current.agentId !== undefined
-            ? run(`UPDATE tasks SET ${sets} WHERE id = ? AND state = 'dispatched' AND agent_id = ? AND attempts = ? AND node_id IS ?`, ...values, current.id, current.agentId, current.attempts, current.nodeId ?? null)
-            : run(`UPDATE tasks SET ${sets} WHERE id = ? AND state = ?`, ...values, current.id, current.state);
+        const match = taskMatch(current, () => '?', 'IS');
+        const res = run(`UPDATE tasks SET ${sets} WHERE ${match.where}`, ...values, ...match.params);
         return Number(res.changes) === 1 ? withPatch(current, patch) : undefined;
       },
       async listUnfinished(owner) {

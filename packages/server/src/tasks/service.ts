@@ -313,6 +313,9 @@ export class TaskService {
       } else {
         await this.#tryDispatch(task, false, false, remote);
       }
+      // Left queued (no agent free, or its chosen agent went away while it was stored): followed, so
+      // this node hears its end if another node runs it.
+      if (this.#o.cluster && !this.#stopped && !this.#routed.has(task.id) && !this.#live.has(task.id)) this.#followQueued(task.id);
     } catch (e) {
       // The task is stored, so it is accepted: a refusal now would have the caller submit it again
       // (and it would run twice). Redis failing mid-dispatch leaves it queued (the sweeper offers it
@@ -1172,6 +1175,22 @@ export class TaskService {
       });
     }
     this.#publishLocal(event);
+  }
+
+  /**
+   * A task stored queued that no agent could take now: another node may run it (one of its owner's
+   * agents connects there). This node, which keeps its deadline, follows it to hear its end (else it
+   * would hold the deadline timer until the deadline); one that ended before the subscription is read
+   * from the store. Refused (Redis unreachable): followed once the bus is back.
+   */
+  #followQueued(taskId: string): void {
+    void (async () => {
+      await this.#followRouted(taskId);
+      await this.#catchUp(taskId);
+    })().catch((e: unknown) => {
+      this.#o.log.warn({ err: e, taskId }, 'following a queued task failed; it is followed once the bus is back');
+      this.#unrouted.add(taskId);
+    });
   }
 
   /** Follows the tasks accepted here that could not be routed, as if routed; ends those that ended meanwhile. */

@@ -145,16 +145,21 @@ describe('two nodes sharing PostgreSQL and Redis', { skip }, () => {
     });
   });
 
-  it('a task waiting for an agent (waitForAgent) runs when one connects to another node', async () => {
+  it('a task waiting for an agent (waitForAgent) runs when one connects to another node; node A, which keeps its deadline, hears its end and lets go', async () => {
     const client = await apiClient(a, 'waits across nodes');
     const ext = await deviceLogin(a, 'palisade-extension', 'openid offline_access agent');
+    const base = a.server.tasks.openHandles;
     const res = await submit(a, client.token, { waitForAgent: true });
     assert.equal(res.status, 201, await res.clone().text());
     const task = (await res.json()) as { id: string; state: string };
     assert.equal(task.state, 'queued');
+    await until(async () => a.server.tasks.openHandles.following === base.following + 1, 'A follows the queued task');
+    assert.equal(a.server.tasks.openHandles.deadline, base.deadline + 1, "A keeps the task's deadline");
     const agent = await SyntheticAgent.connect({ url: b.url, token: ext.access_token, ca: b.server.tls?.ca, grants: [SITE] });
     try {
       await until(async () => (await stateOn(a, client.token, task.id)) === 'succeeded', 'the task ran on B');
+      // Long before the task's deadline (the default, minutes away).
+      await until(async () => a.server.tasks.openHandles.deadline === base.deadline && a.server.tasks.openHandles.following === base.following, 'node A let go of the task', 3000);
     } finally {
       agent.close();
     }
@@ -288,7 +293,7 @@ describe('two nodes sharing PostgreSQL and Redis', { skip }, () => {
   it("node A's subscription to a new task's events is slow (Redis) and node B's bus comes back as the task is stored: sent once; A hears its end and lets go", async () => {
     const dispatched: string[] = [];
     await withAgentOnB('late follow', { onTask: (f) => { dispatched.push(f.taskId); return { outcome: 'succeeded' }; } }, async (client) => {
-      // What node A holds already (a waitForAgent task of an earlier test keeps its deadline timer there until its deadline).
+      // What node A holds already (tasks of earlier tests still running or queued).
       const base = a.server.tasks.openHandles;
       const bus = a.server.hot.bus;
       const subscribe = bus.subscribe;
