@@ -313,9 +313,8 @@ export class TaskService {
       } else {
         await this.#tryDispatch(task, false, false, remote);
       }
-      // Left queued (no agent free, or its chosen agent went away while it was stored): followed, so
-      // this node hears its end if another node runs it.
-      if (this.#o.cluster && !this.#stopped && !this.#routed.has(task.id) && !this.#live.has(task.id)) this.#followQueued(task.id);
+      // Left queued (no agent free, or its chosen agent went away while it was stored).
+      this.#followQueued(task.id);
     } catch (e) {
       // The task is stored, so it is accepted: a refusal now would have the caller submit it again
       // (and it would run twice). Redis failing mid-dispatch leaves it queued (the sweeper offers it
@@ -751,6 +750,7 @@ export class TaskService {
     if (!moved) return;
     this.#publish({ type: 'state', taskId: t.id, state: 'queued', at: moved.updatedAt });
     await this.#tryDispatch(moved);
+    this.#followQueued(t.id);
   }
 
   /**
@@ -1062,6 +1062,7 @@ export class TaskService {
     this.#o.log.warn({ taskId: t.id, reason }, 'task requeued');
     this.#publish({ type: 'state', taskId: t.id, state: 'queued', at: moved.updatedAt });
     await this.#tryDispatch(moved);
+    this.#followQueued(t.id);
   }
 
   async #finish(t: TaskRecord, state: TaskState, result?: TaskResult, error?: { code: ErrorCode | string; message: string; step?: number }): Promise<TaskRecord | undefined> {
@@ -1178,12 +1179,15 @@ export class TaskService {
   }
 
   /**
-   * A task stored queued that no agent could take now: another node may run it (one of its owner's
-   * agents connects there). This node, which keeps its deadline, follows it to hear its end (else it
-   * would hold the deadline timer until the deadline); one that ended before the subscription is read
-   * from the store. Refused (Redis unreachable): followed once the bus is back.
+   * A task this node left queued (stored so, or requeued) that no agent could take now: another node
+   * may run it (one of its owner's agents connects there). This node, which keeps its deadline,
+   * follows it to hear its end (else it would hold the deadline timer until the deadline); one that
+   * ended before the subscription is read from the store. Refused (Redis unreachable): followed once
+   * the bus is back. Nothing to do if this node keeps no deadline for it, holds it or follows it
+   * already, or is not clustered.
    */
   #followQueued(taskId: string): void {
+    if (!this.#o.cluster || this.#stopped || !this.#deadlineTimers.has(taskId) || this.#routed.has(taskId) || this.#live.has(taskId)) return;
     void (async () => {
       await this.#followRouted(taskId);
       await this.#catchUp(taskId);

@@ -427,4 +427,34 @@ describe('two nodes sharing PostgreSQL and Redis', { skip }, () => {
       await c.kill();
     }
   });
+
+  describe('a task requeued on the node that ran it (a short reconnect grace on node A)', () => {
+    let pair: TwoNodes | undefined;
+    before(async () => {
+      pair = await startTwoNodes('requeue', { a: { reconnectGraceMs: 300 } });
+    });
+    after(() => pair?.close());
+
+    it("its agent gone and none other free: node A follows it, hears its end when B's agent runs it, and lets go of its deadline timer", async () => {
+      const { a: a2, b: b2 } = pair!;
+      const client = await apiClient(a2, 'requeued');
+      const ext = await deviceLogin(a2, 'palisade-extension', 'openid offline_access agent');
+      const base = a2.server.tasks.openHandles;
+      const first = await SyntheticAgent.connect({ url: a2.url, token: ext.access_token, ca: a2.server.tls?.ca, grants: [SITE], onTask: () => 'ignore' });
+      const task = (await (await submit(a2, client.token)).json()) as { id: string };
+      await until(async () => (await stateOn(a2, client.token, task.id)) === 'running', 'running on A');
+      first.close();
+      await until(async () => (await a2.server.store.tasks.byId(task.id))?.state === 'queued', 'requeued once the grace ran out');
+      await until(async () => a2.server.tasks.openHandles.following === base.following + 1, 'A follows the requeued task');
+      assert.equal(a2.server.tasks.openHandles.deadline, base.deadline + 1, "A keeps the task's deadline");
+      const second = await SyntheticAgent.connect({ url: b2.url, token: ext.access_token, ca: b2.server.tls?.ca, grants: [SITE], onTask: () => ({ outcome: 'succeeded' }) });
+      try {
+        await until(async () => (await a2.server.store.tasks.byId(task.id))?.state === 'succeeded', 'ran on B');
+        // Long before the task's deadline (the default, minutes away).
+        await until(async () => a2.server.tasks.openHandles.deadline === base.deadline && a2.server.tasks.openHandles.following === base.following, 'node A let go of the task', 3000);
+      } finally {
+        second.close();
+      }
+    });
+  });
 });
