@@ -11,6 +11,7 @@ const benches: [string, string[]][] = [
   ['bench/dispatch-nodes.bench.ts', quick ? ['--concurrency', '1,4', '--seconds', '0.5', '--warmup', '0.5', '--rounds', '1'] : []],
   ['bench/token.bench.ts', quick ? ['--seconds', '2', '--warmup', '1', '--rounds', '1'] : []],
   ['bench/login.bench.ts', quick ? ['--logins', '40', '--slice', '20', '--warmup', '4', '--rounds', '1'] : []],
+  ['bench/cookies.bench.ts', quick ? ['--iterations', '5000', '--rounds', '1'] : []],
   ['bench/hot.bench.ts', quick ? ['--seconds', '0.2', '--warmup', '0.05', '--rounds', '1'] : []],
   // 500,000 idle agent connections against bare ws (about 40 minutes and ~20 GB of memory here).
   ['bench/connections.bench.ts', quick ? ['--steps', '4000', '--settle', '5'] : []],

@@ -15,6 +15,7 @@ import { createOidcAdapter } from './adapter.ts';
 import { installHashedSecrets, reuseApiClients, type ClientDirectory } from './clients.ts';
 import { esc, page } from './pages.ts';
 import { crossSiteFormRefusal } from '../edge/forms.ts';
+import { cookieKeys } from './cookie-keys.ts';
 
 /** The extension's public client. */
 export const EXTENSION_CLIENT_ID = 'palisade-extension';
@@ -251,7 +252,8 @@ export function createProvider({ config, issuer, store, records, clients, jwks, 
 export function providerCookies(keys: string[], secure: boolean): NonNullable<Configuration['cookies']> {
   const options = { signed: true, httpOnly: true, sameSite: 'lax', secure } as const;
   return {
-    keys,
+    // Signatures as keygrip makes them, with the keys imported once (see cookie-keys.ts).
+    keys: cookieKeys(keys),
     names: secure
       ? { session: '__Host-palisade-session', interaction: '__Host-palisade-interaction', resume: '__Secure-palisade-resume' }
       : { session: 'palisade-session', interaction: 'palisade-interaction', resume: 'palisade-resume' },
