@@ -225,11 +225,9 @@ export class TaskService {
     // No agent here can take it: presence is read, and the task most likely goes to another node's
     // agent — which it must be followed to before it is stored (below). The subscription is started
     // now, beside the presence read (one round trip instead of two in a row); undone if it stays here.
+    // (Until the task is stored, only this submission can have followed its new id: undoing is `#unroute(id)`.)
     const early = this.#o.cluster && (this.#draining || this.#eligible(p.userId, site, sub.agentId).length === 0) ? this.#followRouted(id) : undefined;
     early?.catch(() => undefined); // awaited (and its failure handled) only if the task goes to another node
-    const unfollowEarly = () => {
-      if (early && this.#routed.delete(id)) this.#unfollow(id);
-    };
     let remote: Remote[] | undefined;
     let chosen: Chosen | undefined;
     try {
@@ -238,7 +236,7 @@ export class TaskService {
       // The agent is chosen before the task is stored, and the task stored dispatched to it.
       chosen = await this.#choose(id, p.userId, site, sub.agentId, remote);
     } catch (e) {
-      unfollowEarly();
+      this.#unroute(id);
       throw e;
     }
     const at = now();
@@ -257,7 +255,7 @@ export class TaskService {
     // there, and that node may take it (a reconnect, the sweeper) as soon as it is stored. Refused
     // (Redis unreachable): the submission is refused, nothing stored.
     const remoteChosen = chosen !== undefined && chosen.here === undefined;
-    if (!remoteChosen) unfollowEarly();
+    if (!remoteChosen) this.#unroute(id);
     else {
       try {
         await (early ?? this.#followRouted(id));
@@ -266,16 +264,13 @@ export class TaskService {
         throw e;
       }
     }
-    const unroute = () => {
-      if (remoteChosen && this.#routed.delete(id)) this.#unfollow(id);
-    };
     let inserted: Awaited<ReturnType<DurableStore['tasks']['insert']>>;
     try {
       // The cap on unfinished tasks is counted by the insert itself (one round trip).
       inserted = await this.#o.store.tasks.insert(record, { maxUnfinished: this.#o.config.maxUnfinishedTasksPerUser });
     } catch (e) {
       chosen?.here?.inFlight.delete(id);
-      unroute();
+      this.#unroute(id);
       (await listening)?.();
       if (e instanceof UnfinishedCapReached) {
         throw new PalisadeError('PAL_ERR_RATE_LIMITED', `you have ${e.open} unfinished tasks, the most allowed; wait for some to finish or cancel them`);
@@ -286,7 +281,7 @@ export class TaskService {
     const unsubscribe = await listening;
     if (!created) {
       chosen?.here?.inFlight.delete(id);
-      unroute();
+      this.#unroute(id);
       unsubscribe?.();
       return { task: toView(task), created: false };
     }
@@ -896,6 +891,11 @@ export class TaskService {
     }
   }
 
+  /** Stops following a task as routed (nothing if this node does not). */
+  #unroute(taskId: string): void {
+    if (this.#routed.delete(taskId)) this.#unfollow(taskId);
+  }
+
   async #onNodeMessage(raw: string): Promise<void> {
     if (raw === '') {
       // The bus reconnected (see hot/redis.ts): dispatch messages sent meanwhile are lost, and so
@@ -1026,7 +1026,7 @@ export class TaskService {
 
   /** A task ended (here or elsewhere): stop following it for the reasons that end with it. */
   #forget(taskId: string): void {
-    if (this.#routed.delete(taskId)) this.#unfollow(taskId);
+    this.#unroute(taskId);
     this.#listeners.delete(taskId);
     const f = this.#following.get(taskId);
     if (f) {

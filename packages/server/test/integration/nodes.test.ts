@@ -101,6 +101,9 @@ describe('two nodes sharing PostgreSQL and Redis', { skip }, () => {
     body: JSON.stringify({ site: SITE, steps: [{ type: 'navigate', url: `${SITE}/` }, { type: 'extract', name: 'h', selectors: ['h1'] }], ...extra }),
   });
   const stateOn = async (t: TestServer, token: string, id: string) => ((await (await t.fetch(`/api/v1/tasks/${id}`, { token })).json()) as { state: string }).state;
+  /** Waits until node `t` keeps no more deadline timers and followed tasks than `base` did: it let go of the task. */
+  const letGo = (t: TestServer, base: { deadline: number; following: number }) =>
+    until(async () => t.server.tasks.openHandles.deadline === base.deadline && t.server.tasks.openHandles.following === base.following, 'node A let go of the task', 3000);
   async function until(fn: () => Promise<boolean>, what: string, ms = 5000): Promise<void> {
     const end = Date.now() + ms;
     while (!(await fn())) {
@@ -159,7 +162,7 @@ describe('two nodes sharing PostgreSQL and Redis', { skip }, () => {
     try {
       await until(async () => (await stateOn(a, client.token, task.id)) === 'succeeded', 'the task ran on B');
       // Long before the task's deadline (the default, minutes away).
-      await until(async () => a.server.tasks.openHandles.deadline === base.deadline && a.server.tasks.openHandles.following === base.following, 'node A let go of the task', 3000);
+      await letGo(a, base);
     } finally {
       agent.close();
     }
@@ -310,7 +313,7 @@ describe('two nodes sharing PostgreSQL and Redis', { skip }, () => {
         await redis.publish(`${nodes!.prefix}:bus:node:node-b`, '');
         const task = (await (await answer).json()) as { id: string };
         await until(async () => (await a.server.store.tasks.byId(task.id))?.state === 'succeeded', 'ran on B', 3000);
-        await until(async () => a.server.tasks.openHandles.following === base.following && a.server.tasks.openHandles.deadline === base.deadline, 'node A let go of the task', 3000);
+        await letGo(a, base);
         assert.deepEqual(dispatched.filter((x) => x === task.id), [task.id], 'sent once');
       } finally {
         bus.subscribe = subscribe;
@@ -451,7 +454,7 @@ describe('two nodes sharing PostgreSQL and Redis', { skip }, () => {
       try {
         await until(async () => (await a2.server.store.tasks.byId(task.id))?.state === 'succeeded', 'ran on B');
         // Long before the task's deadline (the default, minutes away).
-        await until(async () => a2.server.tasks.openHandles.deadline === base.deadline && a2.server.tasks.openHandles.following === base.following, 'node A let go of the task', 3000);
+        await letGo(a2, base);
       } finally {
         second.close();
       }
