@@ -37,7 +37,7 @@ import { cors } from './edge/cors.ts';
 import { createClientIpResolver } from './edge/client-ip.ts';
 import { InsecureConfigError, productionProblems } from './edge/production.ts';
 import { createRateLimiter } from './edge/rate-limit.ts';
-import { createRequestGuard, jsonDepthExceeds, onClientError } from './edge/request-guard.ts';
+import { createRequestGuard, IP_CHECK_LATER, jsonDepthExceeds, onClientError } from './edge/request-guard.ts';
 import { createMemoryGuard, OVERLOAD_RETRY_AFTER_S, type MemoryGuard, type MemorySampler } from './edge/memory-guard.ts';
 import { exposedGc, startHeapTrim } from './heap-trim.ts';
 import { PalisadeError } from '@palisade/protocol';
@@ -459,9 +459,11 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
 
   securityHeaders(app);
   // Every request first passes the edge checks (URL length, rate limits by IP); see edge/request-guard.ts.
+  // The API's routes check the IP's rate with the principal's, after the token (api/routes.ts).
   app.addHook('onRequest', async (req, reply) => {
-    const verdict = await guard.check(req.raw, req.ip, req.routeOptions.url);
-    if (verdict) for (const [k, v] of verdict.headers) void reply.header(k, v);
+    const verdict = await guard.check(req.raw, req.ip, req.routeOptions.url, req.routeOptions.config.ipRateAfterAuth === true);
+    if (verdict === IP_CHECK_LATER) req.ipCheckLater = true;
+    else if (verdict) for (const [k, v] of verdict.headers) void reply.header(k, v);
   });
   // Until listen() has wired the provider, requests wait for it (the server is not reachable before anyway).
   app.addHook('onRequest', async () => wired);

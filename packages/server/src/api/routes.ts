@@ -19,6 +19,12 @@ import { rateLimitError, type RateLimiter } from '../edge/rate-limit.ts';
 declare module 'fastify' {
   interface FastifyRequest {
     principal?: Principal;
+    /** The edge left the IP's rate check to this request's route (see `ipRateAfterAuth`). */
+    ipCheckLater?: boolean;
+  }
+  interface FastifyContextConfig {
+    /** The route checks the IP's rate itself, with the principal's, after the token (edge/request-guard.ts). */
+    ipRateAfterAuth?: boolean;
   }
 }
 
@@ -55,8 +61,17 @@ function principal(req: FastifyRequest): Principal {
 
 /** Registers the API routes. */
 export async function apiRoutes(app: FastifyInstance, o: ApiOptions): Promise<void> {
-  // authenticate → rateLimitPrincipal → the route (which names its scope)
-  app.addHook('onRequest', async (req) => {
+  // authenticate → rateLimit (the principal's, and the IP's unless the edge checked it) → the route
+  // (which names its scope). A refused token is still counted against the IP.
+  app.addHook('onRoute', (route) => {
+    route.config = { ...route.config, ipRateAfterAuth: true };
+  });
+  const limit = async (req: FastifyRequest, reply: FastifyReply, principalKey?: string) => {
+    const v = await o.limiter.check('api', { ip: req.ip, principal: principalKey, principalOnly: principalKey !== undefined && !req.ipCheckLater });
+    for (const [k, val] of v.headers) void reply.header(k, val);
+    if (!v.allowed) throw rateLimitError(v);
+  };
+  app.addHook('onRequest', async (req, reply) => {
     try {
       req.principal = await o.verifier.verify(bearer(req.headers.authorization));
     } catch (e) {
@@ -65,14 +80,13 @@ export async function apiRoutes(app: FastifyInstance, o: ApiOptions): Promise<vo
         class: 'authentication', activity: 'api.authenticate', outcome: 'failure', code: err.code, message: err.message,
         src: { ip: req.ip, origin: req.headers.origin }, data: { method: req.method, route: req.routeOptions.url },
       });
+      if (req.ipCheckLater) await limit(req, reply);
       throw err;
     }
   });
   app.addHook('onRequest', async (req, reply) => {
     const p = principal(req);
-    const v = await o.limiter.check('api', { ip: req.ip, principal: p.kind === 'client' ? `client:${p.clientId}` : `user:${p.userId}`, principalOnly: true });
-    for (const [k, val] of v.headers) void reply.header(k, val);
-    if (!v.allowed) throw rateLimitError(v);
+    await limit(req, reply, p.kind === 'client' ? `client:${p.clientId}` : `user:${p.userId}`);
   });
 
   app.get('/me', async (req) => {

@@ -5,6 +5,10 @@
  *
  * If the hot store is unreachable the node falls back to a local, in-process limiter with the same
  * rates (an "insurance" limiter): an outage never turns into "allow all".
+ *
+ * A node remembers, for as long as the answer said, which addresses the shared buckets refused
+ * (`refusing`): a caller that checks an address late (the API checks it with the principal's, after
+ * the token, in one round trip) checks such an address first instead.
  */
 import { PalisadeError } from '@palisade/protocol';
 import type { RateClass, RateLimitConfig, RateSpec } from '../config.ts';
@@ -16,7 +20,7 @@ import type { SecurityEvents } from '../siem/events.ts';
 export interface RateSubject {
   ip: string;
   principal?: string | undefined;
-  /** Check only the principal's rate (the IP's was checked earlier in the same request). */
+  /** Check only the principal's rate (the IP's was checked earlier in the same request). Else both, in one check: a refusal by either takes from neither. */
   principalOnly?: boolean;
 }
 
@@ -31,6 +35,12 @@ export interface RateLimiter {
    * Synchronous when the buckets are in-process; a promise when they are in Redis.
    */
   check(cls: RateClass, subject: RateSubject): RateVerdict | Promise<RateVerdict>;
+  /**
+   * Whether a check on this node was refused by `ip`'s bucket of `cls` and told to retry after a
+   * time not yet reached. No round trip; other nodes' refusals are not seen (their checks still are:
+   * the bucket itself is shared).
+   */
+  refusing(cls: RateClass, ip: string): boolean;
 }
 
 export interface RateLimiterOptions {
@@ -48,6 +58,8 @@ const ALLOWED: RateVerdict = { allowed: true, retryAfterMs: 0, remaining: 0, rul
 /** A refused key is reported at most this often (blocks always are). */
 const REPORT_EVERY_MS = 10_000;
 const MAX_REPORTED = 10_000;
+/** Most refused addresses remembered by `refusing` (past it the memory starts again: it only orders checks). */
+const MAX_REFUSING = 10_000;
 /** After the store fails, this node uses its local limiter for this long before trying the store again. */
 const RETRY_STORE_AFTER_MS = 1000;
 
@@ -65,6 +77,8 @@ export function createRateLimiter(o: RateLimiterOptions): RateLimiter {
   let outage = false;
   let retryStoreAt = 0;
   const reported = new Map<string, number>();
+  /** `<class> <ip>` → when its bucket's refusal ends (ms since the epoch). */
+  const refusedIps = new Map<string, number>();
 
   /** The shared buckets; in an outage, `fallback` (this node's own) answers instead. */
   const remote = async (rules: RateRule[], fallback: RateLimits): Promise<RateDecision> => {
@@ -110,6 +124,14 @@ export function createRateLimiter(o: RateLimiterOptions): RateLimiter {
   };
 
   return {
+    refusing(cls, ip) {
+      const key = `${cls} ${ip}`;
+      const until = refusedIps.get(key);
+      if (until === undefined) return false;
+      if (until > Date.now()) return true;
+      refusedIps.delete(key);
+      return false;
+    },
     check(cls, subject) {
       if (!config.enabled) return ALLOWED;
       const specs = config.classes[cls];
@@ -139,6 +161,10 @@ export function createRateLimiter(o: RateLimiterOptions): RateLimiter {
     if (!d.allowed) {
       headers.push(['retry-after', String(Math.max(1, Math.ceil(d.retryAfterMs / 1000)))]);
       report(cls, rule.key, d, subject);
+      if (name === `${cls}-ip`) {
+        if (refusedIps.size >= MAX_REFUSING) refusedIps.clear();
+        refusedIps.set(`${cls} ${subject.ip}`, Date.now() + d.retryAfterMs);
+      }
     }
     return { ...d, headers };
   }

@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { DEFAULT_RATE_LIMITS, type RateLimitConfig, type RateSpec } from '../../src/config.ts';
 import { apiClient, createAdmin, startTestServer, type TestServer } from '../support/harness.ts';
-import { redisServerSkip, startRedis, stopAllRedis, type RedisProc } from '../support/redis-procs.ts';
+import { connectDirect, redisServerSkip, startRedis, stopAllRedis, waitFor, type RedisProc } from '../support/redis-procs.ts';
 import { testPrefix } from '../support/redis.ts';
 
 const roomy: RateSpec = { limit: 100_000, periodMs: 60_000, burst: 100_000 };
@@ -122,6 +122,53 @@ describe('rate limits', () => {
     t = undefined;
   });
 
+  it('API: the address is checked with the principal, after the token, in one check; RateLimit names the tighter', async () => {
+    // One request back per 10 s: nothing comes back between the three requests.
+    t = await startTestServer({ rateLimits: limits({ api: { ip: { limit: 6, periodMs: 60_000, burst: 50 }, principal: { limit: 60_000, periodMs: 60_000, burst: 1000 } } }) });
+    await createAdmin(t);
+    const c = await apiClient(t);
+    const left: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const res = await t.fetch('/api/v1/me', { token: c.token });
+      assert.equal(res.status, 200);
+      // Checked at the edge, then apart for the principal, the answer named the principal's rule.
+      assert.equal(res.headers.get('ratelimit-policy'), '"api-ip";q=6;w=60');
+      left.push(Number(/;r=(\d+);/.exec(res.headers.get('ratelimit') ?? '')?.[1]));
+      await res.arrayBuffer();
+    }
+    assert.ok(left[0]! < 50 && left[0]! > 40, `the address's burst, less the API calls made setting up (${left})`);
+    assert.deepEqual(left, [left[0], left[0]! - 1, left[0]! - 2], 'one request, one taken from the address');
+    // A path no API route matches has no route to check its address later: the edge checks it.
+    const miss = await t.fetch('/api/v1/no-such-route', { token: c.token });
+    assert.equal(miss.status, 404);
+    assert.match(miss.headers.get('ratelimit') ?? '', new RegExp(`^"api-ip";r=${left[0]! - 3};`));
+    await miss.arrayBuffer();
+    await t.close();
+    t = undefined;
+  });
+
+  it('API: a refused token is still counted against its address; an address refused here is checked before any token', async () => {
+    t = await startTestServer({ rateLimits: limits({ api: { ip: { limit: 6, periodMs: 60_000, burst: 2 }, principal: roomy } }) });
+    const failedAuth = () => t!.securityEvents.filter((e) => e.activity_name === 'api.authenticate').length;
+    const forged = 'eyJhbGciOiJFUzI1NiIsInR5cCI6ImF0K2p3dCJ9.eyJzdWIiOiJ4In0.c2ln';
+    const codes: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const res = await t.fetch('/api/v1/me', i === 1 ? { token: forged } : {});
+      codes.push(res.status);
+      if (res.status === 429) assert.match(res.headers.get('ratelimit') ?? '', /^"api-ip";r=0;/);
+      await res.arrayBuffer();
+    }
+    assert.deepEqual(codes, [401, 401, 429], 'two refused tokens took the burst; the third request is over the address\'s rate');
+    assert.equal(failedAuth(), 3, 'the token was checked first while the address was not known refused');
+    const again = await t.fetch('/api/v1/me', { token: forged });
+    assert.equal(again.status, 429);
+    assert.ok(Number(again.headers.get('retry-after')) >= 1);
+    await again.arrayBuffer();
+    assert.equal(failedAuth(), 3, 'refused by the address before its token was looked at');
+    await t.close();
+    t = undefined;
+  });
+
   it('X-Forwarded-For is ignored unless the peer is a trusted proxy; from a trusted proxy the client address is the last untrusted hop', async () => {
     const signin = { signin: { ip: { limit: 60, periodMs: 60_000, burst: 1 } } };
     const post = (tt: TestServer, xff: string) => tt.fetch('/setup', { ...form({ token: 'x', username: 'someone', password: 'x'.repeat(12) }), headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-forwarded-for': xff } });
@@ -179,6 +226,36 @@ describe('rate limits on Redis', { skip }, () => {
       await res.arrayBuffer();
     }
     assert.deepEqual(codes, [200, 200, 200, 200, 429, 429]);
+  });
+
+  it('an API request checks the address and the principal in one Redis round trip', async (ctx) => {
+    const n = await startTestServer({ redisUrl: redis.url, redisPrefix: testPrefix(), rateLimits: limits({}) });
+    ctx.after(() => n.close());
+    await createAdmin(n);
+    const c = await apiClient(n);
+    const direct = connectDirect(redis.port);
+    const monitor = await direct.monitor(); // a connection of its own
+    ctx.after(() => {
+      monitor.disconnect();
+      direct.disconnect();
+    });
+    const checks: string[][] = [];
+    monitor.on('monitor', (_time: string, args: string[]) => {
+      if (args[0]?.toLowerCase() === 'evalsha' && args.some((x) => x.includes('rl:api:'))) checks.push(args.filter((x) => x.includes('rl:api:') && !x.endsWith(':s') && !x.endsWith(':b')));
+    });
+    await new Promise((r) => setTimeout(r, 100)); // MONITOR is under way
+    for (let i = 0; i < 5; i++) {
+      const res = await n.fetch('/api/v1/me', { token: c.token });
+      assert.equal(res.status, 200);
+      await res.arrayBuffer();
+    }
+    await waitFor(() => checks.length >= 5, 2000, 'the checks seen by MONITOR');
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(checks.length, 5, `one check per request: ${JSON.stringify(checks)}`);
+    for (const keys of checks) {
+      assert.equal(keys.length, 2, `the address and the principal together: ${keys}`);
+      assert.ok(keys[0]!.endsWith('rl:api:ip:127.0.0.1') && keys[1]!.endsWith(`rl:api:p:client:${c.clientId}`), String(keys));
+    }
   });
 
   it('Redis down: each node falls back to its own limiter (never allow-all), says so once, and readiness fails', async () => {
