@@ -119,6 +119,14 @@ export interface ServerConfig {
    */
   runningRecordMs: number;
   /**
+   * With several nodes (Redis): how long a task's events wait to go to the other nodes together, ms.
+   * A task's first event not yet sent starts the wait; its end goes at once, with the events waiting
+   * (a short task's dispatched, running, progress and end go in one message instead of one each).
+   * Watchers on this node hear every event at once; those on other nodes hear events before the end
+   * up to this late. 0 sends each at once. Default 10.
+   */
+  taskEventBatchMs: number;
+  /**
    * With several nodes (Redis): how often a node says it is alive, ms. One that has not for three
    * beats is dead, and the tasks its agents were running are re-dispatched or failed. Default 2000.
    */
@@ -255,6 +263,7 @@ export const DEFAULTS: ServerConfig = {
   maxAttempts: 2,
   reconnectGraceMs: 15_000,
   runningRecordMs: 200,
+  taskEventBatchMs: 10,
   nodeBeatMs: 2000,
   presenceRefreshMs: 300_000,
   maxUnfinishedTasksPerUser: 1000,

@@ -105,8 +105,14 @@ type NodeMessage =
 /** Longest wait between two attempts to reconnect to Redis, ms (hot/redis.ts, `retryStrategy`). */
 const REDIS_RECONNECT_MAX_MS = 2000;
 
-/** A task event on the bus, on the task's topic `task:<id>`, tagged with the node that published it. */
-interface BusEvent { from: string; event: TaskEvent }
+/**
+ * Task events on the bus, on the task's topic `task:<id>`, tagged with the node that published them:
+ * the latest (`event`), after those that went before it in the same message, oldest first (`before`,
+ * see `taskEventBatchMs`). A node that reads only `event` still hears every end.
+ */
+interface BusEvent { from: string; event: TaskEvent; before?: TaskEvent[] }
+/** Most events of one task sent in one bus message; the next goes out with those waiting at once. */
+const MAX_BATCHED_EVENTS = 32;
 
 export const nodeTopic = (nodeId: string) => `node:${nodeId}`;
 const taskTopic = (taskId: string) => `task:${taskId}`;
@@ -145,6 +151,8 @@ export class TaskService {
   readonly #graceTimers = new Map<string, NodeJS.Timeout>();
   /** Accepted tasks whose `running` is not yet in the store (`config.runningRecordMs`). */
   readonly #recordTimers = new Map<string, NodeJS.Timeout>();
+  /** Tasks' events waiting to go to the other nodes together (`config.taskEventBatchMs`). */
+  readonly #outbox = new Map<string, { events: TaskEvent[]; timer: NodeJS.Timeout }>();
   /** `running` writes in flight. */
   readonly #recording = new Set<Promise<void>>();
   readonly #history = new Map<string, History>();
@@ -531,6 +539,8 @@ export class TaskService {
   }
 
   stop(): void {
+    // Events still waiting go now (the bus closes after this).
+    for (const id of [...this.#outbox.keys()]) this.#flushEvents(id);
     this.#stopped = true;
     clearInterval(this.#beat);
     void this.#stopNodeTopic?.().catch(() => undefined);
@@ -566,12 +576,12 @@ export class TaskService {
   }
 
   /** Open timers and listeners, for leak checks. */
-  get openHandles(): { accept: number; deadline: number; grace: number; record: number; listeners: number; live: number; following: number; unended: number } {
+  get openHandles(): { accept: number; deadline: number; grace: number; record: number; listeners: number; live: number; following: number; unended: number; outbox: number } {
     let unended = 0;
     for (const h of this.#history.values()) if (h.endedAt === undefined) unended++;
     return {
       accept: this.#acceptTimers.size, deadline: this.#deadlineTimers.size, grace: this.#graceTimers.size, record: this.#recordTimers.size, listeners: this.#listeners.size, live: this.#live.size,
-      following: this.#following.size, unended,
+      following: this.#following.size, unended, outbox: this.#outbox.size,
     };
   }
 
@@ -1006,9 +1016,14 @@ export class TaskService {
       return;
     }
     if (m.from === this.#o.cluster?.nodeId) return;
-    if (m.event.type === 'end') this.#dropLocal(taskId);
-    this.#publishLocal(m.event);
-    if (m.event.type === 'end') this.#forget(taskId);
+    for (const event of m.before ? [...m.before, m.event] : [m.event]) {
+      if (event.type === 'end') this.#dropLocal(taskId);
+      this.#publishLocal(event);
+      if (event.type === 'end') {
+        this.#forget(taskId);
+        return;
+      }
+    }
   }
 
   /**
@@ -1161,21 +1176,51 @@ export class TaskService {
     return t;
   }
 
-  /** Publishes a task event to this node's watchers and, in a cluster, to every node following the task. */
+  /**
+   * Publishes a task event to this node's watchers at once and, in a cluster, to every node following
+   * the task: an event before the end waits up to `taskEventBatchMs` for the task's next ones, and
+   * they go in one message (one PUBLISH, one message to read on each following node); the end goes
+   * at once, with the events waiting.
+   */
   #publish(event: TaskEvent): void {
     const c = this.#o.cluster;
     if (c) {
       const id = event.type === 'end' ? event.task.id : event.taskId;
-      c.bus.publish(taskTopic(id), JSON.stringify({ from: c.nodeId, event } satisfies BusEvent)).catch((e: unknown) => {
-        this.#o.log.warn({ err: e, taskId: id }, 'a task event did not reach the other nodes');
-        // Watchers elsewhere wait for the end: it is published again once Redis is back (#republish).
-        if (event.type !== 'end') return;
-        this.#unsent.delete(id);
-        this.#unsent.set(id, event);
-        if (this.#unsent.size > HISTORY_TASKS) this.#unsent.delete(this.#unsent.keys().next().value!);
-      });
+      const box = this.#outbox.get(id);
+      if (box) {
+        box.events.push(event);
+        if (event.type === 'end' || box.events.length >= MAX_BATCHED_EVENTS) this.#flushEvents(id);
+      } else if (event.type === 'end' || this.#o.config.taskEventBatchMs <= 0 || this.#stopped) {
+        this.#sendEvents(id, [event]);
+      } else {
+        this.#outbox.set(id, { events: [event], timer: setTimeout(() => this.#flushEvents(id), this.#o.config.taskEventBatchMs) });
+      }
     }
     this.#publishLocal(event);
+  }
+
+  /** Sends the task's events waiting in the outbox, if any. */
+  #flushEvents(taskId: string): void {
+    const box = this.#outbox.get(taskId);
+    if (!box) return;
+    clearTimeout(box.timer);
+    this.#outbox.delete(taskId);
+    this.#sendEvents(taskId, box.events);
+  }
+
+  #sendEvents(taskId: string, events: TaskEvent[]): void {
+    const c = this.#o.cluster!;
+    const message: BusEvent = { from: c.nodeId, event: events.at(-1)! };
+    if (events.length > 1) message.before = events.slice(0, -1);
+    c.bus.publish(taskTopic(taskId), JSON.stringify(message)).catch((e: unknown) => {
+      this.#o.log.warn({ err: e, taskId }, 'a task event did not reach the other nodes');
+      // Watchers elsewhere wait for the end: it is published again once Redis is back (#republish).
+      const end = events.at(-1)!;
+      if (end.type !== 'end') return;
+      this.#unsent.delete(taskId);
+      this.#unsent.set(taskId, end);
+      if (this.#unsent.size > HISTORY_TASKS) this.#unsent.delete(this.#unsent.keys().next().value!);
+    });
   }
 
   /**

@@ -361,7 +361,7 @@ async function assertRecovered(
   assert.equal(c.b.server.agents.forUser(c.b.server.agents.get(c.agents[0]!.agentId!)!.userId).length, 2, 'both agents still registered on B');
 
   // Nothing left behind: timers, listeners, cached tasks, followed topics on both nodes; task topics in Redis.
-  const zero = { accept: 0, deadline: 0, grace: 0, record: 0, listeners: 0, live: 0, following: 0, unended: 0 };
+  const zero = { accept: 0, deadline: 0, grace: 0, record: 0, listeners: 0, live: 0, following: 0, unended: 0, outbox: 0 };
   await waitFor(() => JSON.stringify([c.a.server.tasks.openHandles, c.b.server.tasks.openHandles]) === JSON.stringify([zero, zero]), 3000, 'handles released', 50)
     .catch(() => assert.deepEqual({ a: c.a.server.tasks.openHandles, b: c.b.server.tasks.openHandles }, { a: zero, b: zero }));
   const direct = connectDirect(await redisPort());

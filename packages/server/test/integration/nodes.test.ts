@@ -132,6 +132,50 @@ describe('two nodes sharing PostgreSQL and Redis', { skip }, () => {
     });
   });
 
+  it("a short task's events reach node A in one bus message, in order; a longer task's before its end", async () => {
+    // No ready check: a reply to it could come after the first MONITOR lines, which ioredis cannot tell apart.
+    const direct = new Redis(REDIS_URL, { lazyConnect: true, enableReadyCheck: false });
+    let monitor: Redis | undefined;
+    const published: string[][] = [];
+    try {
+      monitor = await direct.monitor(); // a connection of its own
+      monitor.on('monitor', (_time: string, args: string[]) => {
+        if (args[0]?.toLowerCase() === 'publish' && args[1]?.includes(':bus:task:')) published.push(args.slice(1));
+      });
+      await withAgentOnB('batched events', {}, async (client) => {
+        await new Promise((r) => setTimeout(r, 100)); // MONITOR is under way
+        const res = await submit(a, client.token, {});
+        const task = (await res.json()) as { id: string };
+        await until(async () => (await stateOn(a, client.token, task.id)) === 'succeeded', 'the task ended');
+        await until(async () => published.some(([ch]) => ch!.endsWith(`:bus:task:${task.id}`)), 'its events seen by MONITOR', 2000);
+        await new Promise((r) => setTimeout(r, 100));
+        type Event = { type: string; state?: string };
+        const mine = published.filter(([ch]) => ch!.endsWith(`:bus:task:${task.id}`)).map(([, m]) => JSON.parse(m!) as { from: string; event: Event; before?: Event[] });
+        assert.equal(mine.length, 1, `one message: ${JSON.stringify(mine)}`);
+        // The end where a node reading only `event` finds it; what went before it, in order.
+        assert.deepEqual([...mine[0]!.before ?? [], mine[0]!.event].map((e) => e.state ?? e.type), ['dispatched', 'running', 'progress', 'progress', 'end']);
+      });
+      // An agent that accepts and then works: its running goes to A long before any end.
+      await withAgentOnB('events before the end', { onTask: () => 'ignore' }, async (client) => {
+        const task = (await (await submit(a, client.token)).json()) as { id: string };
+        const stream = await a.fetch(`/api/v1/tasks/${task.id}/events`, { token: client.token, signal: AbortSignal.timeout(3000) });
+        const reader = stream.body!.pipeThrough(new TextDecoderStream()).getReader();
+        let text = '';
+        while (!/"state":"running"/.test(text)) {
+          const { value, done } = await reader.read(); // the stream's 3 s run out first if running never comes
+          assert.ok(!done, text);
+          text += value;
+        }
+        assert.doesNotMatch(text, /^event: end$/m);
+        await reader.cancel();
+        assert.equal((await (await a.fetch(`/api/v1/tasks/${task.id}/cancel`, { method: 'POST', token: client.token })).json() as { state: string }).state, 'cancelled');
+      });
+    } finally {
+      monitor?.disconnect();
+      direct.disconnect();
+    }
+  });
+
   it('after many tasks across the nodes, every timer, listener, subscription and cached task is released on both', async () => {
     await withAgentOnB('churn across nodes', {}, async (client) => {
       const ids = await Promise.all(Array.from({ length: 40 }, async (_, i) => {
@@ -142,7 +186,7 @@ describe('two nodes sharing PostgreSQL and Redis', { skip }, () => {
       // Half the callers watch their task's events on A while it runs on B.
       await Promise.all(ids.filter((_, i) => i % 2 === 0).map((id) => a.fetch(`/api/v1/tasks/${id}/events`, { token: client.token }).then((r) => r.text())));
       await until(async () => (await Promise.all(ids.map((id) => stateOn(a, client.token, id)))).every((s) => s === 'succeeded'), 'all ran', 15_000);
-      const zero = { accept: 0, deadline: 0, grace: 0, record: 0, listeners: 0, live: 0, following: 0, unended: 0 };
+      const zero = { accept: 0, deadline: 0, grace: 0, record: 0, listeners: 0, live: 0, following: 0, unended: 0, outbox: 0 };
       await until(async () => JSON.stringify(a.server.tasks.openHandles) === JSON.stringify(zero) && JSON.stringify(b.server.tasks.openHandles) === JSON.stringify(zero), 'released', 3000)
         .catch(() => assert.deepEqual({ a: a.server.tasks.openHandles, b: b.server.tasks.openHandles }, { a: zero, b: zero }));
     });

@@ -116,7 +116,7 @@ async function setup(options: CreateOptions = {}, dataDir = mkdtempSync(join(tmp
 function counts(t: TestServer) {
   return { connections: t.server.connections!.total, tracked: t.server.connections!.tracked, agents: t.server.agents.size, tasks: t.server.tasks.openHandles };
 }
-const ZERO = { connections: 0, tracked: { ips: 0, users: 0, synced: true }, agents: 0, tasks: { accept: 0, deadline: 0, grace: 0, record: 0, listeners: 0, live: 0, following: 0, unended: 0 } };
+const ZERO = { connections: 0, tracked: { ips: 0, users: 0, synced: true }, agents: 0, tasks: { accept: 0, deadline: 0, grace: 0, record: 0, listeners: 0, live: 0, following: 0, unended: 0, outbox: 0 } };
 
 /** The task as stored in the SQLite file of a stopped server. */
 async function storedTask(dataDir: string, id: string) {

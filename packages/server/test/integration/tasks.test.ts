@@ -370,7 +370,7 @@ describe('task routing', () => {
     for (const left of await t.server.store.tasks.listUnfinished()) {
       assert.equal((await t.fetch(`/api/v1/tasks/${left.id}/cancel`, { method: 'POST', token })).status, 200);
     }
-    assert.deepEqual(t.server.tasks.openHandles, { accept: 0, deadline: 0, grace: 0, record: 0, listeners: 0, live: 0, following: 0, unended: 0 });
+    assert.deepEqual(t.server.tasks.openHandles, { accept: 0, deadline: 0, grace: 0, record: 0, listeners: 0, live: 0, following: 0, unended: 0, outbox: 0 });
     assert.equal(t.server.agents.size, 0);
   });
 });
