@@ -461,7 +461,7 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
   // Every request first passes the edge checks (URL length, rate limits by IP); see edge/request-guard.ts.
   // The API's routes check the IP's rate with the principal's, after the token (api/routes.ts).
   app.addHook('onRequest', async (req, reply) => {
-    const verdict = await guard.check(req.raw, req.ip, req.routeOptions.url, req.routeOptions.config.ipRateAfterAuth === true);
+    const verdict = await guard.check(req.raw, req.ip, req.routeOptions.url, req.routeOptions.config.ipRateAfterAuth);
     if (verdict === IP_CHECK_LATER) req.ipCheckLater = true;
     else if (verdict) for (const [k, v] of verdict.headers) void reply.header(k, v);
   });

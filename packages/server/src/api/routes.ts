@@ -15,6 +15,7 @@ import type { TaskListener, TaskService } from '../tasks/service.ts';
 import type { RecipeRegistry } from '../tasks/recipes.ts';
 import type { AgentRegistry } from '../gateway/registry.ts';
 import { rateLimitError, type RateLimiter } from '../edge/rate-limit.ts';
+import type { RateClass } from '../config.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -23,8 +24,8 @@ declare module 'fastify' {
     ipCheckLater?: boolean;
   }
   interface FastifyContextConfig {
-    /** The route checks the IP's rate itself, with the principal's, after the token (edge/request-guard.ts). */
-    ipRateAfterAuth?: boolean;
+    /** The route checks the IP's rate of this class itself, with the principal's, after the token (edge/request-guard.ts). */
+    ipRateAfterAuth?: RateClass;
   }
 }
 
@@ -64,12 +65,24 @@ export async function apiRoutes(app: FastifyInstance, o: ApiOptions): Promise<vo
   // authenticate → rateLimit (the principal's, and the IP's unless the edge checked it) → the route
   // (which names its scope). A refused token is still counted against the IP.
   app.addHook('onRoute', (route) => {
-    route.config = { ...route.config, ipRateAfterAuth: true };
+    route.config = { ...route.config, ipRateAfterAuth: 'api' };
   });
   const limit = async (req: FastifyRequest, reply: FastifyReply, principalKey?: string) => {
+    const both = principalKey !== undefined && req.ipCheckLater === true;
     const v = await o.limiter.check('api', { ip: req.ip, principal: principalKey, principalOnly: principalKey !== undefined && !req.ipCheckLater });
     for (const [k, val] of v.headers) void reply.header(k, val);
-    if (!v.allowed) throw rateLimitError(v);
+    if (v.allowed) return;
+    // Refused by the principal's rule, the check took nothing from the address's bucket: it is
+    // charged all the same, as the edge would have (so a principal over its rate still uses up its
+    // address's, which is then checked first, before any token).
+    if (both && v.by === 'principal') {
+      const ipv = await o.limiter.check('api', { ip: req.ip });
+      if (!ipv.allowed) {
+        for (const [k, val] of ipv.headers) void reply.header(k, val);
+        throw rateLimitError(ipv);
+      }
+    }
+    throw rateLimitError(v);
   };
   app.addHook('onRequest', async (req, reply) => {
     try {

@@ -27,6 +27,8 @@ export interface RateSubject {
 export interface RateVerdict extends RateDecision {
   /** `RateLimit-Policy` and `RateLimit` header values (draft-ietf-httpapi-ratelimit-headers), and `Retry-After` when refused. */
   headers: [string, string][];
+  /** Whose bucket the verdict is about (`rule`): the address's or the principal's. */
+  by?: 'ip' | 'principal';
 }
 
 export interface RateLimiter {
@@ -60,6 +62,12 @@ const REPORT_EVERY_MS = 10_000;
 const MAX_REPORTED = 10_000;
 /** Most refused addresses remembered by `refusing` (past it the memory starts again: it only orders checks). */
 const MAX_REFUSING = 10_000;
+/**
+ * An address refused is remembered at least this long, ms: a refusal's retry time can be a few ms
+ * (the next slot), and a flood would otherwise slip back to the late check between two refusals.
+ * Remembering longer only orders an address's checks (the bucket still decides).
+ */
+const REFUSING_MIN_MS = 1000;
 /** After the store fails, this node uses its local limiter for this long before trying the store again. */
 const RETRY_STORE_AFTER_MS = 1000;
 
@@ -163,9 +171,9 @@ export function createRateLimiter(o: RateLimiterOptions): RateLimiter {
       report(cls, rule.key, d, subject);
       if (name === `${cls}-ip`) {
         if (refusedIps.size >= MAX_REFUSING) refusedIps.clear();
-        refusedIps.set(`${cls} ${subject.ip}`, Date.now() + d.retryAfterMs);
+        refusedIps.set(`${cls} ${subject.ip}`, Date.now() + Math.max(d.retryAfterMs, REFUSING_MIN_MS));
       }
     }
-    return { ...d, headers };
+    return { ...d, headers, by: name === `${cls}-ip` ? 'ip' : 'principal' };
   }
 }

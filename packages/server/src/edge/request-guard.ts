@@ -129,10 +129,11 @@ export interface RequestGuard {
    * Runs the pipeline for a Fastify request: returns the verdict (headers to send), or throws the
    * refusal. `route` is the pattern the router matched (`/api/v1/tasks`), undefined when none did:
    * matched, not compared as text, so no spelling of the URL (`%74asks`) slips past `checkMemory`.
-   * `ipLater`: the matched route checks the IP's rate itself (see above); then `IP_CHECK_LATER` is
-   * returned, unless the address is one this node was told is refused (checked here, as any other).
+   * `ipLater`: the matched route checks the IP's rate of that class itself (see above; the class
+   * the route names, whatever the spelling of its URL); then `IP_CHECK_LATER` is returned, unless the
+   * address is one this node was told is refused (checked here, as any other).
    */
-  check(req: IncomingMessage, ip: string, route?: string, ipLater?: boolean): Promise<RateVerdict | typeof IP_CHECK_LATER | undefined>;
+  check(req: IncomingMessage, ip: string, route?: string, ipLater?: RateClass): Promise<RateVerdict | typeof IP_CHECK_LATER | undefined>;
 }
 
 /** What `RequestGuard.check` returns when the route checks the IP's rate itself, after authentication. */
@@ -189,7 +190,7 @@ export function createRequestGuard(o: { config: ServerConfig; limiter: RateLimit
       if (tooLong(url)) throw urlError();
       if (!hostValid(req.headers.host)) throw hostError();
       checkMemory(req.method ?? 'GET', route);
-      const cls = classify(req.method ?? 'GET', pathOf(url));
+      const cls = ipLater ?? classify(req.method ?? 'GET', pathOf(url));
       if (!cls) return undefined;
       if (ipLater && !limiter.refusing(cls, ip)) return IP_CHECK_LATER;
       const v = await limiter.check(cls, { ip });

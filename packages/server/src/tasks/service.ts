@@ -958,6 +958,12 @@ export class TaskService {
   #dropLocal(taskId: string): void {
     this.#clearTimers(taskId);
     this.#live.delete(taskId);
+    // Its events still waiting here would reach the other nodes after its end: they go no further.
+    const box = this.#outbox.get(taskId);
+    if (box) {
+      clearTimeout(box.timer);
+      this.#outbox.delete(taskId);
+    }
   }
 
   /** Stops the task's accept, reconnect-grace and deadline timers: it is over, or over here. */
@@ -1187,13 +1193,15 @@ export class TaskService {
     if (c) {
       const id = event.type === 'end' ? event.task.id : event.taskId;
       const box = this.#outbox.get(id);
+      // The end, or the task going back to the queue (another node may run it next), goes at once.
+      const now = event.type === 'end' || (event.type === 'state' && event.state === 'queued');
       if (box) {
         box.events.push(event);
-        if (event.type === 'end' || box.events.length >= MAX_BATCHED_EVENTS) this.#flushEvents(id);
-      } else if (event.type === 'end' || this.#o.config.taskEventBatchMs <= 0 || this.#stopped) {
+        if (now || box.events.length >= MAX_BATCHED_EVENTS) this.#flushEvents(id);
+      } else if (now || this.#o.config.taskEventBatchMs <= 0 || this.#stopped) {
         this.#sendEvents(id, [event]);
       } else {
-        this.#outbox.set(id, { events: [event], timer: setTimeout(() => this.#flushEvents(id), this.#o.config.taskEventBatchMs) });
+        this.#outbox.set(id, { events: [event], timer: setTimeout(() => this.#flushEvents(id), this.#o.config.taskEventBatchMs).unref() });
       }
     }
     this.#publishLocal(event);

@@ -147,13 +147,14 @@ describe('two nodes sharing PostgreSQL and Redis', { skip }, () => {
         const res = await submit(a, client.token, {});
         const task = (await res.json()) as { id: string };
         await until(async () => (await stateOn(a, client.token, task.id)) === 'succeeded', 'the task ended');
-        await until(async () => published.some(([ch]) => ch!.endsWith(`:bus:task:${task.id}`)), 'its events seen by MONITOR', 2000);
-        await new Promise((r) => setTimeout(r, 100));
         type Event = { type: string; state?: string };
-        const mine = published.filter(([ch]) => ch!.endsWith(`:bus:task:${task.id}`)).map(([, m]) => JSON.parse(m!) as { from: string; event: Event; before?: Event[] });
-        assert.equal(mine.length, 1, `one message: ${JSON.stringify(mine)}`);
-        // The end where a node reading only `event` finds it; what went before it, in order.
-        assert.deepEqual([...mine[0]!.before ?? [], mine[0]!.event].map((e) => e.state ?? e.type), ['dispatched', 'running', 'progress', 'progress', 'end']);
+        const mine = () => published.filter(([ch]) => ch!.endsWith(`:bus:task:${task.id}`)).map(([, m]) => JSON.parse(m!) as { from: string; event: Event; before?: Event[] });
+        await until(async () => mine().at(-1)?.event.type === 'end', 'its end seen by MONITOR', 2000);
+        // In one message when the task ends within taskEventBatchMs (10 ms) of its dispatch; a slow
+        // moment (this machine runs other tests meanwhile) may split them once. One each before.
+        assert.ok(mine().length <= 2, `one message (two at most): ${JSON.stringify(mine())}`);
+        // Each message's latest in `event` (where a node that reads only that finds the end); in order.
+        assert.deepEqual(mine().flatMap((m) => [...m.before ?? [], m.event]).map((e) => e.state ?? e.type), ['dispatched', 'running', 'progress', 'progress', 'end']);
       });
       // An agent that accepts and then works: its running goes to A long before any end.
       await withAgentOnB('events before the end', { onTask: () => 'ignore' }, async (client) => {

@@ -131,7 +131,8 @@ describe('rate limits', () => {
     for (let i = 0; i < 3; i++) {
       const res = await t.fetch('/api/v1/me', { token: c.token });
       assert.equal(res.status, 200);
-      // Checked at the edge, then apart for the principal, the answer named the principal's rule.
+      // One check of both buckets: the answer names the tighter, the address's (checked apart, the
+      // principal's answer came last and named its own).
       assert.equal(res.headers.get('ratelimit-policy'), '"api-ip";q=6;w=60');
       left.push(Number(/;r=(\d+);/.exec(res.headers.get('ratelimit') ?? '')?.[1]));
       await res.arrayBuffer();
@@ -165,6 +166,35 @@ describe('rate limits', () => {
     assert.ok(Number(again.headers.get('retry-after')) >= 1);
     await again.arrayBuffer();
     assert.equal(failedAuth(), 3, 'refused by the address before its token was looked at');
+    // However the path is spelled: the route's class is the API's.
+    const encoded = await t.fetch('/%61pi/v1/me', { token: forged });
+    assert.equal(encoded.status, 429);
+    await encoded.arrayBuffer();
+    assert.equal(failedAuth(), 3, 'an encoded path is checked first too');
+    await t.close();
+    t = undefined;
+  });
+
+  it('API: a request refused by its principal\'s rate is charged to its address all the same', async () => {
+    t = await startTestServer({ rateLimits: limits({ api: { ip: { limit: 6, periodMs: 60_000, burst: 40 }, principal: { limit: 6, periodMs: 60_000, burst: 2 } } }) });
+    await createAdmin(t);
+    const c = await apiClient(t);
+    // A path no route matches is checked at the edge, the address alone: its header says what is left.
+    const left = async () => {
+      const res = await t!.fetch('/api/v1/no-such-route');
+      await res.arrayBuffer();
+      return Number(/^"api-ip";r=(\d+);/.exec(res.headers.get('ratelimit') ?? '')?.[1]);
+    };
+    const before = await left();
+    const codes: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const res = await t.fetch('/api/v1/me', { token: c.token });
+      codes.push(res.status);
+      if (res.status === 429) assert.match(res.headers.get('ratelimit-policy') ?? '', /^"api-principal"/, 'the answer names the principal\'s rule');
+      await res.arrayBuffer();
+    }
+    assert.deepEqual(codes, [200, 200, 429]);
+    assert.equal(await left(), before - 4, 'three requests and the probe taken from the address');
     await t.close();
     t = undefined;
   });
