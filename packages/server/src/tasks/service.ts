@@ -959,11 +959,7 @@ export class TaskService {
     this.#clearTimers(taskId);
     this.#live.delete(taskId);
     // Its events still waiting here would reach the other nodes after its end: they go no further.
-    const box = this.#outbox.get(taskId);
-    if (box) {
-      clearTimeout(box.timer);
-      this.#outbox.delete(taskId);
-    }
+    this.#takeEvents(taskId);
   }
 
   /** Stops the task's accept, reconnect-grace and deadline timers: it is over, or over here. */
@@ -1194,11 +1190,11 @@ export class TaskService {
       const id = event.type === 'end' ? event.task.id : event.taskId;
       const box = this.#outbox.get(id);
       // The end, or the task going back to the queue (another node may run it next), goes at once.
-      const now = event.type === 'end' || (event.type === 'state' && event.state === 'queued');
+      const atOnce = event.type === 'end' || (event.type === 'state' && event.state === 'queued');
       if (box) {
         box.events.push(event);
-        if (now || box.events.length >= MAX_BATCHED_EVENTS) this.#flushEvents(id);
-      } else if (now || this.#o.config.taskEventBatchMs <= 0 || this.#stopped) {
+        if (atOnce || box.events.length >= MAX_BATCHED_EVENTS) this.#flushEvents(id);
+      } else if (atOnce || this.#o.config.taskEventBatchMs <= 0 || this.#stopped) {
         this.#sendEvents(id, [event]);
       } else {
         this.#outbox.set(id, { events: [event], timer: setTimeout(() => this.#flushEvents(id), this.#o.config.taskEventBatchMs).unref() });
@@ -1209,11 +1205,17 @@ export class TaskService {
 
   /** Sends the task's events waiting in the outbox, if any. */
   #flushEvents(taskId: string): void {
+    const events = this.#takeEvents(taskId);
+    if (events) this.#sendEvents(taskId, events);
+  }
+
+  /** Takes the task's events waiting in the outbox out of it (its timer stopped), if any. */
+  #takeEvents(taskId: string): TaskEvent[] | undefined {
     const box = this.#outbox.get(taskId);
-    if (!box) return;
+    if (!box) return undefined;
     clearTimeout(box.timer);
     this.#outbox.delete(taskId);
-    this.#sendEvents(taskId, box.events);
+    return box.events;
   }
 
   #sendEvents(taskId: string, events: TaskEvent[]): void {
