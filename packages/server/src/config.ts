@@ -120,9 +120,10 @@ export interface ServerConfig {
   runningRecordMs: number;
   /**
    * With several nodes (Redis): how long a task's events wait to go to the other nodes together, ms.
-   * A task's first event not yet sent starts the wait; its end (or its return to the queue) goes at
-   * once, with the events waiting (a short task's dispatched, running, progress and end go in one
-   * message instead of one each). Watchers on this node hear every event at once; those on other
+   * A task's first event not yet sent starts the wait; those waiting go when its end is about to be
+   * stored (so a node that reads the task ended has heard them), and its end or its return to the
+   * queue at once (a short task's dispatched, running and progress go in one message, its end in a
+   * second, instead of one each). Watchers on this node hear every event at once; those on other
    * nodes hear events before the end up to this late, and not at all those still waiting when the
    * task ends on another node (a cancel, its deadline). 0 sends each at once. Default 10.
    */

@@ -1083,6 +1083,9 @@ export class TaskService {
   }
 
   async #finish(t: TaskRecord, state: TaskState, result?: TaskResult, error?: { code: ErrorCode | string; message: string; step?: number }): Promise<TaskRecord | undefined> {
+    // Its events waiting here go before its end is stored: a node whose reader finds the task ended
+    // in the store has heard them (else an event stream opened there then would lack them).
+    this.#flushEvents(t.id);
     const moved = await this.#move(t, state, { result, error });
     if (!moved) return undefined;
     this.#clearTimers(t.id);
