@@ -1,7 +1,8 @@
 /**
  * Token endpoint throughput: client-credentials grants per second, with p50/p99, for Palisade's
  * whole stack (Fastify, the SQLite store behind the OAuth adapter, security events written through
- * the logger) against a bare `oidc-provider` configured the same way (ES256 JWT access tokens for the
+ * the logger; an API client's token by the direct path, auth/client-credentials.ts), the same server
+ * with every token through oidc-provider (`tokenDirectPath: false`), against a bare `oidc-provider` configured the same way (ES256 JWT access tokens for the
  * same audience, `client_secret_basic`, in-memory adapter), both over HTTPS with the same
  * certificate, in the same run.
  *
@@ -11,7 +12,7 @@
  * All servers start once and stay up; rounds alternate the order of the targets, each with a
  * warm-up of its own.
  *
- * A third target (unless `--workers 0`): Palisade started through its real CLI,
+ * A fourth target (unless `--workers 0`): Palisade started through its real CLI,
  * `palisade-server start --workers N` (default 2) — N worker processes on one port (SO_REUSEPORT),
  * hot state in Redis (`--redis`, a fresh `--redis-prefix`, deleted afterwards), SQLite in a temporary
  * data folder, and the same roomy rate limits through `--rate-limits FILE`. Its CPU is read from
@@ -56,17 +57,17 @@ const AUDIENCE = 'urn:palisade:api';
 const BENCH_RATE_LIMITS = scaledRateLimits(1_000_000);
 const TOKEN_PATH = '/oauth2/token';
 
-type Target = 'palisade' | 'bare' | 'workers';
+type Target = 'palisade' | 'provider' | 'bare' | 'workers';
 interface Ready { url: string; clientId: string; clientSecret: string }
 interface ServeInput { tlsDir: string }
 
 // ---- server side (a child process: `--serve palisade|bare`) ----------------------------------------
 
 /** Palisade on its embedded defaults (SQLite in a fresh data folder, dev TLS, logger at `info` on stdout). */
-async function servePalisade(input: ServeInput): Promise<{ ready: Ready; close: () => Promise<void> }> {
+async function servePalisade(input: ServeInput, tokenDirectPath: boolean): Promise<{ ready: Ready; close: () => Promise<void> }> {
   const dataDir = mkdtempSync(join(tmpdir(), 'palisade-bench-'));
   cpSync(input.tlsDir, join(dataDir, 'tls'), { recursive: true });
-  const server = await createPalisade({ dataDir, port: 0, rateLimits: BENCH_RATE_LIMITS });
+  const server = await createPalisade({ dataDir, port: 0, rateLimits: BENCH_RATE_LIMITS, tokenDirectPath });
   const url = await server.listen();
   const { clientId, clientSecret } = await adminAndClient(url, server.tls!.ca!, server.setupUrl);
   return {
@@ -139,7 +140,7 @@ async function serveBare(input: ServeInput): Promise<{ ready: Ready; close: () =
 
 async function serve(target: Target): Promise<void> {
   const input = JSON.parse(process.env.BENCH_SERVE ?? '{}') as ServeInput;
-  const { ready, close } = target === 'palisade' ? await servePalisade(input) : await serveBare(input);
+  const { ready, close } = target === 'bare' ? await serveBare(input) : await servePalisade(input, target === 'palisade');
   answerAsks(close);
   // A parent that died without asking to stop leaves no server behind.
   process.once('disconnect', () => void close().finally(() => process.exit(0)));
@@ -192,7 +193,7 @@ interface Server {
 }
 
 /** Starts a one-process server (`--serve`); its stdout (Palisade's log) goes to a file. */
-async function startServer(target: 'bare' | 'palisade', work: string, tlsDir: string): Promise<Server> {
+async function startServer(target: 'bare' | 'palisade' | 'provider', work: string, tlsDir: string): Promise<Server> {
   const log = join(work, `${target}.log`);
   const logFd = openSync(log, 'w');
   const child = fork(SELF, ['--serve', target], {
@@ -427,7 +428,7 @@ async function measure(server: Server, round: number, ca: string): Promise<Measu
   return { ...merged, serverCpu, workerCpu, workerConnections, driverCpuMax: Math.max(...results.map((r) => r.driverCpu)), redisCpu, otherCpu, profile };
 }
 
-interface Round { load: number; pal: Measured; bare: Measured; workers?: Measured | undefined }
+interface Round { load: number; pal: Measured; bare: Measured; provider: Measured; workers?: Measured | undefined }
 
 async function main(): Promise<void> {
   const ROUNDS = Number(values.rounds);
@@ -448,7 +449,7 @@ async function main(): Promise<void> {
   const { ca } = ensureDevTls(tlsDir);
   const load = loadavg()[0]!.toFixed(2);
   const workersLabel = `Palisade ${WORKERS} workers`;
-  process.stderr.write(`token benchmark: ${ROUNDS} rounds × (bare oidc-provider, Palisade${WORKERS ? `, ${workersLabel} via the CLI` : ''}) alternating, ${SECONDS} s timed after ${values.warmup} s warm-up, ${CONNECTIONS} connections from ${DRIVERS} load-generator process(es)${values['cpu-prof'] ? ', profiling the one-process servers (figures perturbed)' : ''}\n`);
+  process.stderr.write(`token benchmark: ${ROUNDS} rounds × (bare oidc-provider, Palisade, Palisade through oidc-provider${WORKERS ? `, ${workersLabel} via the CLI` : ''}) alternating, ${SECONDS} s timed after ${values.warmup} s warm-up, ${CONNECTIONS} connections from ${DRIVERS} load-generator process(es)${values['cpu-prof'] ? ', profiling the one-process servers (figures perturbed)' : ''}\n`);
 
   const servers: Partial<Record<Target, Server>> = {};
   // Whatever happens (a failed start, a failed driver, Ctrl-C), the servers started so far are stopped.
@@ -460,12 +461,13 @@ async function main(): Promise<void> {
   };
   const interrupted = () => void stopAll().finally(() => process.exit(130));
   process.once('SIGINT', interrupted).once('SIGTERM', interrupted);
-  const targets: Target[] = WORKERS > 0 ? ['bare', 'palisade', 'workers'] : ['bare', 'palisade'];
+  const targets: Target[] = WORKERS > 0 ? ['bare', 'palisade', 'provider', 'workers'] : ['bare', 'palisade', 'provider'];
   const rounds: Round[] = [];
   let eventsLogged = '';
   try {
     servers.bare = await startServer('bare', work, tlsDir);
     servers.palisade = await startServer('palisade', work, tlsDir);
+    servers.provider = await startServer('provider', work, tlsDir);
     if (WORKERS > 0) servers.workers = await startWorkers(WORKERS, work, tlsDir);
     await runRounds();
     const tokenEvents = (s: Server) => readFileSync(s.log, 'utf8').split('"activity_name":"oauth.token"').length - 1;
@@ -490,9 +492,9 @@ async function main(): Promise<void> {
         const m = await measure(servers[target]!, r, ca!);
         got[target] = m;
         const label = target === 'workers' ? `${WORKERS} workers` : target;
-        process.stderr.write(`  round ${r} ${label.padEnd(9)}: ${Math.round(m.rps)} req/s, p50 ${m.p50.toFixed(2)} ms, p99 ${m.p99.toFixed(2)} ms; CPU: server ${pct(m.serverCpu)}${m.workerCpu ? ` (${m.workerCpu.map(pct).join(' + ')} by worker; connections ${m.workerConnections!.join(' + ')})` : ''} (${cpuPerToken(m).toFixed(0)} µs/token), load generator ${pct(m.driverCpu)}${DRIVERS > 1 ? ` (busiest ${pct(m.driverCpuMax)})` : ''}, Redis ${pct(m.redisCpu)}, other processes ${pct(m.otherCpu)}${m.errors ? `; ${m.errors} failed requests` : ''}\n`);
+        process.stderr.write(`  round ${r} ${label.padEnd(10)}: ${Math.round(m.rps)} req/s, p50 ${m.p50.toFixed(2)} ms, p99 ${m.p99.toFixed(2)} ms; CPU: server ${pct(m.serverCpu)}${m.workerCpu ? ` (${m.workerCpu.map(pct).join(' + ')} by worker; connections ${m.workerConnections!.join(' + ')})` : ''} (${cpuPerToken(m).toFixed(0)} µs/token), load generator ${pct(m.driverCpu)}${DRIVERS > 1 ? ` (busiest ${pct(m.driverCpuMax)})` : ''}, Redis ${pct(m.redisCpu)}, other processes ${pct(m.otherCpu)}${m.errors ? `; ${m.errors} failed requests` : ''}\n`);
       }
-      rounds.push({ load: roundLoad, pal: got.palisade!, bare: got.bare!, workers: got.workers });
+      rounds.push({ load: roundLoad, pal: got.palisade!, bare: got.bare!, provider: got.provider!, workers: got.workers });
     }
   }
 
@@ -508,12 +510,15 @@ async function main(): Promise<void> {
   };
   const P = summary((r) => r.pal);
   const B = summary((r) => r.bare);
+  const V = summary((r) => r.provider);
+  const viaRatios = rounds.map((r) => r.provider.rps / r.bare.rps);
+  const directRatios = rounds.map((r) => r.pal.rps / r.provider.rps);
   const W = WORKERS > 0 ? summary((r) => r.workers!) : undefined;
   const ratios = rounds.map((r) => r.pal.rps / r.bare.rps);
   const ratio = med(ratios);
   const cpuRatios = rounds.map((r) => cpuPerToken(r.bare) / cpuPerToken(r.pal));
   const cpuRatio = med(cpuRatios);
-  const errors = rounds.reduce((n, r) => n + r.pal.errors + r.bare.errors + (r.workers?.errors ?? 0), 0);
+  const errors = rounds.reduce((n, r) => n + r.pal.errors + r.bare.errors + r.provider.errors + (r.workers?.errors ?? 0), 0);
   const row = (label: string, s: typeof P) => [label, String(Math.round(s.rps)), s.p50.toFixed(2), s.p99.toFixed(2), s.p999.toFixed(2), pct(s.serverCpu), s.cpuPerToken.toFixed(0), pct(s.driverCpu), pct(s.otherCpu)];
   const cmd = `node bench/token.bench.ts --seconds ${SECONDS} --warmup ${values.warmup} --rounds ${ROUNDS} --connections ${CONNECTIONS} --workers ${WORKERS} --drivers ${DRIVERS}`;
   const loadGen = DRIVERS === 1 ? 'a separate load-generator process' : `${DRIVERS} separate load-generator processes (${CONNECTIONS / DRIVERS} connections each; their latencies merged)`;
@@ -522,16 +527,18 @@ async function main(): Promise<void> {
 - ${machine()}; 1-minute load average at start ${load} (at each round's start: ${rounds.map((r) => r.load.toFixed(2)).join(', ')})
 - \`POST /oauth2/token\`, \`grant_type=client_credentials&scope=tasks\`, \`client_secret_basic\`; answer: an ES256 JWT access token for \`${AUDIENCE}\`
 - ${CONNECTIONS} kept-alive HTTPS (TLS 1.3) connections from ${loadGen} (\`bench/token.driver.ts\`, undici), one request in flight on each; ${values.warmup} s warm-up, then ${SECONDS} s timed; latency is per request, at the client. The load is closed-loop and saturating, so latency is mostly queueing: p50 ≈ ${CONNECTIONS} ÷ throughput, and p99 adds garbage-collector pauses and scheduling
-- Palisade: its whole stack on the embedded defaults — the node's HTTPS server handing \`/oauth2\` to oidc-provider ahead of Fastify, the SQLite-backed adapter, API clients through the node's 30-second client cache (revocations reach it at once through the hot store), a security event per token written by the logger at \`info\` (asynchronously, to a file), and the edge checks of issue 4 on every request: security headers, URL length and Host checks, and the rate limiter (per IP and per client, in-process GCRA) with its limits ×1,000,000 so that it checks every request but refuses none (one address sends the whole load)
+- Palisade: its whole stack on the embedded defaults — the node's HTTPS server answering \`/oauth2\` ahead of Fastify: an API client's client-credentials request by Palisade's direct path (\`auth/client-credentials.ts\`: the token, response and event oidc-provider would give, signed with the same key), the rest by oidc-provider; the SQLite-backed adapter, API clients through the node's 30-second client cache (revocations reach it at once through the hot store), a security event per token written by the logger at \`info\` (asynchronously, to a file), and the edge checks of issue 4 on every request: security headers, URL length and Host checks, and the rate limiter (per IP and per client, in-process GCRA) with its limits ×1,000,000 so that it checks every request but refuses none (one address sends the whole load)
+- Palisade through oidc-provider: the same server with \`tokenDirectPath: false\` — every token request handed to oidc-provider, as before the direct path
 - bare: \`oidc-provider\` ${providerVersion()} alone on \`node:https\`, the same certificate, key type (ES256), audience, token format, client authentication and path, in-memory adapter
-- **one process each** for these two: the single-process figure (Palisade in-process hot state, the bare provider one process too); of the 2 cores, the server has one and the load generator the other. Server CPU above 100% is libuv's thread pool signing (WebCrypto ECDSA) beside the main thread${W ? `. Palisade with \`--workers ${WORKERS}\` follows below the per-round table` : ''}
+- **one process each** for these three: the single-process figure (Palisade in-process hot state, the bare provider one process too); of the 2 cores, the server has one and the load generator the other. Server CPU above 100% is libuv's thread pool signing (ECDSA) beside the main thread${W ? `. Palisade with \`--workers ${WORKERS}\` follows below the per-round table` : ''}
 - "other processes" is the CPU everything else on the machine used during the window (from \`/proc/stat\`), Redis excepted: the noise the figures were measured under
 - budget: Palisade ≥ 0.9× the bare provider's throughput, p99 ≤ 25 ms. Medians over ${ROUNDS} rounds; all servers start once, and rounds alternate the order of the targets (${targets.join(', ')}, then reversed), each round with its own warm-up
 
-${table(['target', 'req/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'server CPU', 'server CPU µs / token', 'load-generator CPU', 'other processes CPU'], [row('Palisade (full stack)', P), row('bare oidc-provider', B), ...(W ? [row(`${workersLabel} (CLI, all processes)`, W)] : [])])}
+${table(['target', 'req/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'server CPU', 'server CPU µs / token', 'load-generator CPU', 'other processes CPU'], [row('Palisade (full stack)', P), row('bare oidc-provider', B), row('Palisade, tokens through oidc-provider', V), ...(W ? [row(`${workersLabel} (CLI, all processes)`, W)] : [])])}
 
 Throughput Palisade / bare: **${ratio.toFixed(2)}×** (median of the rounds' ratios: ${ratios.map((x) => x.toFixed(2)).join(', ')}) — ${ratio >= 0.9 ? 'within' : '**short of**'} the ≥ 0.9× budget.
 Server CPU per token, bare / Palisade: ${cpuRatio.toFixed(2)}× (${cpuRatios.map((x) => x.toFixed(2)).join(', ')}) — the throughput each would reach with a core to itself, relative to the bare provider; less disturbed by the other processes than the throughput ratio.
+Palisade with its direct path off (\`tokenDirectPath: false\`: every token through oidc-provider, as before): ${med(viaRatios).toFixed(2)}× the bare provider (${viaRatios.map((x) => x.toFixed(2)).join(', ')}); Palisade / Palisade through oidc-provider: ${med(directRatios).toFixed(2)}× (${directRatios.map((x) => x.toFixed(2)).join(', ')}).
 Palisade p99: ${P.p99.toFixed(2)} ms — ${P.p99 <= 25 ? 'within' : '**over**'} the 25 ms budget (bare oidc-provider under the same load: ${B.p99.toFixed(2)} ms).${errors ? `\nFailed requests (not counted): ${errors}.` : ''}
 
 Every round:
@@ -633,6 +640,6 @@ function providerVersion(): string {
   return pkg.version;
 }
 
-if (values.serve === 'palisade' || values.serve === 'bare') await serve(values.serve);
-else if (values.serve !== undefined) throw new Error('--serve takes palisade or bare');
+if (values.serve === 'palisade' || values.serve === 'provider' || values.serve === 'bare') await serve(values.serve);
+else if (values.serve !== undefined) throw new Error('--serve takes palisade, provider or bare');
 else await main();

@@ -13,6 +13,7 @@ import Fastify, { LogController, type FastifyInstance, type FastifyReply } from 
 import formbody from '@fastify/formbody';
 import { pino, type Logger } from 'pino';
 import type Provider from 'oidc-provider';
+import type { JWK } from 'jose';
 import { resolveConfig, type ServerConfig } from './config.ts';
 import { openSqliteStore } from './store/sqlite.ts';
 import { openPostgresStore } from './store/postgres.ts';
@@ -26,8 +27,8 @@ import { createUpstreamLogin } from './auth/upstream.ts';
 import { createClientDirectory } from './auth/clients.ts';
 import { readLegacySecrets, sharedCookieKeys } from './auth/secrets.ts';
 import { openKeyRing, type KeyRing, type KeyView } from './auth/keys.ts';
-import { ID_TOKEN_TTL_S } from './auth/provider.ts';
-import { createProvider } from './auth/provider.ts';
+import { API_SCOPES, createProvider, FIRST_PARTY_CLIENTS, ID_TOKEN_TTL_S } from './auth/provider.ts';
+import { createDirectTokenPath, type DirectTokenPath } from './auth/client-credentials.ts';
 import { createTokenVerifier, type TokenVerifier } from './auth/tokens.ts';
 import { createSetupToken, interactionRoutes } from './auth/interactions.ts';
 import { createSecurityEvents, type SecurityEvents } from './siem/events.ts';
@@ -207,6 +208,7 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
   // routing: passing through Fastify's hooks, parsers and router cost the token endpoint ~30 µs of a
   // ~450 µs request (bench/token.bench.ts). Everything else is Fastify's.
   let oauthHandler: ((req: IncomingMessage, res: ServerResponse) => void) | undefined;
+  let directToken: DirectTokenPath | undefined;
   // Security headers on every response (edge/headers.ts); HSTS when browsers reach the server over TLS (here, or at a proxy).
   const setSecurityHeaders = responseHeaders({ hsts: tls !== undefined || config.publicUrl?.startsWith('https://') === true });
   const dispatch = (fastify: (req: IncomingMessage, res: ServerResponse) => void) => (req: IncomingMessage, res: ServerResponse) => {
@@ -215,12 +217,17 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
     // Shutting down: a keep-alive connection gets this one answer, then the client reconnects (elsewhere).
     if (draining) res.setHeader('connection', 'close');
     if (oauthHandler && (url === '/oauth2' || url.startsWith('/oauth2/') || url.startsWith('/oauth2?'))) {
-      guard.raw(req, res, () => {
-        (req as IncomingMessage & { originalUrl?: string }).originalUrl = url;
-        // `/oauth2?x` → `/?x`: oidc-provider's router needs a path that starts with a slash.
-        const rest = url.slice('/oauth2'.length);
-        req.url = rest.startsWith('/') ? rest : `/${rest}`;
-        oauthHandler!(req, res);
+      guard.raw(req, res, (ip) => {
+        const toProvider = () => {
+          (req as IncomingMessage & { originalUrl?: string }).originalUrl = url;
+          // `/oauth2?x` → `/?x`: oidc-provider's router needs a path that starts with a slash.
+          const rest = url.slice('/oauth2'.length);
+          req.url = rest.startsWith('/') ? rest : `/${rest}`;
+          oauthHandler!(req, res);
+        };
+        // An API client's token: answered directly when oidc-provider would surely grant it (auth/client-credentials.ts).
+        if (config.tokenDirectPath && url === '/oauth2/token') directToken!.handle(req, res, ip, toProvider);
+        else toProvider();
       });
       return;
     }
@@ -328,15 +335,15 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
   const wired = new Promise<void>((r) => (ready = r));
 
   /** An authorization server for the current key ring (rebuilt when the ring changes; it holds no other state). */
-  const newProvider = () => createProvider({
-    config, issuer: self.issuer, store, records, clients, jwks: keys.providerJwks(), cookieKeys, events, log: log.child({ mod: 'oauth' }),
+  const newProvider = (jwks: JWK[]) => createProvider({
+    config, issuer: self.issuer, store, records, clients, jwks, cookieKeys, events, log: log.child({ mod: 'oauth' }),
     onGrantRevoked: (grantId) => void sessions.markRevoked(grantId).catch((e: unknown) => log.error({ err: e }, 'recording a revoked grant failed')),
   });
 
   function wire(): void {
     const verifier = createTokenVerifier({ issuer: self.issuer, audience: config.audience, publicKeys: keys.publicKeys(), store, clients, sessions });
     Object.assign(self, { verifier });
-    useProvider(newProvider());
+    useProvider();
     const gateway = attachAgentGateway(app.server as unknown as HttpServer, { config, verifier, sessions, presence: hot.presence, tallies: hot.tallies, nodeId, store, tasks, agents, events, log: log.child({ mod: 'gateway' }), limiter, ips, memory });
     gatewayClose = gateway.close;
     gatewayDrain = gateway.drain;
@@ -422,19 +429,25 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
     if (!logger) log.flush();
   }
 
-  /** Serves `/oauth2/*` with `provider` from now on. */
-  function useProvider(provider: Provider): void {
+  /** Serves `/oauth2/*` with a provider on the ring's current keys from now on (and the token endpoint's direct path beside it). */
+  function useProvider(): void {
+    const jwks = keys.providerJwks();
+    const provider = newProvider(jwks);
     // Behind trusted proxies, Koa reads the client's address and scheme from X-Forwarded-* (which the
     // request guard leaves only on requests from a trusted proxy).
     provider.proxy = config.trustProxy.length > 0;
     Object.assign(self, { provider });
     oauthHandler = provider.callback();
+    directToken = createDirectTokenPath({
+      issuer: self.issuer, audience: config.audience, ttlS: config.accessTokenTtl, clients, events, signingKey: jwks[0]!,
+      isStatic: (id) => Object.hasOwn(FIRST_PARTY_CLIENTS, id), resourceScopes: new Set(API_SCOPES.split(' ')),
+    });
   }
 
   /** The key ring changed (rotated here or on another node): sign and verify with the new one. */
   function applyKeys(): void {
     self.verifier.setPublicKeys(keys.publicKeys());
-    useProvider(newProvider());
+    useProvider();
     events.emit({ class: 'account_change', activity: 'keys.applied', outcome: 'success', message: `signing keys v${keys.set.version} in use`, data: { keys: keys.view() } });
   }
 

@@ -123,8 +123,8 @@ export function jsonDepthExceeds(text: string, max: number): boolean {
 }
 
 export interface RequestGuard {
-  /** Runs the pipeline on a raw request (the OAuth endpoints); calls `next` only if it passes. */
-  raw(req: IncomingMessage, res: ServerResponse, next: () => void): void;
+  /** Runs the pipeline on a raw request (the OAuth endpoints); calls `next` with the client's address only if it passes. */
+  raw(req: IncomingMessage, res: ServerResponse, next: (ip: string) => void): void;
   /**
    * Runs the pipeline for a Fastify request: returns the verdict (headers to send), or throws the
    * refusal. `route` is the pattern the router matched (`/api/v1/tasks`), undefined when none did:
@@ -165,11 +165,11 @@ export function createRequestGuard(o: { config: ServerConfig; limiter: RateLimit
       if (ips.trusted(req.socket.remoteAddress ?? '')) req.headers['x-forwarded-for'] = ip;
       else for (const h of FORWARDED) delete req.headers[h];
       const cls = classify(req.method ?? 'GET', pathOf(url));
-      if (!cls) return next();
+      if (!cls) return next(ip);
       const pass = (v: RateVerdict) => {
         if (!v.allowed) return sendProblem(res, rateLimitError(v), v.headers);
         for (const [k, val] of v.headers) res.setHeader(k, val);
-        next();
+        next(ip);
       };
       const fail = (err: unknown) => {
         o.onError(err);

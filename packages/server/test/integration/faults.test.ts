@@ -26,7 +26,7 @@ import { SyntheticAgent } from '../support/agent.ts';
 import { POSTGRES_URL, dropSchema, postgresSkip } from '../support/postgres.ts';
 import { testPrefix } from '../support/redis.ts';
 import {
-  connectDirect, disconnectTrackedClients, redisServerSkip, sentinelPrimary, startRedis, startSentinels, stopAllRedis, trackRedisClients,
+  connectDirect, disconnectTrackedClients, redisServerSkip, sentinelPrimary, startRedis, startSentinels, stopAllRedis, trackedClientsReport, trackRedisClients,
   waitFor, type RedisProc,
 } from '../support/redis-procs.ts';
 import type { CreateOptions } from '../../src/app.ts';
@@ -474,7 +474,7 @@ describe('faults under load', { skip }, () => {
         const named = await sentinelPrimary(sentinels.ports[0]!, SENTINEL_NAME).catch(() => undefined);
         // What the callers got since the kill, to tell a failover that did not happen from one the nodes did not follow.
         const since = load.answers.filter((x) => x.sentAt >= killedAt).map((x) => `+${(x.sentAt - killedAt).toFixed(0)} ${x.status} ${x.code ?? ''}${x.error ?? ''}`);
-        throw new Error(`${(e as Error).message}; the Sentinels name port ${named?.port} (replica ${replica.port}); answers since the kill: ${since.slice(-30).join(', ')}`, { cause: e });
+        throw new Error(`${(e as Error).message}; the Sentinels name port ${named?.port} (replica ${replica.port}); answers since the kill: ${since.slice(-30).join(', ')}\nthis process's Redis clients (the nodes' and the test's; the primary was killed @${killedAt.toFixed(0)}):\n${trackedClientsReport()}`, { cause: e });
       });
       const promotedAt = await promoted;
       await sleep(Math.max(0, 3000 - (performance.now() - first.doneAt)));

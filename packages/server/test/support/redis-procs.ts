@@ -301,21 +301,42 @@ export async function startSentinels(n: number, primary: HostPort, name: string)
 }
 
 const clients = new Set<Redis>();
+/** Each tracked client's recent connection events (for a failure's message). */
+const history = new WeakMap<Redis, string[]>();
 let tracking = false;
 
 /**
  * Records every ioredis client this process connects from now on (the server's too: one ioredis
- * module), so that `disconnectTrackedClients` can end what a `close()` left open. Recording only;
- * the clients behave as before.
+ * module), so that `disconnectTrackedClients` can end what a `close()` left open, and
+ * `trackedClientsReport` can say where each stands. Recording only (a listener more on each
+ * client's events); the clients behave as before.
  */
 export function trackRedisClients(): void {
   if (tracking) return;
   tracking = true;
   const connect = Redis.prototype.connect;
   Redis.prototype.connect = function (this: Redis, ...args: Parameters<Redis['connect']>) {
-    clients.add(this);
+    if (!clients.has(this)) {
+      clients.add(this);
+      const seen: string[] = [];
+      history.set(this, seen);
+      const note = (what: string) => {
+        seen.push(`@${performance.now().toFixed(0)} ${what}`);
+        if (seen.length > 12) seen.shift();
+      };
+      this.on('ready', () => note(`ready ${this.stream?.remotePort ?? '?'}`));
+      this.on('close', () => note('close'));
+      this.on('reconnecting', (ms: number) => note(`reconnecting in ${ms}`));
+      this.on('error', (e: Error) => note(`error ${e.message.slice(0, 80)}`));
+      this.on('+switch-master', () => note('switch-master'));
+    }
     return connect.apply(this, args);
   };
+}
+
+/** Every tracked client's status and its last connection events (at `performance.now()` ms), one line each. */
+export function trackedClientsReport(): string {
+  return [...clients].map((c, i) => `client ${i}: ${c.status} (${(history.get(c) ?? []).join('; ')})`).join('\n');
 }
 
 /** Disconnects every tracked client (and, through it, any Sentinel connections it still holds). */
