@@ -218,6 +218,8 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
     if (draining) res.setHeader('connection', 'close');
     if (oauthHandler && (url === '/oauth2' || url.startsWith('/oauth2/') || url.startsWith('/oauth2?'))) {
       guard.raw(req, res, (ip) => {
+        // The address the guard resolved, for the security events of either token path (auth/provider.ts `ip`).
+        (req as IncomingMessage & { clientIp?: string }).clientIp = ip;
         const toProvider = () => {
           (req as IncomingMessage & { originalUrl?: string }).originalUrl = url;
           // `/oauth2?x` → `/?x`: oidc-provider's router needs a path that starts with a slash.
@@ -226,7 +228,7 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
           oauthHandler!(req, res);
         };
         // An API client's token: answered directly when oidc-provider would surely grant it (auth/client-credentials.ts).
-        if (config.tokenDirectPath && url === '/oauth2/token') directToken!.handle(req, res, ip, toProvider);
+        if (config.tokenDirectPath && directToken && url === '/oauth2/token') directToken.handle(req, res, ip, toProvider);
         else toProvider();
       });
       return;

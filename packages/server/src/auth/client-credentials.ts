@@ -70,7 +70,17 @@ const PROVIDER_HEADERS = {
   'content-type': 'application/json; charset=utf-8',
 } as const;
 
-export function createDirectTokenPath(o: DirectTokenOptions): DirectTokenPath {
+/**
+ * The direct path, or undefined where oidc-provider would not issue its tokens as it does: an
+ * audience that is not an absolute URI without a fragment (oidc-provider then refuses every token
+ * request: `invalid_target`), or a signing key that is not a P-256 key with a `kid` (this path signs
+ * ES256 and names the key). Every request then goes to oidc-provider.
+ */
+export function createDirectTokenPath(o: DirectTokenOptions): DirectTokenPath | undefined {
+  const href = URL.parse(o.audience)?.href;
+  if (!href || href.includes('#')) return undefined;
+  const k = o.signingKey;
+  if (k.kty !== 'EC' || k.crv !== 'P-256' || typeof k.kid !== 'string' || k.kid.length === 0 || (k.alg !== undefined && k.alg !== 'ES256')) return undefined;
   const b64 = (s: string) => Buffer.from(s).toString('base64url');
   // oidc-provider's header for a JWT access token (helpers/jwt.js: alg, typ, then kid).
   const key = createPrivateKey({ key: o.signingKey as JsonWebKey, format: 'jwk' });
@@ -151,14 +161,22 @@ export function createDirectTokenPath(o: DirectTokenOptions): DirectTokenPath {
           replayBody(req, body);
           fallback();
         };
-        if (size !== length) return passOn(); // oidc-provider refuses a body that does not match its length
+        // Node ends a body at its Content-Length; kept as a guard (oidc-provider refuses a body of another length).
+        if (size !== length) return passOn();
         issue(req, body).then((t) => {
           if (!t) return passOn();
+          // The event before the answer: a listener that throws leaves nothing written, and
+          // oidc-provider answers instead (with the 500 it gives when its own event's listener throws).
+          o.events.emit({ class: 'authentication', activity: 'oauth.token', outcome: 'success', message: 'token issued (client_credentials)', actor: { clientId: t.clientId }, src: { ip } });
           const json = JSON.stringify({ access_token: t.token, expires_in: o.ttlS, scope: t.scope, token_type: 'Bearer' });
           res.writeHead(200, { ...PROVIDER_HEADERS, 'content-length': Buffer.byteLength(json) });
           res.end(json);
-          o.events.emit({ class: 'authentication', activity: 'oauth.token', outcome: 'success', message: 'token issued (client_credentials)', actor: { clientId: t.clientId }, src: { ip } });
-        }, passOn); // a store or the signer failing: oidc-provider answers (503, 500) as it does
+        }).catch((e: unknown) => {
+          // A store or the signer failing: oidc-provider answers (503, 500) as it does. Once the
+          // answer has started, nothing else can be said on this response.
+          if (!res.headersSent) passOn();
+          else res.destroy(e instanceof Error ? e : undefined);
+        });
       });
     },
   };

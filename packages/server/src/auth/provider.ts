@@ -5,6 +5,7 @@
  * ES256) for one audience.
  */
 import Provider, { errors as oidcErrors, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import type { IncomingMessage } from 'node:http';
 import type { JWK } from 'jose';
 import type { Logger } from 'pino';
 import { PalisadeError } from '@palisade/protocol';
@@ -170,7 +171,7 @@ export function createProvider({ config, issuer, store, records, clients, jwks, 
     if (ctx.method === 'POST' && ctx.path === '/device') {
       const refusal = crossSiteFormRefusal(ctx.headers, [issuerOrigin, `${ctx.protocol}://${ctx.host}`]);
       if (refusal) {
-        events.emit({ class: 'api_activity', activity: 'form.refused', outcome: 'failure', severity: 'high', code: 'PAL_ERR_ORIGIN_REFUSED', message: `form refused: ${refusal}`, src: { ip: ctx.ip, origin: ctx.get('origin').slice(0, 200) || undefined }, data: { path: '/oauth2/device' } });
+        events.emit({ class: 'api_activity', activity: 'form.refused', outcome: 'failure', severity: 'high', code: 'PAL_ERR_ORIGIN_REFUSED', message: `form refused: ${refusal}`, src: { ip: ip(ctx), origin: ctx.get('origin').slice(0, 200) || undefined }, data: { path: '/oauth2/device' } });
         ctx.status = 403;
         ctx.type = 'html';
         ctx.set('cache-control', 'no-store');
@@ -190,7 +191,7 @@ export function createProvider({ config, issuer, store, records, clients, jwks, 
     }
     if (ctx.status === 503) {
       ctx.set('retry-after', '1');
-      events.emit({ class: 'api_activity', activity: 'store.unavailable', outcome: 'failure', severity: 'high', code: 'PAL_ERR_UNAVAILABLE', message: 'a store is unreachable: OAuth request refused', src: { ip: ctx.ip } });
+      events.emit({ class: 'api_activity', activity: 'store.unavailable', outcome: 'failure', severity: 'high', code: 'PAL_ERR_UNAVAILABLE', message: 'a store is unreachable: OAuth request refused', src: { ip: ip(ctx) } });
     } else if (ctx.status === 404 && ctx.body == null) {
       ctx.status = 404;
       ctx.type = 'application/problem+json';
@@ -198,8 +199,10 @@ export function createProvider({ config, issuer, store, records, clients, jwks, 
     }
   });
 
-  // Every token decision is a security event.
-  const ip = (ctx: KoaContextWithOIDC) => ctx.ip;
+  // Every token decision is a security event. (Tokens the direct path issues (client-credentials.ts)
+  // never reach oidc-provider, so its `grant.success` does not fire for them: that path emits the
+  // same security event itself. Listen to the security events, not to oidc-provider's, to see every token.)
+
   provider.on('grant.success', (ctx: KoaContextWithOIDC) => {
     events.emit({
       class: 'authentication', activity: 'oauth.token', outcome: 'success', message: `token issued (${String(ctx.oidc.params?.grant_type ?? '')})`,
@@ -238,6 +241,15 @@ export function createProvider({ config, issuer, store, records, clients, jwks, 
     onGrantRevoked?.(grantId);
   });
   return provider;
+}
+
+/**
+ * The client's address as the request guard resolved it (edge/client-ip.ts: trusted proxies, IPv4
+ * addresses without their `::ffff:` prefix), so the events of both token paths name it alike; Koa's
+ * own when a request did not pass the guard.
+ */
+function ip(ctx: Pick<KoaContextWithOIDC, 'req' | 'ip'>): string {
+  return (ctx.req as IncomingMessage & { clientIp?: string }).clientIp ?? ctx.ip;
 }
 
 /**

@@ -12,6 +12,7 @@ import { request } from 'undici';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
 import { apiClient, createAdmin, startTestServer, type TestServer } from '../support/harness.ts';
 import { DIRECT_MAX_BODY } from '../../src/auth/client-credentials.ts';
+import { newApiClient } from '../../src/auth/clients.ts';
 
 describe('token endpoint: the direct path for API clients', () => {
   let t: TestServer;
@@ -180,39 +181,57 @@ describe('token endpoint: the direct path for API clients', () => {
       `Basic ${b64(`${encodeURIComponent(id).replace('p', '%70')}:${secret}`)}`, `Basic ${b64(`${id}:${secret.replace('_', '%5F')}`)}`,
       `Basic ${b64(`${id}:${secret}x`)}`, `Basic ${b64(`${id}:`)}`, `Basic ${b64(`${id}`)}`, `Basic ${b64(`:${secret}`)}`,
       `Basic ${b64(`pal_nobody:${secret}`)}`, `Basic ${b64(`palisade-cli:${secret}`)}`, `Basic ${b64(`${id}:${secret}%`)}`,
-      `Basic ${b64(`${id}:${secret}\u00e9`)}`, `Bearer ${secret}`, '',
+      `Basic ${b64(`${id}:${secret}\u00e9`)}`, `Bearer ${secret}`, '', `Basic ${b64(`${id}%3A:${secret}`)}`, `Basic ${b64(`${id.toUpperCase()}:${secret}`)}`,
+      `Basic ${b64(`${id}:${secret}+`)}`, `Basic ${b64(`${id}:${secret}%2B`)}`,
+      // Around the 2048-character cap on the header the direct path reads.
+      `Basic ${b64(`${id}:${secret}${'x'.repeat(1400)}`)}`.slice(0, 2048), `Basic ${b64(`${id}:${secret}${'x'.repeat(1400)}`)}`.slice(0, 2049),
     ];
     const grants = ['grant_type=client_credentials', 'grant_type=client_credentials', 'grant_type=client_credentials', 'grant_type=CLIENT_CREDENTIALS', 'grant_type=client%5Fcredentials', '', 'grant_type=client_credentials&grant_type=client_credentials', 'grant_type=password'];
     const scopes = ['', '&scope=tasks', '&scope=tasks', '&scope=tasks', '&scope=tasks+tasks', '&scope=tasks%20admin', '&scope=', '&scope=foo', '&scope=tasks+foo', '&scope=Tasks', '&scope=%74asks', '&scope=tasks++tasks', '&scope=+tasks', '&scope=tasks%7F', '&scope=tasks&scope=tasks', '&scope=openid'];
     const extras = ['', '', '', '', '', '', '&foo=bar', '&resource=urn%3Apalisade%3Aapi', `&client_id=${id}`, '&', '&&', '&=x'];
-    const types = ['application/x-www-form-urlencoded', 'application/x-www-form-urlencoded', 'application/x-www-form-urlencoded; charset=utf-8', 'application/x-www-form-urlencoded;charset=UTF-8', 'application/x-www-form-urlencoded; charset=latin1', 'text/plain', 'APPLICATION/X-WWW-FORM-URLENCODED'];
-    const outcome = async (body: string, headers: Record<string, string>) => {
+    const types = ['application/x-www-form-urlencoded', 'application/x-www-form-urlencoded', 'application/x-www-form-urlencoded; charset=utf-8', 'application/x-www-form-urlencoded;charset=UTF-8', 'application/x-www-form-urlencoded; charset=latin1', 'application/x-www-form-urlencoded;\tcharset=utf-8', 'text/plain', 'APPLICATION/X-WWW-FORM-URLENCODED'];
+    const others: Record<string, string>[] = [
+      {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, { origin: '' }, { dpop: '' }, { origin: 'chrome-extension://abcdefghijklmnopabcdefghijklmnop' },
+      { 'oauth-client-attestation': 'x' }, { 'oauth-client-attestation-pop': 'x' }, { 'x-forwarded-for': '203.0.113.9' },
+    ];
+    const bodies = (body: string) => [body, body, body, body, body, body, body, `\ufeff${body}`];
+    const paths = ['/oauth2/token', '/oauth2/token', '/oauth2/token', '/oauth2/token', '/oauth2/token', '/oauth2/token', '/oauth2/token', '/oauth2/token', '/oauth2/token?x=1', '/oauth2/token/'];
+    const varying = new Set(['date', 'content-length', 'ratelimit', 'ratelimit-policy']);
+    const outcome = async (path: string, body: string, headers: Record<string, string>) => {
       const before = granted;
-      const res = await t.fetch('/oauth2/token', { method: 'POST', body, headers });
-      const json = (await res.json()) as Record<string, unknown>;
-      const claims = typeof json.access_token === 'string' ? { ...decodeJwt(json.access_token), jti: 0, iat: 0, exp: 0 } : undefined;
-      return { key: JSON.stringify({ status: res.status, error: json.error, keys: Object.keys(json), scope: json.scope, claims }), direct: res.status === 200 && granted === before };
+      const res = await t.fetch(path, { method: 'POST', body, headers });
+      const text = await res.text();
+      const json = (text.startsWith('{') ? JSON.parse(text) : { text: text.slice(0, 80) }) as Record<string, unknown>;
+      const token = typeof json.access_token === 'string' ? json.access_token : undefined;
+      const key = JSON.stringify({
+        status: res.status, error: json.error, keys: Object.keys(json), scope: json.scope, expires: json.expires_in,
+        header: token ? decodeProtectedHeader(token) : undefined,
+        claims: token ? { ...decodeJwt(token), jti: 0, iat: 0, exp: 0 } : undefined,
+        headers: res.status === 200 ? [...res.headers].filter(([k]) => !varying.has(k)) : undefined,
+      });
+      return { key, direct: res.status === 200 && granted === before };
     };
     let direct = 0;
     for (let i = 0; i < 300; i++) {
-      const body = `${pick(grants)}${pick(scopes)}${pick(extras)}`;
+      const body = pick(bodies(`${pick(grants)}${pick(scopes)}${pick(extras)}`));
       const auth = pick(auths);
-      const headers: Record<string, string> = { 'content-type': pick(types), ...(auth ? { authorization: auth } : {}) };
-      const on = await outcome(body, headers);
+      const path = pick(paths);
+      const headers: Record<string, string> = { 'content-type': pick(types), ...(auth ? { authorization: auth } : {}), ...pick(others) };
+      const on = await outcome(path, body, headers);
       t.server.config.tokenDirectPath = false;
       let off;
       try {
-        off = await outcome(body, headers);
+        off = await outcome(path, body, headers);
       } finally {
         t.server.config.tokenDirectPath = true;
       }
-      assert.equal(on.key, off.key, `case ${i}: ${JSON.stringify({ body, headers })}`);
+      assert.equal(on.key, off.key, `case ${i}: ${JSON.stringify({ path, body, headers })}`);
       assert.equal(off.direct, false);
       if (on.direct) direct++;
     }
     ctx.diagnostic(`${direct} of 300 answered directly, the rest by oidc-provider`);
     // Both paths were exercised: a good share went the direct way, the rest to oidc-provider.
-    assert.ok(direct >= 30 && direct <= 250, `${direct} of 300 answered directly`);
+    assert.ok(direct >= 20 && direct <= 250, `${direct} of 300 answered directly`);
   });
 
   it('a revoked client is refused (by oidc-provider) though its last token came the direct way', async () => {
@@ -224,6 +243,23 @@ describe('token endpoint: the direct path for API clients', () => {
     const again = await answered(ENOUGH, { authorization: auth });
     assert.equal(again.res.status, 401);
     assert.equal(again.json.error, 'invalid_client');
+  });
+
+  it('a security-event listener that throws: the answer is oidc-provider\'s (500), the server stays up, and the next token comes the direct way', async () => {
+    const stop = t.server.events.subscribe((e) => {
+      if (e.activity_name === 'oauth.token' && e.status === 'Success') throw new Error('a listener failed');
+    });
+    let res;
+    try {
+      res = await post(ENOUGH);
+      await res.text();
+    } finally {
+      stop();
+    }
+    assert.equal(res.status, 500);
+    const next = await answered(ENOUGH);
+    assert.equal(next.res.status, 200);
+    assert.equal(next.by, 'direct');
   });
 
   it('after a key rotation it signs with the new current key, as oidc-provider does', async () => {
@@ -244,5 +280,35 @@ describe('token endpoint: the direct path for API clients', () => {
       t.server.config.tokenDirectPath = true;
     }
     assert.equal((await t.fetch('/api/v1/me', { token: String(direct.json.access_token) })).status, 200);
+  });
+});
+
+describe('token endpoint: both paths name the client\'s address alike', () => {
+  it('on a listener for IPv6 and IPv4 (host ::), an IPv4 client is 127.0.0.1 in the events of both paths, as elsewhere', async () => {
+    const t = await startTestServer({ host: '::' });
+    try {
+      // Straight into the store (the server's own URL names [::], which its certificate does not).
+      await t.server.store.users.create({ id: 'u_v6', username: 'v6', passwordHash: 'x', role: 'user', createdAt: new Date().toISOString() });
+      const { record, secret } = newApiClient('u_v6', 'v6 client', ['tasks']);
+      await t.server.store.clients.create(record);
+      const basic = `Basic ${Buffer.from(`${record.clientId}:${secret}`).toString('base64')}`;
+      const port = (t.server.app.server.address() as { port: number }).port;
+      const send = async () => {
+        const r = await request(`https://127.0.0.1:${port}/oauth2/token`, {
+          method: 'POST', dispatcher: t.dispatcher, body: 'grant_type=client_credentials&scope=tasks',
+          headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basic },
+        });
+        await r.body.json();
+        assert.equal(r.statusCode, 200);
+      };
+      const from = t.securityEvents.length;
+      await send();
+      t.server.config.tokenDirectPath = false;
+      await send();
+      const ips = t.securityEvents.slice(from).filter((e) => e.activity_name === 'oauth.token').map((e) => e.src_endpoint.ip);
+      assert.deepEqual(ips, ['127.0.0.1', '127.0.0.1']);
+    } finally {
+      await t.close();
+    }
   });
 });
