@@ -29,6 +29,7 @@ import { readLegacySecrets, sharedCookieKeys } from './auth/secrets.ts';
 import { openKeyRing, type KeyRing, type KeyView } from './auth/keys.ts';
 import { API_SCOPES, createProvider, FIRST_PARTY_CLIENTS, ID_TOKEN_TTL_S } from './auth/provider.ts';
 import { createDirectTokenPath, type DirectTokenPath } from './auth/client-credentials.ts';
+import { limitPasswordHashing } from './auth/passwords.ts';
 import { createTokenVerifier, type TokenVerifier } from './auth/tokens.ts';
 import { createSetupToken, interactionRoutes } from './auth/interactions.ts';
 import { createSecurityEvents, type SecurityEvents } from './siem/events.ts';
@@ -178,6 +179,7 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
   const legacy = readLegacySecrets(config.dataDir);
   const cookieKeys = await sharedCookieKeys(store.meta, legacy.cookieKeys);
   const keys = await openKeyRing({ meta: store.meta, seed: legacy.signingKey, keepRetiredMs: (Math.max(config.accessTokenTtl, ID_TOKEN_TTL_S) + 60) * 1000 });
+  limitPasswordHashing(config.passwordHashConcurrency, config.passwordHashQueue);
   const events = createSecurityEvents(log);
   // Where `--expose-gc` allows, the guard collects once before it sheds (heap in use may be garbage).
   const memory = createMemoryGuard({ highWaterBytes: config.memoryHighWaterBytes, sampleMs: config.memorySampleMs, sampler: memorySampler, events, metrics, collect: exposedGc() });

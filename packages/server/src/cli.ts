@@ -9,6 +9,7 @@
  */
 import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
+import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { createPalisade, type Palisade } from './app.ts';
 import { createSetupToken } from './auth/interactions.ts';
@@ -312,6 +313,8 @@ async function main(argv: string[]): Promise<number> {
     accessTokenTtl,
     refreshTokenTtl,
     shutdownDrainMs,
+    // Workers share the machine's cores: each hashes passwords on its share of them (at least one).
+    ...(role ? { passwordHashConcurrency: Math.max(1, Math.floor(availableParallelism() / workers)) } : {}),
     ...(heartbeat === undefined ? {} : { heartbeatMs: heartbeat * 1000 }),
     logLevel: values['log-level'] ?? env.PALISADE_LOG_LEVEL,
   });

@@ -6,6 +6,7 @@ import type { UpstreamProviderConfig } from './auth/upstream.ts';
 import type { TlsMinVersion } from './tls/options.ts';
 import type { Escalation } from './hot/types.ts';
 import { getHeapStatistics } from 'node:v8';
+import { availableParallelism } from 'node:os';
 
 export interface ServerConfig {
   /** Folder for the SQLite database, keys, secrets and generated TLS material. Default `.palisade`. */
@@ -84,6 +85,14 @@ export interface ServerConfig {
   accessTokenTtl: number;
   /** Refresh-token lifetime, seconds. Default 2,592,000 (30 days). */
   refreshTokenTtl: number;
+  /**
+   * Password hashes (argon2id) computed at once in this process; the rest wait their turn. More
+   * than the cores only slows each and holds libuv's thread pool (shared with file writes and the
+   * token signer). Process-wide: the last server created in a process sets it. Default: the cores.
+   */
+  passwordHashConcurrency: number;
+  /** Password hashes waiting for a turn before a sign-in is answered "busy, try again" (uncounted). Default 256. */
+  passwordHashQueue: number;
   /**
    * An API client's client-credentials request that oidc-provider would surely grant is answered
    * by Palisade directly (the same token, response and security event; auth/client-credentials.ts):
@@ -257,6 +266,8 @@ export const DEFAULTS: ServerConfig = {
   audience: 'urn:palisade:api',
   accessTokenTtl: 900,
   tokenDirectPath: true,
+  passwordHashConcurrency: availableParallelism(),
+  passwordHashQueue: 256,
   refreshTokenTtl: 30 * 24 * 3600,
   maxFrameBytes: 1024 * 1024,
   maxBodyBytes: 1024 * 1024,

@@ -170,7 +170,18 @@ export async function interactionRoutes(app: FastifyInstance, { provider, store,
     }
     if (attempt.delayMs > 0) await sleep(attempt.delayMs);
     const user = username.length <= 64 ? await store.users.byUsername(username) : undefined;
-    const ok = await verifyPassword(user?.passwordHash, password.slice(0, 256));
+    let ok: boolean;
+    try {
+      ok = await verifyPassword(user?.passwordHash, password.slice(0, 256));
+    } catch (e) {
+      if (!(e instanceof PalisadeError) || e.code !== 'PAL_ERR_UNAVAILABLE') throw e;
+      // Too many passwords being checked on this server: this attempt does not count, and says so
+      // (200 with the form again, as for a lock: see the note on wrong passwords).
+      await attempt.abandon();
+      events.emit({ class: 'authentication', activity: 'password.login', outcome: 'failure', code: e.code, message: 'sign-in not checked: too many at once', src: { ip: req.ip } });
+      reply.header('retry-after', '1');
+      return signIn(reply, d, 'The server is busy checking other sign-ins. Try again in a moment.');
+    }
     if (!ok || !user) {
       const locked = await attempt.fail();
       events.emit({ class: 'authentication', activity: 'password.login', outcome: 'failure', code: 'PAL_ERR_UNAUTHENTICATED', message: 'wrong username or password', src: { ip: req.ip } });

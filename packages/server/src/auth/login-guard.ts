@@ -24,6 +24,8 @@ export type LoginAttempt =
       succeed(): Promise<void>;
       /** The password was wrong: returns true if this failure locked the account or the IP. */
       fail(): Promise<boolean>;
+      /** The password could not be checked (the server was too busy): the attempt is given back, uncounted. */
+      abandon(): Promise<void>;
     };
 
 export interface LoginGuard {
@@ -50,6 +52,9 @@ export function createLoginGuard(counters: Counters, limits: LoginLimits): Login
         },
         async fail() {
           return accountCount >= limits.perAccount || ipCount >= limits.perIp;
+        },
+        async abandon() {
+          await Promise.all([counters.release(acct), counters.release(addr)]);
         },
       };
     },

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import argon2 from 'argon2';
 import { PalisadeError } from '@palisade/protocol';
+import { DEFAULTS } from '../config.ts';
 
 /** OWASP Password Storage Cheat Sheet minimum for argon2id. */
 export const ARGON2_OPTIONS = { type: argon2.argon2id, memoryCost: 19_456, timeCost: 2, parallelism: 1 } as const;
@@ -53,9 +54,60 @@ export function checkPasswordRules(password: string): void {
   }
 }
 
+/**
+ * Password hashes at once, in this process. Each argon2id computation takes a thread of libuv's pool
+ * (4 threads by default) for ~20 ms and 19 MiB of memory; file writes (the logger), DNS and the token
+ * signer share that pool. More at once than there are cores makes none finish sooner (they share the
+ * cores and their caches), holds more memory, and queues the pool's other work behind them. So at most `max` run at once;
+ * the rest wait their turn, at most `maxWaiting` of them; past that, PAL_ERR_UNAVAILABLE (503).
+ */
+export interface HashGate {
+  run<T>(job: () => Promise<T>): Promise<T>;
+  readonly running: number;
+  readonly waiting: number;
+}
+
+export function createHashGate(max: number, maxWaiting: number): HashGate {
+  if (!Number.isInteger(max) || max < 1 || !Number.isInteger(maxWaiting) || maxWaiting < 0) throw new RangeError('a hash gate takes max ≥ 1 and maxWaiting ≥ 0 (whole numbers)');
+  let running = 0;
+  const queue: (() => void)[] = [];
+  return {
+    get running() {
+      return running;
+    },
+    get waiting() {
+      return queue.length;
+    },
+    async run(job) {
+      if (running < max) running++;
+      else if (queue.length >= maxWaiting) throw new PalisadeError('PAL_ERR_UNAVAILABLE', 'too many passwords are being checked at once; try again in a moment');
+      else await new Promise<void>((resolve) => queue.push(resolve)); // the slot is handed over with `running` unchanged
+      try {
+        return await job();
+      } finally {
+        const next = queue.shift();
+        if (next) next();
+        else running--;
+      }
+    },
+  };
+}
+
+let gate = createHashGate(DEFAULTS.passwordHashConcurrency, DEFAULTS.passwordHashQueue);
+
+/** Sets this process's password-hashing limits (see {@link HashGate}); hashes already running or waiting finish under the old ones. */
+export function limitPasswordHashing(max: number, maxWaiting: number): void {
+  gate = createHashGate(max, maxWaiting);
+}
+
+/** This process's password-hashing gate now (what runs and waits; tests hold its slots). */
+export function passwordHashGate(): HashGate {
+  return gate;
+}
+
 /** Hashes `password` with argon2id at {@link ARGON2_OPTIONS}, as a PHC string (`$argon2id$v=19$m=19456,p=1,t=2$…`). */
 export function hashPassword(password: string): Promise<string> {
-  return argon2.hash(password, ARGON2_OPTIONS);
+  return gate.run(() => argon2.hash(password, ARGON2_OPTIONS));
 }
 
 /** A hash of a random password, verified against when the account does not exist, so timing does not tell. */
@@ -63,13 +115,18 @@ let dummyHash: Promise<string> | undefined;
 
 /**
  * Verifies `password` against `hash`; with no usable hash (no account, or an account that signs in
- * only through Google/GitHub), spends the same time and returns false.
+ * only through Google/GitHub), spends the same time and returns false. Throws PAL_ERR_UNAVAILABLE
+ * when too many hashes wait already ({@link HashGate}).
  */
 export async function verifyPassword(hash: string | undefined, password: string): Promise<boolean> {
   if (hash === undefined || !hash.startsWith('$argon2')) {
-    dummyHash ??= hashPassword(crypto.randomUUID());
-    await argon2.verify(await dummyHash, password).catch(() => false);
+    if (!dummyHash) {
+      dummyHash = hashPassword(crypto.randomUUID());
+      dummyHash.catch(() => (dummyHash = undefined)); // refused (too busy): made again next time
+    }
+    const dummy = await dummyHash;
+    await gate.run(() => argon2.verify(dummy, password).catch(() => false));
     return false;
   }
-  return argon2.verify(hash, password).catch(() => false);
+  return gate.run(() => argon2.verify(hash, password).catch(() => false));
 }

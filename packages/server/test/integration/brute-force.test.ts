@@ -12,6 +12,7 @@ import { ADMIN, createAdmin, openSignIn, startTestServer, type TestServer } from
 import { REDIS_URL, dropPrefix, redisSkip, testPrefix } from '../support/redis.ts';
 import { DEFAULTS, type LoginLimits } from '../../src/config.ts';
 import type { CreateOptions } from '../../src/app.ts';
+import { passwordHashGate } from '../../src/auth/passwords.ts';
 
 const WRONG = 'not the password at all';
 const NOBODY = 'no-such-user';
@@ -243,6 +244,26 @@ function bruteForceSuite(name: string, hot: () => CreateOptions, skip: false | s
       for (let i = 0; i < 3; i++) assertWrong(await probe.guess(`${NOBODY}-${i}`, WRONG), `failure ${i + 1} after the successes`);
       assertLocked(await probe.guess(ADMIN.username, ADMIN.password), 'the IP after 3 failures', DEFAULTS.loginLimits.windowMs);
       assert.equal(events(t, 'password.lock').length, 1);
+    });
+
+    it('too many passwords being checked at once: the sign-in is answered "busy" (with Retry-After) and not counted', async (ctx) => {
+      const t = await node(ctx, { perAccount: IP_LIMIT_OFF, perIp: 2 }, { ...hot(), passwordHashConcurrency: 1, passwordHashQueue: 0 });
+      const forms = await signInForms(t, 3);
+      // The one slot held (as by another sign-in's hash), none may wait: the right password is not checked.
+      let free!: () => void;
+      const held = passwordHashGate().run(() => new Promise<void>((resolve) => (free = resolve)));
+      const busy = await forms[0]!.guess(ADMIN.username, ADMIN.password);
+      free();
+      await held;
+      assert.equal(busy.status, 200);
+      assert.ok(busy.body.includes('The server is busy checking other sign-ins.'), busy.body.slice(0, 300));
+      assert.equal(busy.retryAfter, '1');
+      assert.equal(events(t, 'password.login', 'PAL_ERR_UNAVAILABLE').length, 1);
+      // Not counted: the address still has both of its failures (perIp 2); had the busy answer
+      // counted, the second would be refused as locked.
+      assertWrong(await forms[1]!.guess(`${NOBODY}-a`, WRONG), 'failure 1 after the busy answer');
+      assertWrong(await forms[2]!.guess(`${NOBODY}-b`, WRONG), 'failure 2 after the busy answer');
+      assertLocked(await forms[2]!.guess(ADMIN.username, ADMIN.password), 'the IP after 2 failures', DEFAULTS.loginLimits.windowMs);
     });
 
     it('a lock ends with its window', async (ctx) => {

@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { PalisadeError } from '@palisade/protocol';
-import { ARGON2_OPTIONS, COMMON_PASSWORDS_FILE, PASSWORD_MAX, PASSWORD_MIN, checkPasswordRules, commonPasswords, hashPassword, verifyPassword } from '../../src/auth/passwords.ts';
+import { ARGON2_OPTIONS, COMMON_PASSWORDS_FILE, PASSWORD_MAX, PASSWORD_MIN, checkPasswordRules, commonPasswords, createHashGate, hashPassword, verifyPassword } from '../../src/auth/passwords.ts';
 
 /** Asserts that `password` is refused with PAL_ERR_VALIDATION, by a message matching `why` that does not repeat it. */
 function refused(password: string, why: RegExp): void {
@@ -93,5 +93,68 @@ describe('password hashing', () => {
     assert.deepEqual([memory, time, parallelism], [ARGON2_OPTIONS.memoryCost, ARGON2_OPTIONS.timeCost, ARGON2_OPTIONS.parallelism]);
     assert.equal(await verifyPassword(hash, 'violet-Harbour-7-quietly'), true);
     assert.equal(await verifyPassword(hash, 'violet-harbour-7-quietly'), false);
+  });
+});
+
+describe('password hashing gate', () => {
+  /** A job that runs until `finish()`, noting how many ran at once. */
+  const jobs = () => {
+    let now = 0;
+    let most = 0;
+    const order: number[] = [];
+    const finishers: (() => void)[] = [];
+    const job = (n: number) => () => new Promise<number>((resolve) => {
+      now++;
+      most = Math.max(most, now);
+      order.push(n);
+      finishers.push(() => {
+        now--;
+        resolve(n);
+      });
+    });
+    return { job, order, finishers, most: () => most };
+  };
+  const tick = () => new Promise((r) => setImmediate(r));
+
+  it('runs at most max at once; the rest start in turn as slots free', async () => {
+    const gate = createHashGate(2, 10);
+    const j = jobs();
+    const done = [1, 2, 3, 4, 5].map((n) => gate.run(j.job(n)));
+    await tick();
+    assert.deepEqual([gate.running, gate.waiting], [2, 3]);
+    assert.deepEqual(j.order, [1, 2]);
+    while (j.finishers.length > 0) {
+      j.finishers.shift()!();
+      await tick();
+    }
+    assert.deepEqual(await Promise.all(done), [1, 2, 3, 4, 5]);
+    assert.deepEqual(j.order, [1, 2, 3, 4, 5]);
+    assert.equal(j.most(), 2);
+    assert.deepEqual([gate.running, gate.waiting], [0, 0]);
+  });
+
+  it('refuses one more than maxWaiting with PAL_ERR_UNAVAILABLE and changes nothing; a failed job frees its slot', async () => {
+    const gate = createHashGate(1, 1);
+    const j = jobs();
+    const first = gate.run(j.job(1));
+    const second = gate.run(j.job(2));
+    await tick();
+    await assert.rejects(gate.run(j.job(3)), (e: unknown) => e instanceof PalisadeError && e.code === 'PAL_ERR_UNAVAILABLE');
+    assert.deepEqual([gate.running, gate.waiting], [1, 1]);
+    const failing = createHashGate(1, 0);
+    await assert.rejects(failing.run(async () => {
+      throw new Error('argon2 failed');
+    }), /argon2 failed/);
+    assert.equal(failing.running, 0);
+    assert.equal(await failing.run(async () => 7), 7);
+    j.finishers.shift()!();
+    await tick();
+    j.finishers.shift()!();
+    assert.deepEqual(await Promise.all([first, second]), [1, 2]);
+  });
+
+  it('takes whole numbers only: max ≥ 1, maxWaiting ≥ 0', () => {
+    for (const [max, waiting] of [[0, 1], [1, -1], [1.5, 1], [Number.NaN, 1]] as const) assert.throws(() => createHashGate(max, waiting), RangeError);
+    assert.ok(createHashGate(1, 0));
   });
 });
