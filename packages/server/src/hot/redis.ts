@@ -240,7 +240,9 @@ export async function openRedisHotStore(o: RedisHotStoreOptions): Promise<HotSto
     // then names the new primary).
     reconnectOnError: (err) => err.message.startsWith('READONLY'),
     lazyConnect: true,
-    ...(o.sentinels ? { sentinels: o.sentinels, name: o.sentinelName ?? 'mymaster', failoverDetector: true } : {}),
+    // A Sentinel that takes a connection but does not answer must not hold a reconnect for ever
+    // (ioredis waits without limit by default): past this the next Sentinel is asked.
+    ...(o.sentinels ? { sentinels: o.sentinels, name: o.sentinelName ?? 'mymaster', failoverDetector: true, sentinelCommandTimeout: 2000 } : {}),
     ...o.redisOptions,
   };
   const redis = o.sentinels ? new Redis(options) : new Redis(o.url ?? 'redis://127.0.0.1:6379', options);
