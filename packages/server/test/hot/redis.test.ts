@@ -13,7 +13,7 @@ import { TALLY_SHARES_TTL_MS } from '../../src/hot/types.ts';
 import { openRedisHotStore } from '../../src/hot/redis.ts';
 import { hotContract } from './contract.ts';
 import { oidcContract } from '../store/oidc-contract.ts';
-import { REDIS_URL, dropPrefix, redisSkip, testPrefix } from '../support/redis.ts';
+import { REDIS_URL, dropPrefix, monitorRedis, redisSkip, testPrefix } from '../support/redis.ts';
 
 const prefix = testPrefix();
 const skip = await redisSkip('Redis hot-store tests');
@@ -49,10 +49,9 @@ if (skip) {
     it('bus: topics dropped together are unsubscribed in one command; one taken again meanwhile stays subscribed', async () => {
       const h = await open();
       const direct = new Redis(REDIS_URL);
-      const monitor = await direct.monitor();
       const unsubscribes: string[][] = [];
       const batch = `batch-${randomUUID()}`;
-      monitor.on('monitor', (_time: string, args: string[]) => {
+      const monitor = await monitorRedis(REDIS_URL, (args) => {
         if (args[0]?.toLowerCase() === 'unsubscribe' && args.some((a) => a.includes(batch))) unsubscribes.push(args.slice(1));
       });
       try {
@@ -73,7 +72,7 @@ if (skip) {
         for (let i = 0; i < 100 && heard.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
         assert.deepEqual(heard, [`${again} kept`]);
       } finally {
-        monitor.disconnect();
+        monitor.close();
         direct.disconnect();
         await h.close();
       }

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { decodeJwt } from 'jose';
 import { apiClient, clientToken, deviceLogin, type TestServer } from '../support/harness.ts';
 import { SyntheticAgent, type SyntheticAgentOptions } from '../support/agent.ts';
-import { REDIS_URL } from '../support/redis.ts';
+import { monitorRedis, REDIS_URL } from '../support/redis.ts';
 import { startTwoNodes, twoNodesSkip, type TwoNodes } from '../support/two-nodes.ts';
 import { Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
@@ -133,15 +133,11 @@ describe('two nodes sharing PostgreSQL and Redis', { skip }, () => {
   });
 
   it("a short task's events reach node A in one bus message, in order; a longer task's before its end", async () => {
-    // No ready check: a reply to it could come after the first MONITOR lines, which ioredis cannot tell apart.
-    const direct = new Redis(REDIS_URL, { lazyConnect: true, enableReadyCheck: false });
-    let monitor: Redis | undefined;
     const published: string[][] = [];
+    const monitor = await monitorRedis(REDIS_URL, (args) => {
+      if (args[0]?.toLowerCase() === 'publish' && args[1]?.includes(':bus:task:')) published.push(args.slice(1));
+    });
     try {
-      monitor = await direct.monitor(); // a connection of its own
-      monitor.on('monitor', (_time: string, args: string[]) => {
-        if (args[0]?.toLowerCase() === 'publish' && args[1]?.includes(':bus:task:')) published.push(args.slice(1));
-      });
       await withAgentOnB('batched events', {}, async (client) => {
         await new Promise((r) => setTimeout(r, 100)); // MONITOR is under way
         const res = await submit(a, client.token, {});
@@ -172,8 +168,7 @@ describe('two nodes sharing PostgreSQL and Redis', { skip }, () => {
         assert.equal((await (await a.fetch(`/api/v1/tasks/${task.id}/cancel`, { method: 'POST', token: client.token })).json() as { state: string }).state, 'cancelled');
       });
     } finally {
-      monitor?.disconnect();
-      direct.disconnect();
+      monitor.close();
     }
   });
 

@@ -7,8 +7,8 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { DEFAULT_RATE_LIMITS, type RateLimitConfig, type RateSpec } from '../../src/config.ts';
 import { apiClient, createAdmin, startTestServer, type TestServer } from '../support/harness.ts';
-import { connectDirect, redisServerSkip, startRedis, stopAllRedis, waitFor, type RedisProc } from '../support/redis-procs.ts';
-import { testPrefix } from '../support/redis.ts';
+import { redisServerSkip, startRedis, stopAllRedis, waitFor, type RedisProc } from '../support/redis-procs.ts';
+import { monitorRedis, testPrefix } from '../support/redis.ts';
 
 const roomy: RateSpec = { limit: 100_000, periodMs: 60_000, burst: 100_000 };
 /** Every class roomy, except what `classes` names; escalation calm unless given. */
@@ -263,16 +263,11 @@ describe('rate limits on Redis', { skip }, () => {
     ctx.after(() => n.close());
     await createAdmin(n);
     const c = await apiClient(n);
-    const direct = connectDirect(redis.port);
-    const monitor = await direct.monitor(); // a connection of its own
-    ctx.after(() => {
-      monitor.disconnect();
-      direct.disconnect();
-    });
     const checks: string[][] = [];
-    monitor.on('monitor', (_time: string, args: string[]) => {
+    const monitor = await monitorRedis(`redis://127.0.0.1:${redis.port}`, (args) => {
       if (args[0]?.toLowerCase() === 'evalsha' && args.some((x) => x.includes('rl:api:'))) checks.push(args.filter((x) => x.includes('rl:api:') && !x.endsWith(':s') && !x.endsWith(':b')));
     });
+    ctx.after(() => monitor.close());
     await new Promise((r) => setTimeout(r, 100)); // MONITOR is under way
     for (let i = 0; i < 5; i++) {
       const res = await n.fetch('/api/v1/me', { token: c.token });
