@@ -31,9 +31,11 @@ run('scan for dynamic code and broad permissions', node, ['scripts/check-dynamic
 const unit = globSync('packages/*/test/**/*.test.ts').sort();
 const e2e = globSync('test/e2e/**/*.test.ts').sort();
 if (only !== 'e2e' && unit.length > 0) {
-  run(`unit and integration tests (${unit.length} files)`, node, ['--test', '--test-concurrency=2', '--test-timeout=120000', ...unit]);
+  // --test-force-exit: once a file's tests and hooks are done, its process ends even if a failed test
+  // left a handle open (else that file, and the whole run, would wait for ever).
+  run(`unit and integration tests (${unit.length} files)`, node, ['--test', '--test-force-exit', '--test-concurrency=2', '--test-timeout=120000', ...unit]);
 }
 if (only !== 'unit' && e2e.length > 0) {
-  run(`end-to-end tests in headless Chromium (${e2e.length} files)`, node, ['--test', '--test-concurrency=1', '--test-timeout=300000', ...e2e]);
+  run(`end-to-end tests in headless Chromium (${e2e.length} files)`, node, ['--test', '--test-force-exit', '--test-concurrency=1', '--test-timeout=300000', ...e2e]);
 }
 process.stdout.write('\n✔ all test stages passed\n');
