@@ -87,8 +87,8 @@ export function createDirectTokenPath(o: DirectTokenOptions): DirectTokenPath | 
   const header = b64(JSON.stringify({ alg: 'ES256', typ: 'at+jwt', kid: o.signingKey.kid }));
 
   /** The client's credentials from the header, if well-formed (else oidc-provider explains why not). */
-  const basic = (header: string | undefined): { id: string; secret: string } | undefined => {
-    const m = header !== undefined && header.length <= 2048 ? BASIC.exec(header) : null;
+  const basic = (authorization: string | undefined): { id: string; secret: string } | undefined => {
+    const m = authorization !== undefined && authorization.length <= 2048 ? BASIC.exec(authorization) : null;
     if (!m || !paddedRight(m[1]!)) return undefined;
     const text = Buffer.from(m[1]!, 'base64').toString('utf8');
     const colon = text.indexOf(':');
