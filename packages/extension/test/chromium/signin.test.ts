@@ -120,7 +120,12 @@ test('add and remove a site in the popup: the permission is requested, the serve
 
   const removed = server.waitFor((f) => f.type === 'grants' && (f.grants as string[]).length === 0, 10_000, false);
   await popup.getByRole('button', { name: `Remove ${site}` }).click();
-  await removed;
+  await removed.catch(async (e: unknown) => {
+    // Rare in CI (once): what the worker said, what the popup shows and what is stored, to tell a frame not sent from one lost.
+    const shown = await popup.locator('#sites').innerText().catch(() => '?');
+    const error = await popup.locator('#error').innerText().catch(() => '?');
+    throw new Error(`${(e as Error).message}\npopup sites: ${JSON.stringify(shown)}; popup error: ${JSON.stringify(error)}; stored: ${JSON.stringify((await storage()).local.sites)}; agent connections: ${server.wss.clients.size}\nworker log (@ms since the test process started):\n${browser.workerLog.join('\n')}`, { cause: e });
+  });
   assert.deepEqual(server.frames.filter((f) => f.type === 'grants').at(-1)?.grants, []);
   assert.deepEqual((await storage()).local.sites, []);
   assert.deepEqual(server.invalid, []);

@@ -204,6 +204,8 @@ export interface Browser {
   userDataDir: string;
   /** Chromium's download folder. */
   downloadDir: string;
+  /** The service worker's last console lines (its `[palisade]` log), for a failure's message. */
+  workerLog: string[];
   close(): Promise<void>;
 }
 
@@ -243,12 +245,18 @@ export async function launch(extraExtensions: string[] = [], extraArgs: string[]
   await cdp.detach();
   const worker = await findWorker(ctx, 'Palisade (test build)');
   const extensionId = new URL(worker.url()).host;
+  const workerLog: string[] = [];
+  worker.on('console', (m) => {
+    workerLog.push(`@${performance.now().toFixed(0)} ${m.text()}`);
+    if (workerLog.length > 40) workerLog.shift();
+  });
   return {
     ctx,
     worker,
     extensionId,
     userDataDir,
     downloadDir,
+    workerLog,
     close: async () => {
       await ctx.close();
       rmSync(userDataDir, { recursive: true, force: true });

@@ -43,6 +43,8 @@ export interface RedisHotStoreOptions {
 
 /** Unsubscribes from bus topics wait at most this long, to go to Redis together (ms). */
 export const UNSUBSCRIBE_BATCH_MS = 20;
+/** A client ioredis has ended while its store is open is started again after this long (ms). */
+export const REVIVE_MS = 500;
 
 /** Sorted-set trim is done on write, at most this often per node. */
 const TRIM_EVERY_MS = 60_000;
@@ -266,6 +268,10 @@ export async function openRedisHotStore(o: RedisHotStoreOptions): Promise<HotSto
     throw new PalisadeError('PAL_ERR_UNAVAILABLE', `Redis is unreachable (${o.sentinels ? `sentinels ${o.sentinels.map((s) => `${s.host}:${s.port}`).join(',')}` : o.url?.replace(/\/\/[^@/]*@/, '//…@') ?? 'redis://127.0.0.1:6379'})${cause}`, { internal: e });
   }
 
+  let closing = false;
+  reviveWhenEnded(redis, () => closing);
+  reviveWhenEnded(sub, () => closing);
+
   /** Every command: an unreachable Redis becomes PAL_ERR_UNAVAILABLE (fail closed, retryable). */
   const run = async <T>(op: () => Promise<T>): Promise<T> => {
     try {
@@ -339,9 +345,9 @@ export async function openRedisHotStore(o: RedisHotStoreOptions): Promise<HotSto
       if (stale.length > 0) await sub.unsubscribe(...stale);
       // ioredis subscribes again what it had; subscribing again is harmless and makes sure of it
       // (a subscription in flight when the connection dropped included).
+      // The revocation channel too: a client started again after `end` has forgotten its subscriptions.
       const held = [...topics.keys()];
-      if (held.length === 0) return;
-      await sub.subscribe(...held);
+      await sub.subscribe(revokedKey, ...held);
       for (const channel of held) for (const h of topics.get(channel)?.handlers ?? []) h('');
     })().catch(() => undefined);
   });
@@ -496,6 +502,7 @@ export async function openRedisHotStore(o: RedisHotStoreOptions): Promise<HotSto
     },
     oidc: redisOidcRepo(redis, `${P}oidc:`, run),
     async close() {
+      closing = true;
       clearInterval(mirrorSweep);
       clearTimeout(unsubscribeTimer);
       bus.removeAllListeners();
@@ -506,6 +513,24 @@ export async function openRedisHotStore(o: RedisHotStoreOptions): Promise<HotSto
       redis.disconnect();
     },
   };
+}
+
+/**
+ * ioredis can end a client for good while Sentinel fails over: when the failover detector's notice
+ * (+switch-master) disconnects the connector while a reconnection is asking a Sentinel for the
+ * primary, that reconnection's `connect()` rejects ("Connection is closed.") and the client's status
+ * becomes `end`, from which ioredis never reconnects — the node would answer 503 until restarted.
+ * A client of an open store that ends is started again after REVIVE_MS (and again, each time it ends,
+ * until the store is closed).
+ */
+function reviveWhenEnded(client: Redis, closing: () => boolean): void {
+  client.on('end', () => {
+    if (closing()) return;
+    setTimeout(() => {
+      if (closing() || client.status !== 'end') return;
+      client.connect().catch(() => undefined);
+    }, REVIVE_MS).unref();
+  });
 }
 
 /** OAuth records in Redis; each expires with the record (Redis drops it), so `sweep` has nothing to do. */

@@ -10,7 +10,8 @@ import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { PalisadeError } from '@palisade/protocol';
 import { Redis } from 'ioredis';
 import { TALLY_SHARES_TTL_MS } from '../../src/hot/types.ts';
-import { openRedisHotStore } from '../../src/hot/redis.ts';
+import { REVIVE_MS, openRedisHotStore } from '../../src/hot/redis.ts';
+import { trackRedisClients, trackedClients, waitFor } from '../support/redis-procs.ts';
 import { hotContract } from './contract.ts';
 import { oidcContract } from '../store/oidc-contract.ts';
 import { REDIS_URL, dropPrefix, monitorRedis, redisSkip, testPrefix } from '../support/redis.ts';
@@ -159,6 +160,40 @@ if (skip) {
       direct.disconnect();
       assert.deepEqual((await h.counters.attempt([{ key, limit: 3 }], 10_000)).counts, [2]);
       await h.close();
+    });
+
+    it('a client ioredis ends under an open store (as during a Sentinel failover) is started again, with its subscriptions', async () => {
+      trackRedisClients();
+      const before = new Set(trackedClients());
+      const [a, b] = await Promise.all([open(), open()]);
+      try {
+        const topic = `node:${randomUUID()}`;
+        const heard: string[] = [];
+        await a.bus.subscribe(topic, (m) => heard.push(m));
+        const revoked: string[] = [];
+        a.revocations.onRevoke((id) => revoked.push(id));
+        // End every client of both stores the way ioredis does it on that race (status `end`, no reconnection scheduled).
+        const ended = trackedClients().filter((c) => !before.has(c));
+        assert.equal(ended.length, 4, 'two clients per store');
+        const allEnded = Promise.all(ended.map((c) => new Promise((r) => c.once('end', r))));
+        for (const c of ended) c.disconnect();
+        await allEnded;
+        await assert.rejects(a.counters.attempt([{ key: randomUUID(), limit: 3 }], 10_000), (e: unknown) => e instanceof PalisadeError && e.code === 'PAL_ERR_UNAVAILABLE');
+        await waitFor(() => ended.every((c) => c.status === 'ready'), REVIVE_MS + 3000, 'every client ready again');
+        assert.equal((await a.counters.attempt([{ key: randomUUID(), limit: 3 }], 10_000)).allowed, true, 'commands work again');
+        // The subscriptions are back: a bus message and a revocation from b reach a by pub/sub.
+        await waitFor(() => heard.includes(''), 3000, 'the reconnection notice on the topic');
+        await b.bus.publish(topic, 'after');
+        const id = randomUUID();
+        await b.revocations.revoke(id, 60_000);
+        await waitFor(() => heard.includes('after') && revoked.includes(id), 3000, 'the message and the revocation');
+      } finally {
+        await Promise.all([a.close(), b.close()]);
+      }
+      // A closed store's clients stay closed.
+      const mine = trackedClients().filter((c) => !before.has(c));
+      await new Promise((r) => setTimeout(r, REVIVE_MS + 200));
+      assert.ok(mine.every((c) => c.status === 'end'), mine.map((c) => c.status).join(','));
     });
 
     it('an unreachable Redis fails closed with PAL_ERR_UNAVAILABLE, at start and per command', async () => {

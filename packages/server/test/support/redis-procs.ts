@@ -334,6 +334,11 @@ export function trackRedisClients(): void {
   };
 }
 
+/** The clients tracked so far, in the order they first connected. */
+export function trackedClients(): Redis[] {
+  return [...clients];
+}
+
 /** Every tracked client's status and its last connection events (at `performance.now()` ms), one line each. */
 export function trackedClientsReport(): string {
   return [...clients].map((c, i) => `client ${i}: ${c.status} (${(history.get(c) ?? []).join('; ')})`).join('\n');
