@@ -12,7 +12,13 @@
  * agents and the callers. All four servers start once and stay up; each round measures the four
  * targets in an order that alternates between rounds; figures are medians over the rounds.
  *
- *   node bench/dispatch-nodes.bench.ts [--agents 8] [--concurrency 1,4,16] [--seconds 5] [--warmup 2] [--rounds 3] [--write]
+ *   node bench/dispatch-nodes.bench.ts [--agents 8] [--concurrency 1,4,16] [--rates 200,400] [--seconds 5] [--warmup 2] [--rounds 3] [--write]
+ *
+ * `--rates` adds open-loop levels: tasks submitted at a fixed rate (tasks/s) whatever the answers, on
+ * up to OPEN_CONNECTIONS connections, each latency timed from when its task was due (so queueing
+ * counts). A latency budget is a statement about a load: a closed loop of C callers runs as fast as
+ * the slowest part lets it, which on two shared cores is near saturation; an open loop states the
+ * latency at a given arrival rate, the same for both systems.
  *
  * `--cpu-prof DIR` (a diagnostic; profiling slows the nodes, so not with `--write`): V8 CPU profiles of
  * both Palisade nodes over each Palisade window, written to DIR, and where each node's main thread
@@ -45,7 +51,7 @@ import { addProfile, answerAsks, ask, type Ask, machine, machineBusy, nextMessag
 
 const { values } = parseArgs({
   options: {
-    agents: { type: 'string', default: '8' }, concurrency: { type: 'string', default: '1,4,16' }, seconds: { type: 'string', default: '5' },
+    agents: { type: 'string', default: '8' }, concurrency: { type: 'string', default: '1,4,16' }, rates: { type: 'string', default: '' }, seconds: { type: 'string', default: '5' },
     warmup: { type: 'string', default: '2' }, rounds: { type: 'string', default: '3' }, write: { type: 'boolean', default: false },
     serve: { type: 'string' }, note: { type: 'string' }, 'async-commit': { type: 'boolean', default: false }, 'cpu-prof': { type: 'string' },
     unprepared: { type: 'boolean', default: false },
@@ -71,6 +77,16 @@ function hotspots(): string {
   }
   return out;
 }
+
+/** Open-loop levels submit on at most this many connections (undici queues past it; the wait is timed). */
+const OPEN_CONNECTIONS = 64;
+
+/** A load level: C callers in a closed loop, or an open loop at `rate` tasks/s. */
+type Level = { callers: number; rate?: undefined } | { rate: number; callers?: undefined };
+/** Short name (keys, progress lines, profile files): `4` callers or `300/s`. */
+const levelName = (l: Level) => (l.rate === undefined ? String(l.callers) : `${l.rate}/s`);
+/** For the tables: `4 callers`, `300 tasks/s (open loop)`. */
+const levelLabel = (l: Level) => (l.rate === undefined ? `${l.callers} caller${l.callers > 1 ? 's' : ''}` : `${l.rate} tasks/s (open loop)`);
 
 /** Budget of issue 5: p99 of a round trip across nodes. */
 const BUDGET_P99_MS = 10;
@@ -210,12 +226,16 @@ interface Measured extends DriverResult {
 
 async function main(): Promise<void> {
   const AGENTS = Number(values.agents);
-  const LEVELS = values.concurrency.split(',').map(Number);
+  const CALLERS = values.concurrency ? values.concurrency.split(',').map(Number) : [];
+  const RATES = values.rates ? values.rates.split(',').map(Number) : [];
+  const LEVELS: Level[] = [...CALLERS.map((callers) => ({ callers })), ...RATES.map((rate) => ({ rate }))];
   const SECONDS = Number(values.seconds);
   const WARMUP = Number(values.warmup);
   const ROUNDS = Number(values.rounds);
   if (!Number.isInteger(AGENTS) || AGENTS < 1) throw new Error('--agents takes a positive integer');
-  if (LEVELS.some((c) => !Number.isInteger(c) || c < 1)) throw new Error('--concurrency takes positive integers, comma-separated');
+  if (CALLERS.some((c) => !Number.isInteger(c) || c < 1)) throw new Error('--concurrency takes positive integers, comma-separated');
+  if (RATES.some((r) => !(r > 0) || r > 100_000)) throw new Error('--rates takes positive numbers of tasks per second (at most 100000), comma-separated');
+  if (LEVELS.length === 0) throw new Error('nothing to measure: give --concurrency or --rates');
   if (!Number.isInteger(ROUNDS) || ROUNDS < 1) throw new Error('--rounds takes a positive integer');
   if (!(SECONDS > 0) || !(WARMUP >= 0)) throw new Error('--seconds takes a positive number, --warmup a number ≥ 0');
   if ((await postgresSkip('dispatch-nodes benchmark')) || (await redisSkip('dispatch-nodes benchmark'))) throw new Error('the benchmark needs PostgreSQL and Redis');
@@ -239,7 +259,7 @@ async function main(): Promise<void> {
     cpSync(join(work, 'tls'), join(d, 'tls'), { recursive: true });
     return d;
   };
-  process.stderr.write(`dispatch-nodes benchmark: ${AGENTS} agents, concurrency ${LEVELS.join(' and ')}, ${ROUNDS} rounds × 4 targets, ${SECONDS} s timed after ${WARMUP} s warm-up; load average ${load}\n`);
+  process.stderr.write(`dispatch-nodes benchmark: ${AGENTS} agents, levels ${LEVELS.map(levelLabel).join(', ')}, ${ROUNDS} rounds × 4 targets, ${SECONDS} s timed after ${WARMUP} s warm-up; load average ${load}\n`);
 
   const servers: Server[] = [];
   try {
@@ -268,14 +288,15 @@ async function main(): Promise<void> {
       return { servers: cpus.map((c) => (c!.user + c!.system) / 1e6), busy, redis, pg, cmds };
     };
 
-    const measure = async (target: Target, concurrency: number): Promise<Measured> => {
+    const measure = async (target: Target, level: Level): Promise<Measured> => {
       // Four row versions per task: with autovacuum off (this machine's PostgreSQL), dead ones pile
       // up and every later window pays for them. Vacuumed by hand, untimed, as autovacuum would.
       if (vacuumByHand && target.startsWith('palisade')) await vacuum(databaseUrl, schema);
       const e = ends[target];
       const input: DriverInput = {
         kind: target.startsWith('palisade') ? 'palisade' : 'socketio', callerUrl: e.callers.url, agentUrl: e.agents.url, ca: tls.ca!,
-        agentToken: pa.ready.agentToken, clientToken: pa.ready.clientToken!, instancePrefix: `bench-${target}`, agents: AGENTS, concurrency,
+        agentToken: pa.ready.agentToken, clientToken: pa.ready.clientToken!, instancePrefix: `bench-${target}`, agents: AGENTS,
+        concurrency: level.callers ?? OPEN_CONNECTIONS, ...(level.rate === undefined ? {} : { rate: level.rate }),
         site: SITE, body: BODY, warmupSeconds: WARMUP, seconds: SECONDS,
       };
       const driver = fork(DRIVER, [], { env: { ...process.env, BENCH_DRIVER: JSON.stringify(input) }, stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
@@ -289,7 +310,7 @@ async function main(): Promise<void> {
         if (m.phase === 'window-open') for (const s of profiled) s.child.send({ ask: 'profile-start' } satisfies Ask);
         if (m.phase === 'window-closed') {
           for (const s of profiled) {
-            const file = join(PROFILE_DIR!, `${target}-c${concurrency}-${s.name}-${profileCount++}.cpuprofile`);
+            const file = join(PROFILE_DIR!, `${target}-${levelName(level).replace('/', 'per')}-${s.name}-${profileCount++}.cpuprofile`);
             profiles.push(ask(s.child, { ask: 'profile-stop', file } satisfies Ask, (x) => (x as { profiled?: string }).profiled));
           }
         }
@@ -297,7 +318,7 @@ async function main(): Promise<void> {
       const [code] = (await once(driver, 'exit')) as [number | null];
       if (code !== 0) throw new Error(`${target} driver failed (exit ${code})`);
       for (const [i, file] of (await Promise.all(profiles)).entries()) {
-        const k = `${target}@${concurrency} ${profiled[i]!.name}`;
+        const k = `${target}@${levelName(level)} ${profiled[i]!.name}`;
         const t = hot.get(k) ?? { areas: new Map<string, number>(), fns: new Map<string, number>(), tasks: 0 };
         addProfile(file, t.areas, t.fns);
         hot.set(k, t);
@@ -305,7 +326,7 @@ async function main(): Promise<void> {
       const [a, b] = await Promise.all(snaps);
       const r = JSON.parse(out) as DriverResult;
       const tasks = r.requests + r.errors;
-      for (const s of profiled) hot.get(`${target}@${concurrency} ${s.name}`)!.tasks += tasks;
+      for (const s of profiled) hot.get(`${target}@${levelName(level)} ${s.name}`)!.tasks += tasks;
       const own = e.own.map((s) => servers.indexOf(s));
       const serverCpu = own.reduce((n, i) => n + b!.servers[i]! - a!.servers[i]!, 0);
       const allServers = b!.servers.reduce((n, x, i) => n + x - a!.servers[i]!, 0);
@@ -323,7 +344,7 @@ async function main(): Promise<void> {
     const vacuumByHand = !probeStart.autovacuum;
     process.stderr.write(`  PostgreSQL one-row commit p50 ${probeStart.commit[0].toFixed(2)} ms, p99 ${probeStart.commit[1].toFixed(2)} ms (${probeStart.settings}); Redis PING p50 ${probeStart.ping[0].toFixed(2)} ms, p99 ${probeStart.ping[1].toFixed(2)} ms\n`);
     const results = new Map<string, Measured[]>();
-    const key = (t: Target, c: number) => `${t}@${c}`;
+    const key = (t: Target, l: Level) => `${t}@${levelName(l)}`;
     for (const c of LEVELS) {
       for (let r = 1; r <= ROUNDS; r++) {
         const order = r % 2 === 1 ? TARGETS : [...TARGETS].reverse();
@@ -331,7 +352,7 @@ async function main(): Promise<void> {
           const m = await measure(t, c);
           if (!results.has(key(t, c))) results.set(key(t, c), []);
           results.get(key(t, c))!.push(m);
-          process.stderr.write(`  C=${c} round ${r} ${t.padEnd(10)}: ${Math.round(m.rps)} tasks/s, p50 ${m.p50.toFixed(2)} ms, p99 ${m.p99.toFixed(2)} ms, p99.9 ${m.p999.toFixed(2)} ms; CPU µs/task: servers ${m.serverUs.toFixed(0)}, Redis ${m.redisUs.toFixed(0)}, PostgreSQL ${m.pgUs.toFixed(0)}; driver ${pct(m.driverCpu)}, other ${pct(m.otherCpu)}; Redis commands/task ${m.cmds.toFixed(1)} (${m.topCmds})${m.errors ? `; ${m.errors} failed: ${m.firstError}` : ''}\n`);
+          process.stderr.write(`  ${levelName(c).padStart(6)} round ${r} ${t.padEnd(10)}: ${Math.round(m.rps)} tasks/s, p50 ${m.p50.toFixed(2)} ms, p99 ${m.p99.toFixed(2)} ms, p99.9 ${m.p999.toFixed(2)} ms; CPU µs/task: servers ${m.serverUs.toFixed(0)}, Redis ${m.redisUs.toFixed(0)}, PostgreSQL ${m.pgUs.toFixed(0)}; driver ${pct(m.driverCpu)}, other ${pct(m.otherCpu)}; Redis commands/task ${m.cmds.toFixed(1)} (${m.topCmds})${m.errors ? `; ${m.errors} failed: ${m.firstError}` : ''}\n`);
         }
       }
     }
@@ -341,7 +362,7 @@ async function main(): Promise<void> {
     const probeEnd = await probe(databaseUrl, schema);
     const endLoad = loadavg().map((x) => x.toFixed(2)).join(', ');
     const med = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)]!;
-    const summary = (t: Target, c: number) => {
+    const summary = (t: Target, c: Level) => {
       const ms = results.get(key(t, c))!;
       const m = (f: (x: Measured) => number) => med(ms.map(f));
       return {
@@ -361,7 +382,7 @@ async function main(): Promise<void> {
     for (const c of LEVELS) {
       for (const t of order) {
         const s = summary(t, c);
-        mainRows.push([String(c), LABEL[t], String(Math.round(s.rps)), s.p50.toFixed(2), s.p99.toFixed(2), s.p999.toFixed(2), s.serverUs.toFixed(0), s.redisUs.toFixed(0), s.pgUs.toFixed(0), s.cmds.toFixed(1), pct(s.otherCpu), String(s.errors)]);
+        mainRows.push([levelLabel(c), LABEL[t], String(Math.round(s.rps)), s.p50.toFixed(2), s.p99.toFixed(2), s.p999.toFixed(2), s.serverUs.toFixed(0), s.redisUs.toFixed(0), s.pgUs.toFixed(0), s.cmds.toFixed(1), pct(s.otherCpu), String(s.errors)]);
       }
       for (const n of ['1', '2'] as const) {
         const pal = results.get(key(`palisade-${n}`, c))!;
@@ -369,13 +390,13 @@ async function main(): Promise<void> {
         const tput = pal.map((p, i) => p.rps / sio[i]!.rps);
         const p99 = pal.map((p, i) => p.p99 / sio[i]!.p99);
         const cpu = pal.map((p, i) => (p.serverUs + p.redisUs + p.pgUs) / (sio[i]!.serverUs + sio[i]!.redisUs + sio[i]!.pgUs));
-        ratioRows.push([String(c), n === '1' ? 'one node' : 'two nodes', `${med(tput).toFixed(2)}× (${tput.map((x) => x.toFixed(2)).join(', ')})`,
+        ratioRows.push([levelLabel(c), n === '1' ? 'one node' : 'two nodes', `${med(tput).toFixed(2)}× (${tput.map((x) => x.toFixed(2)).join(', ')})`,
           `${med(p99).toFixed(2)}× (${p99.map((x) => x.toFixed(2)).join(', ')})`, `${med(cpu).toFixed(2)}×`]);
       }
       const p2 = summary('palisade-2', c);
-      budgetLines.push(`- ${c} caller${c > 1 ? 's' : ''}: p99 across nodes **${p2.p99.toFixed(2)} ms** — ${p2.p99 <= BUDGET_P99_MS ? 'within' : '**over**'} the ${BUDGET_P99_MS} ms budget (rounds: ${results.get(key('palisade-2', c))!.map((x) => x.p99.toFixed(2)).join(', ')} ms; Socket.IO across servers: ${summary('socketio-2', c).p99.toFixed(2)} ms)`);
+      budgetLines.push(`- ${levelLabel(c)}: p99 across nodes **${p2.p99.toFixed(2)} ms** — ${p2.p99 <= BUDGET_P99_MS ? 'within' : '**over**'} the ${BUDGET_P99_MS} ms budget (rounds: ${results.get(key('palisade-2', c))!.map((x) => x.p99.toFixed(2)).join(', ')} ms; Socket.IO across servers: ${summary('socketio-2', c).p99.toFixed(2)} ms)`);
       for (let r = 0; r < ROUNDS; r++) {
-        roundRows.push([String(c), String(r + 1), ...order.map((t) => {
+        roundRows.push([levelLabel(c), String(r + 1), ...order.map((t) => {
           const m = results.get(key(t, c))![r]!;
           return `${Math.round(m.rps)} · ${m.p99.toFixed(2)}`;
         }), pct(results.get(key('palisade-2', c))![r]!.otherCpu)]);
@@ -383,17 +404,17 @@ async function main(): Promise<void> {
     }
     const pal1 = summary('palisade-1', LEVELS.at(-1)!);
     const sio1 = summary('socketio-1', LEVELS.at(-1)!);
-    const cmd = `node bench/dispatch-nodes.bench.ts --agents ${AGENTS} --concurrency ${LEVELS.join(',')} --seconds ${SECONDS} --warmup ${WARMUP} --rounds ${ROUNDS}`;
+    const cmd = `node bench/dispatch-nodes.bench.ts --agents ${AGENTS} ${CALLERS.length ? ` --concurrency ${CALLERS.join(',')}` : ''}${RATES.length ? ` --rates ${RATES.join(',')}` : ''} --seconds ${SECONDS} --warmup ${WARMUP} --rounds ${ROUNDS}`;
     const out = `- command: \`${cmd}\`
 - ${machine()}; load average (1, 5, 15 min) at start ${load}, at end ${endLoad}${values.note ? `\n- **${values.note}**` : ''}
-- a task: \`POST /api/v1/tasks\` with \`Prefer: wait=5\` and a body of ${Buffer.byteLength(BODY)} bytes (a site and two steps), answered with the finished task (${pal1.answerBytes} bytes from Palisade, ${sio1.answerBytes} from Socket.IO); C callers in a closed loop, each with one request in flight on its own kept-alive HTTPS (TLS 1.3) connection; ${AGENTS} synthetic agents that answer at once; ${WARMUP} s warm-up, then ${SECONDS} s timed, every round trip timed at the caller
+- a task: \`POST /api/v1/tasks\` with \`Prefer: wait=5\` and a body of ${Buffer.byteLength(BODY)} bytes (a site and two steps), answered with the finished task (${pal1.answerBytes} bytes from Palisade, ${sio1.answerBytes} from Socket.IO); C callers in a closed loop, each with one request in flight on its own kept-alive HTTPS (TLS 1.3) connection${RATES.length ? `, or (open loop) a task submitted every 1/R s whatever the answers, on up to ${OPEN_CONNECTIONS} such connections, each round trip timed from when its task was due (a wait for a connection counts)` : ''}; ${AGENTS} synthetic agents that answer at once; ${WARMUP} s warm-up, then ${SECONDS} s timed, every round trip timed at the caller
 - Palisade: two nodes in processes of their own, sharing PostgreSQL (127.0.0.1, schema of its own) and Redis (presence, bus, hot state); production logger at \`info\` to a file; HTTP rate limits ×1000 and the per-connection agent frame limit raised to 10⁶/s (both still checked on every request and frame). *One node*: callers and agents on node A (the same cluster configuration; no bus hop to reach the agent). *Two nodes*: callers on A, agents on B — A finds the agent and its node through Redis presence (subscribing to \`task:<id>\` meanwhile), stores the task already dispatched to that agent (one commit) and publishes a dispatch on \`node:B\` carrying the stored task; B sends it over the agent's WebSocket without a store write of its own; the agent answers with accept, two progress and a result frame, each moved or published by B; A's waiting request gets the end event from the bus
 - Socket.IO ${pkgVersion('socket.io')} with \`@socket.io/redis-adapter\` ${pkgVersion('@socket.io/redis-adapter')} (ioredis, \`publishOnSpecificResponseChannel: true\`): two servers in processes of their own, Fastify HTTPS route + Socket.IO on the same port and certificate (\`bench/socketio.server.ts\`); agents are socket.io-client sockets (WebSocket transport) each in a room \`agent:<id>\`; the route picks an agent at random and routes with \`io.to(room).timeout(5000).emitWithAck('task', frame)\` — the adapter publishes the request on Redis, every server answers with its client count, the agent's server publishes the acknowledgement, and the asking server asks Redis for the number of servers (\`PUBSUB NUMSUB\`); the agent answers with one acknowledgement carrying a result of the same shape as the synthetic agent's result frame. *One server*: callers and agents on A (the adapter still goes through Redis); *two servers*: agents on B
 - the same load process code (\`bench/dispatch-nodes.driver.ts\`) drives both, with the same headers (Socket.IO's route reads no token); all four servers stay up for the whole run; each round measures the four targets, in an order reversed every other round; figures are medians over ${ROUNDS} rounds
 - the floor, measured before and after the rounds: a one-row INSERT committed on its own in PostgreSQL (${probeStart.settings}) took p50 ${probeStart.commit[0].toFixed(2)} / ${probeEnd.commit[0].toFixed(2)} ms, p99 ${probeStart.commit[1].toFixed(2)} / ${probeEnd.commit[1].toFixed(2)} ms; a Redis PING p50 ${probeStart.ping[0].toFixed(2)} / ${probeEnd.ping[0].toFixed(2)} ms, p99 ${probeStart.ping[1].toFixed(2)} / ${probeEnd.ping[1].toFixed(2)} ms. Palisade waits for two such commits in a row per task (stored already dispatched to its agent, finished; a task still running ${DEFAULTS.runningRecordMs} ms after its accept is also written as running, without waiting for the WAL flush), Socket.IO for none${vacuumByHand ? '\n- this PostgreSQL runs with `autovacuum = off` (the machine\'s setting): Palisade\'s tasks table is vacuumed by hand (`VACUUM (ANALYZE)`, untimed) before each Palisade window, standing in for the autovacuum a production server runs — each task leaves four row versions, and left to pile up they made PostgreSQL\'s CPU per task 4–5× larger by the 16-caller windows (measured 2026-12-07: 2,090–2,598 µs against 400–500 when the 16-caller windows ran first)' : ''}
 - CPU per task (µs): the target's two server processes, and all of Redis's and PostgreSQL's processes (from \`/proc\`: other clients' work on them counts too), over the timed window; Redis commands per task from \`INFO commandstats\` (likewise); "other" is what every other process on the machine used (cores) — the noise under which it was measured. 2 cores hold both servers, Redis, PostgreSQL and the load process, so under saturating load latency is mostly queueing for a core
 
-${table(['callers', 'target', 'tasks/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'server CPU µs/task', 'Redis µs/task', 'PostgreSQL µs/task', 'Redis commands/task', 'other CPU', 'failed'], mainRows)}
+${table(['load', 'target', 'tasks/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'server CPU µs/task', 'Redis µs/task', 'PostgreSQL µs/task', 'Redis commands/task', 'other CPU', 'failed'], mainRows)}
 
 Budget (issue 5): p99 ≤ ${BUDGET_P99_MS} ms across nodes.
 
@@ -401,9 +422,9 @@ ${budgetLines.join('\n')}
 
 Palisade / Socket.IO, median of the rounds' ratios (each round's in brackets):
 
-${table(['callers', 'nodes', 'throughput', 'p99', 'CPU per task (servers + Redis + PostgreSQL)'], ratioRows)}
+${table(['load', 'nodes', 'throughput', 'p99', 'CPU per task (servers + Redis + PostgreSQL)'], ratioRows)}
 
-Redis commands per task by command, with ${LEVELS.at(-1)} callers (first round; \`INFO commandstats\`, so commands of other clients of this Redis count too):
+Redis commands per task by command, at ${levelLabel(LEVELS.at(-1)!)} (first round; \`INFO commandstats\`, so commands of other clients of this Redis count too):
 
 ${order.map((t) => `- ${LABEL[t]}: ${results.get(key(t, LEVELS.at(-1)!))![0]!.topCmds}`).join('\n')}
 
@@ -414,7 +435,7 @@ What each does per task that the other does not:
 
 Every round (tasks/s · p99 ms):
 
-${table(['callers', 'round', ...order.map((t) => t), 'other CPU (Palisade two nodes)'], roundRows)}
+${table(['load', 'round', ...order.map((t) => t), 'other CPU (Palisade two nodes)'], roundRows)}
 `;
     process.stdout.write(`\n${out}\n`);
     if (values.write) writeSection('dispatch-nodes', 'Task dispatch across nodes: Palisade against Socket.IO + Redis adapter', out);

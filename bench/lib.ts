@@ -37,42 +37,97 @@ export async function closedLoop(o: {
   tell: (phase: 'window-open' | 'window-closed') => void;
   request: () => Promise<string | undefined>;
 }): Promise<LoopResult> {
-  const now = () => Number(process.hrtime.bigint()) / 1e6;
-  const t0 = now() - (Date.now() - (o.startedAt ?? Date.now()));
-  const windowStart = t0 + o.warmupSeconds * 1000;
-  const windowEnd = windowStart + o.seconds * 1000;
+  const w = timedWindow(o);
   const samples: number[] = [];
   let errors = 0;
   let firstError = '';
-  let cpuStart = process.cpuUsage();
-  setTimeout(() => {
-    cpuStart = process.cpuUsage();
-    o.tell('window-open');
-  }, Math.max(0, windowStart - now()));
-  const closed = new Promise<NodeJS.CpuUsage>((resolve) => setTimeout(() => {
-    resolve(process.cpuUsage(cpuStart));
-    o.tell('window-closed');
-  }, Math.max(0, windowEnd - now())));
   const loop = async () => {
-    while (now() < windowEnd) {
-      const start = now();
-      let error: string | undefined;
-      try {
-        error = await o.request();
-      } catch (e) {
-        error = String(e);
-      }
+    while (w.now() < w.end) {
+      const start = w.now();
+      const error = await attempt(o.request);
       if (error !== undefined && !firstError) firstError = error;
-      const end = now();
+      const end = w.now();
       // Throughput counts the requests that completed inside the window.
-      if (end >= windowStart && end <= windowEnd) {
+      if (end >= w.start && end <= w.end) {
         if (error === undefined) samples.push(end - start);
         else errors++;
       }
     }
   };
   await Promise.all(Array.from({ length: o.loops }, loop));
-  return { samples, errors, firstError, cpu: await closed };
+  return { samples, errors, firstError, cpu: await w.closed };
+}
+
+/**
+ * An open loop: a new `request` starts every 1000 / `rate` ms whatever the answers (as independent
+ * users arrive), through the same warm-up and window as `closedLoop`. Each latency is measured from
+ * the moment the request was due, so a stall shows in the figures instead of slowing the load (no
+ * coordinated omission); a connection pool that queues requests counts the queueing too. The window
+ * holds the requests due inside it; their answers are awaited after it (at most `graceMs`; one still
+ * unanswered then counts as failed).
+ */
+export async function openLoop(o: {
+  rate: number; warmupSeconds: number; seconds: number; startedAt?: number; graceMs?: number;
+  tell: (phase: 'window-open' | 'window-closed') => void;
+  request: () => Promise<string | undefined>;
+}): Promise<LoopResult> {
+  if (!(o.rate > 0)) throw new Error('openLoop: rate must be positive');
+  const w = timedWindow(o);
+  const interval = 1000 / o.rate;
+  const samples: number[] = [];
+  let errors = 0;
+  let firstError = '';
+  const pending = new Set<Promise<void>>();
+  const launch = (due: number) => {
+    const p = attempt(o.request).then((error) => {
+      pending.delete(p);
+      if (error !== undefined && !firstError) firstError = error;
+      if (due < w.start) return;
+      if (error === undefined) samples.push(w.now() - due);
+      else errors++;
+    });
+    pending.add(p);
+  };
+  // Every request due by now is started (a late timer starts several at once, each keeping its own due time).
+  for (let due = w.now(); due < w.end; due += interval) {
+    const wait = due - w.now();
+    if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+    launch(due);
+  }
+  const cpu = await w.closed;
+  const grace = new Promise<'late'>((r) => setTimeout(() => r('late'), o.graceMs ?? 10_000).unref());
+  if ((await Promise.race([Promise.all(pending).then(() => 'done' as const), grace])) === 'late') {
+    errors += pending.size;
+    firstError ||= `${pending.size} requests unanswered ${o.graceMs ?? 10_000} ms after the window`;
+  }
+  return { samples, errors, firstError, cpu };
+}
+
+/** Runs `request`, turning a throw into its error text. */
+async function attempt(request: () => Promise<string | undefined>): Promise<string | undefined> {
+  try {
+    return await request();
+  } catch (e) {
+    return String(e);
+  }
+}
+
+/** The clock, the timed window's bounds (ms on that clock) and its CPU reading, shared by both loops. */
+function timedWindow(o: { warmupSeconds: number; seconds: number; startedAt?: number; tell: (phase: 'window-open' | 'window-closed') => void }) {
+  const now = () => Number(process.hrtime.bigint()) / 1e6;
+  const t0 = now() - (Date.now() - (o.startedAt ?? Date.now()));
+  const start = t0 + o.warmupSeconds * 1000;
+  const end = start + o.seconds * 1000;
+  let cpuStart = process.cpuUsage();
+  setTimeout(() => {
+    cpuStart = process.cpuUsage();
+    o.tell('window-open');
+  }, Math.max(0, start - now()));
+  const closed = new Promise<NodeJS.CpuUsage>((resolve) => setTimeout(() => {
+    resolve(process.cpuUsage(cpuStart));
+    o.tell('window-closed');
+  }, Math.max(0, end - now())));
+  return { now, start, end, closed };
 }
 
 /** What a driver reports of its timed window: counts, rate and latencies (ms). */
