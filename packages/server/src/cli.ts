@@ -13,7 +13,7 @@ import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { createPalisade, type Palisade } from './app.ts';
 import { createSetupToken } from './auth/interactions.ts';
-import { DEFAULT_RATE_LIMITS, DEFAULTS, type RateLimitConfig, type RateSpec } from './config.ts';
+import { DEFAULT_RATE_LIMITS, DEFAULTS, hashConcurrencyFor, type RateLimitConfig, type RateSpec } from './config.ts';
 import { parseUpstreamConfig } from './auth/upstream.ts';
 import { createClientIpResolver } from './edge/client-ip.ts';
 import { InsecureConfigError } from './edge/production.ts';
@@ -313,8 +313,8 @@ async function main(argv: string[]): Promise<number> {
     accessTokenTtl,
     refreshTokenTtl,
     shutdownDrainMs,
-    // Workers share the machine's cores: each hashes passwords on its share of them (at least one).
-    ...(role ? { passwordHashConcurrency: Math.max(1, Math.floor(availableParallelism() / workers)) } : {}),
+    // Workers share the machine's cores: each hashes passwords on its share of them.
+    ...(role ? { passwordHashConcurrency: hashConcurrencyFor(availableParallelism() / workers) } : {}),
     ...(heartbeat === undefined ? {} : { heartbeatMs: heartbeat * 1000 }),
     logLevel: values['log-level'] ?? env.PALISADE_LOG_LEVEL,
   });

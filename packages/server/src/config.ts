@@ -247,6 +247,17 @@ export const DEFAULT_RATE_LIMITS: RateLimitConfig = {
   escalation: { strikes: 20, windowMs: 60_000, blockMs: 5 * 60_000 },
 };
 
+/**
+ * Password hashes at once for a process with `cores` cores of its own: one more than the cores, so
+ * that when a hash ends its core takes the next at once instead of idling until the event loop has
+ * handled the end and started the next (measured: 1.74 cores busy with 2 at once on 2 cores, 1.89
+ * with 3; docs/BENCHMARKS.md). At most libuv's pool less one thread (`UV_THREADPOOL_SIZE`, 4 by
+ * default), which file writes, DNS and the token signer share; at least one.
+ */
+export function hashConcurrencyFor(cores: number, poolSize = Number(process.env.UV_THREADPOOL_SIZE) || 4): number {
+  return Math.max(1, Math.min(Math.floor(cores) + 1, poolSize - 1));
+}
+
 export const DEFAULTS: ServerConfig = {
   dataDir: '.palisade',
   host: '127.0.0.1',
@@ -266,7 +277,7 @@ export const DEFAULTS: ServerConfig = {
   audience: 'urn:palisade:api',
   accessTokenTtl: 900,
   tokenDirectPath: true,
-  passwordHashConcurrency: availableParallelism(),
+  passwordHashConcurrency: hashConcurrencyFor(availableParallelism()),
   passwordHashQueue: 256,
   refreshTokenTtl: 30 * 24 * 3600,
   maxFrameBytes: 1024 * 1024,

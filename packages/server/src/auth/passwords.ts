@@ -57,8 +57,10 @@ export function checkPasswordRules(password: string): void {
 /**
  * Password hashes at once, in this process. Each argon2id computation takes a thread of libuv's pool
  * (4 threads by default) for ~20 ms and 19 MiB of memory; file writes (the logger), DNS and the token
- * signer share that pool. More at once than there are cores makes none finish sooner (they share the
- * cores and their caches), holds more memory, and queues the pool's other work behind them. So at most `max` run at once;
+ * signer share that pool. Many more at once than there are cores makes none finish sooner (they share
+ * the cores and their caches), holds more memory, and queues the pool's other work behind them; one
+ * more than the cores keeps every core busy between hashes (config.ts `hashConcurrencyFor`, the
+ * default). So at most `max` run at once;
  * the rest wait their turn, at most `maxWaiting` of them; past that, PAL_ERR_UNAVAILABLE (503).
  */
 export interface HashGate {

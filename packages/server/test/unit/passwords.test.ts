@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { PalisadeError } from '@palisade/protocol';
+import { hashConcurrencyFor } from '../../src/config.ts';
 import { ARGON2_OPTIONS, COMMON_PASSWORDS_FILE, PASSWORD_MAX, PASSWORD_MIN, checkPasswordRules, commonPasswords, createHashGate, hashPassword, verifyPassword } from '../../src/auth/passwords.ts';
 
 /** Asserts that `password` is refused with PAL_ERR_VALIDATION, by a message matching `why` that does not repeat it. */
@@ -97,6 +98,14 @@ describe('password hashing', () => {
 });
 
 describe('password hashing gate', () => {
+  it('by default one hash more than the cores, within libuv\'s pool less one thread, at least one', () => {
+    assert.equal(hashConcurrencyFor(2, 4), 3);
+    assert.equal(hashConcurrencyFor(1, 4), 2);
+    assert.equal(hashConcurrencyFor(8, 4), 3, 'the pool keeps a thread for file writes, DNS and the signer');
+    assert.equal(hashConcurrencyFor(8, 16), 9);
+    assert.equal(hashConcurrencyFor(2 / 3, 4), 1, 'a worker with less than a core of its own');
+    assert.equal(hashConcurrencyFor(4, 1), 1, 'at least one');
+  });
   /** A job that runs until `finish()`, noting how many ran at once. */
   const jobs = () => {
     let now = 0;
