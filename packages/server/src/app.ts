@@ -19,7 +19,7 @@ import { openSqliteStore } from './store/sqlite.ts';
 import { openPostgresStore } from './store/postgres.ts';
 import type { DurableStore } from './store/types.ts';
 import { createMemoryHotStore } from './hot/memory.ts';
-import { openRedisHotStore } from './hot/redis.ts';
+import { openRedisHotStore, type RedisHotStoreOptions } from './hot/redis.ts';
 import type { HotStore } from './hot/types.ts';
 import { createSessionManager, type SessionManager } from './auth/sessions.ts';
 import { createLoginGuard } from './auth/login-guard.ts';
@@ -170,7 +170,11 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
   const metrics = createMetrics();
 
   const store = config.databaseUrl ? await openPostgresStore({ connectionString: config.databaseUrl, schema: config.databaseSchema, maxConnections: config.databasePool, preparedStatements: config.databasePreparedStatements, ssl: pgSsl, onWarning: (m) => log.warn(m) }) : openSqliteStore(join(config.dataDir, 'palisade.db'));
-  const hot = await openHotStore(config).catch(async (e: unknown) => {
+  // A write the replicas did not confirm in time (Sentinel): it stands, and the operator hears of it
+  // (`events` is in place before any request can write).
+  const onReplicaShortfall = (i: { write: string; replicas: number; wanted: number }) =>
+    events.emit({ class: 'api_activity', activity: 'store.replication.lag', outcome: 'failure', severity: 'medium', code: 'PAL_ERR_UNAVAILABLE', message: `a ${i.write} write reached ${i.replicas} of ${i.wanted} Redis replicas in time: a failover now could lose it` });
+  const hot = await openHotStore(config, onReplicaShortfall).catch(async (e: unknown) => {
     await store.close();
     throw e;
   });
@@ -543,7 +547,7 @@ export async function createPalisade(options: CreateOptions = {}): Promise<Palis
 }
 
 /** The hot store the configuration names: Redis (standalone or Sentinel) or in-process. */
-async function openHotStore(config: ServerConfig): Promise<HotStore> {
+async function openHotStore(config: ServerConfig, onReplicaShortfall: RedisHotStoreOptions['onReplicaShortfall']): Promise<HotStore> {
   const redisTls = redisTlsOptions({ url: config.redisUrl, sentinels: config.redisSentinels, caFile: config.redisCaFile });
   if (config.redisSentinels?.length) {
     const sentinels = config.redisSentinels.map((s) => {
@@ -551,9 +555,9 @@ async function openHotStore(config: ServerConfig): Promise<HotStore> {
       if (!m) throw new Error(`invalid Redis Sentinel address "${s}" (expected host:port)`);
       return { host: m[1]!, port: Number(m[2]) };
     });
-    return openRedisHotStore({ sentinels, sentinelName: config.redisSentinelName, prefix: config.redisPrefix, redisOptions: redisTls });
+    return openRedisHotStore({ sentinels, sentinelName: config.redisSentinelName, prefix: config.redisPrefix, redisOptions: redisTls, replicaWaits: config.redisReplicaWaits, onReplicaShortfall });
   }
-  if (config.redisUrl) return openRedisHotStore({ url: config.redisUrl, prefix: config.redisPrefix, redisOptions: redisTls });
+  if (config.redisUrl) return openRedisHotStore({ url: config.redisUrl, prefix: config.redisPrefix, redisOptions: redisTls, replicaWaits: config.redisReplicaWaits, onReplicaShortfall });
   return createMemoryHotStore();
 }
 

@@ -42,6 +42,8 @@ Options (environment variable in brackets):
   --redis-sentinel H:P Redis Sentinel address (repeatable; instead of --redis) [PALISADE_REDIS_SENTINELS, comma-separated]
   --redis-sentinel-name NAME  the primary's name in Sentinel           [PALISADE_REDIS_SENTINEL_NAME] (default mymaster)
   --redis-prefix P     prefix of every Redis key                          [PALISADE_REDIS_PREFIX] (default palisade)
+  --redis-replica-waits N  sessions, tokens and revocations are acknowledged once N replicas have
+                       them (Redis WAIT, at most 1 s)                     [PALISADE_REDIS_REPLICA_WAITS] (default 1 with Sentinel, else 0)
   --sign-in-config FILE  Google/GitHub/OpenID Connect sign-in providers (JSON; see docs/SIGN-IN.md) [PALISADE_SIGN_IN_CONFIG]
   --host HOST          interface to listen on                             [PALISADE_HOST] (default ${DEFAULTS.host})
   --port PORT          port                                               [PALISADE_PORT] (default ${DEFAULTS.port})
@@ -109,7 +111,7 @@ async function main(argv: string[]): Promise<number> {
     allowPositionals: true,
     options: {
       'data-dir': { type: 'string' }, database: { type: 'string' }, redis: { type: 'string' }, 'redis-sentinel': { type: 'string', multiple: true },
-      'redis-sentinel-name': { type: 'string' }, 'redis-prefix': { type: 'string' }, 'sign-in-config': { type: 'string' }, host: { type: 'string' }, port: { type: 'string' }, 'public-url': { type: 'string' },
+      'redis-sentinel-name': { type: 'string' }, 'redis-prefix': { type: 'string' }, 'redis-replica-waits': { type: 'string' }, 'sign-in-config': { type: 'string' }, host: { type: 'string' }, port: { type: 'string' }, 'public-url': { type: 'string' },
       'tls-key': { type: 'string' }, 'tls-cert': { type: 'string' }, 'tls-name': { type: 'string', multiple: true },
       'tls-min-version': { type: 'string' }, 'internal-port': { type: 'string' }, 'internal-host': { type: 'string' }, 'internal-ca': { type: 'string' },
       'redis-ca': { type: 'string' }, 'database-ca': { type: 'string' }, 'database-pool': { type: 'string' },
@@ -244,6 +246,12 @@ async function main(argv: string[]): Promise<number> {
   const databaseUrl = secretFrom('database', values.database, 'PALISADE_DATABASE_URL');
   if (databaseCaFile !== undefined && databaseUrl === undefined) throw new UsageError('--database-ca goes with --database');
   if (databasePool !== undefined && databaseUrl === undefined) throw new UsageError('--database-pool goes with --database');
+  const replicaWaitsText = values['redis-replica-waits'] ?? env.PALISADE_REDIS_REPLICA_WAITS;
+  const redisReplicaWaits = replicaWaitsText === undefined ? undefined : Number(replicaWaitsText);
+  if (redisReplicaWaits !== undefined && (!Number.isInteger(redisReplicaWaits) || redisReplicaWaits < 0 || redisReplicaWaits > 16)) {
+    throw new UsageError(`--redis-replica-waits must be a whole number from 0 to 16, not "${replicaWaitsText}"`);
+  }
+  if (redisReplicaWaits !== undefined && redisUrl === undefined && !sentinels?.length) throw new UsageError('--redis-replica-waits goes with --redis or --redis-sentinel');
   const databaseNoPrepare = values['database-no-prepare'] ?? env.PALISADE_DATABASE_NO_PREPARE === '1';
   if (databaseNoPrepare && databaseUrl === undefined) throw new UsageError('--database-no-prepare goes with --database');
   const workersText = values.workers ?? env.PALISADE_WORKERS;
@@ -282,6 +290,7 @@ async function main(argv: string[]): Promise<number> {
     redisSentinels: sentinels,
     redisSentinelName: values['redis-sentinel-name'] ?? env.PALISADE_REDIS_SENTINEL_NAME,
     redisPrefix: values['redis-prefix'] ?? env.PALISADE_REDIS_PREFIX,
+    redisReplicaWaits,
     upstream,
     host: values.host ?? env.PALISADE_HOST,
     port: role?.port ?? port,

@@ -23,6 +23,8 @@ export interface ServerConfig {
   redisSentinelName?: string | undefined;
   /** Prefix of every Redis key. Default `palisade`. */
   redisPrefix?: string | undefined;
+  /** Sessions, tokens and revocations are acknowledged once this many Redis replicas have them (WAIT, at most 1 s). Default 1 with Sentinel, else 0. */
+  redisReplicaWaits?: number | undefined;
   /** This node's name in presence records. Default `<hostname>:<pid>:<random>`, new at every start. */
   nodeId?: string | undefined;
   /** Extension ids allowed the authorization-code flow (`https://<id>.chromiumapp.org/` redirects). Default none: device flow only. */

@@ -39,10 +39,28 @@ export interface RedisHotStoreOptions {
   commandTimeoutMs?: number;
   /** Extra ioredis options (TLS, passwords). */
   redisOptions?: RedisOptions;
+  /**
+   * Writes a failover must not lose (OAuth records: sessions, grants, refresh tokens and their
+   * rotation; revocations) are acknowledged only once this many replicas have them (Redis WAIT), or
+   * `replicaWaitMs` has passed. Default: 1 with Sentinel (a failover promotes a replica: what it
+   * lacks is lost), else 0 (no wait).
+   */
+  replicaWaits?: number;
+  /** How long such a write waits for its replicas (ms), below `commandTimeoutMs`. Default 1000 (or half the command timeout if less). */
+  replicaWaitMs?: number;
+  /**
+   * Told when such a write was not on enough replicas in time. The write stands (it is on the
+   * primary) and the request goes on: refusing it would leave its effect without an answer (a
+   * consumed refresh token the client cannot replace); the loss is only possible if the primary
+   * dies before the replica catches up.
+   */
+  onReplicaShortfall?: (info: { write: string; replicas: number; wanted: number }) => void;
 }
 
 /** Unsubscribes from bus topics wait at most this long, to go to Redis together (ms). */
 export const UNSUBSCRIBE_BATCH_MS = 20;
+/** After a write its replicas did not confirm in time, writes do not wait for them for this long (ms). */
+export const REPLICA_SHORT_MS = 5000;
 /** A client ioredis has ended while its store is open is started again after this long (ms). */
 export const REVIVE_MS = 500;
 
@@ -232,8 +250,13 @@ export async function openRedisHotStore(o: RedisHotStoreOptions): Promise<HotSto
   const prefix = o.prefix ?? 'palisade';
   if (!/^[A-Za-z0-9_.-]{1,64}$/.test(prefix)) throw new Error(`invalid Redis key prefix "${prefix}"`);
   const P = `${prefix}:`;
+  const wanted = o.replicaWaits ?? (o.sentinels ? 1 : 0);
+  const commandTimeoutMs = o.commandTimeoutMs ?? 2000;
+  const waitMs = o.replicaWaitMs ?? Math.min(1000, Math.floor(commandTimeoutMs / 2));
+  if (!Number.isInteger(wanted) || wanted < 0) throw new Error(`replicaWaits must be a whole number ≥ 0 (got ${wanted})`);
+  if (wanted > 0 && !(waitMs > 0 && waitMs < commandTimeoutMs)) throw new Error(`replicaWaitMs must be positive and below the command timeout, ${commandTimeoutMs} ms (got ${waitMs})`);
   const options: RedisOptions = {
-    commandTimeout: o.commandTimeoutMs ?? 2000,
+    commandTimeout: commandTimeoutMs,
     maxRetriesPerRequest: 1,
     connectTimeout: 3000,
     // At most 2 s between attempts (tasks/service.ts counts on it: REDIS_RECONNECT_MAX_MS).
@@ -271,6 +294,21 @@ export async function openRedisHotStore(o: RedisHotStoreOptions): Promise<HotSto
   let closing = false;
   reviveWhenEnded(redis, () => closing);
   reviveWhenEnded(sub, () => closing);
+
+  /**
+   * After a write a failover must not lose: wait for the replicas (see `replicaWaits`). Once a wait
+   * falls short (a replica down, or a new primary left without one after a failover), the writes of
+   * the next REPLICA_SHORT_MS do not wait: each would wait the whole `replicaWaitMs` for a replica
+   * that is not there. The first write after that waits again, and so finds out whether it is back.
+   */
+  let shortUntil = 0;
+  const replicated = async (write: string): Promise<void> => {
+    if (wanted === 0 || Date.now() < shortUntil) return;
+    const replicas = await run(() => redis.wait(wanted, waitMs));
+    if (replicas >= wanted) return;
+    shortUntil = Date.now() + REPLICA_SHORT_MS;
+    o.onReplicaShortfall?.({ write, replicas, wanted });
+  };
 
   /** Every command: an unreachable Redis becomes PAL_ERR_UNAVAILABLE (fail closed, retryable). */
   const run = async <T>(op: () => Promise<T>): Promise<T> => {
@@ -462,6 +500,7 @@ export async function openRedisHotStore(o: RedisHotStoreOptions): Promise<HotSto
         m.publish(revokedKey, `${until} ${id}`);
         await run(() => m.exec());
         mirror.set(id, until);
+        await replicated('revocation');
       },
       has(id) {
         const exp = mirror.get(id);
@@ -500,7 +539,7 @@ export async function openRedisHotStore(o: RedisHotStoreOptions): Promise<HotSto
         return (await run(() => redis.getdel(`${P}tmp:${key}`))) ?? undefined;
       },
     },
-    oidc: redisOidcRepo(redis, `${P}oidc:`, run),
+    oidc: redisOidcRepo(redis, `${P}oidc:`, run, replicated),
     async close() {
       closing = true;
       clearInterval(mirrorSweep);
@@ -534,7 +573,7 @@ function reviveWhenEnded(client: Redis, closing: () => boolean): void {
 }
 
 /** OAuth records in Redis; each expires with the record (Redis drops it), so `sweep` has nothing to do. */
-function redisOidcRepo(redis: Redis, P: string, run: <T>(op: () => Promise<T>) => Promise<T>): OidcRepo {
+function redisOidcRepo(redis: Redis, P: string, run: <T>(op: () => Promise<T>) => Promise<T>, replicated: (write: string) => Promise<void>): OidcRepo {
   const key = (model: string, id: string) => `${P}${model}:${id}`;
   const grantKey = (grantId: string) => `${P}grant:${grantId}`;
   const accountKey = (model: string, accountId: string) => `${P}acct:${model}:${accountId}`;
@@ -566,6 +605,7 @@ function redisOidcRepo(redis: Redis, P: string, run: <T>(op: () => Promise<T>) =
       if (r.grantId) member(grantKey(r.grantId), k);
       if (r.accountId) member(accountKey(model, r.accountId), id);
       await run(() => m.exec());
+      await replicated(model);
     },
     async find(model, id) {
       return parse(await run(() => redis.get(key(model, id))));
@@ -574,13 +614,16 @@ function redisOidcRepo(redis: Redis, P: string, run: <T>(op: () => Promise<T>) =
     findByUid: (model, uid) => byIndex(model, `${P}${model}:uid:${uid}`),
     async consume(model, id) {
       await run(() => consumeScript(redis, [key(model, id)], [Math.floor(Date.now() / 1000)]));
+      await replicated(`${model} consumed`);
     },
     async destroy(model, id) {
       await run(() => redis.del(key(model, id)));
+      await replicated(`${model} destroyed`);
     },
     async revokeByGrantId(grantId) {
       const members = await run(() => redis.smembers(grantKey(grantId)));
       await run(() => redis.del(grantKey(grantId), ...members));
+      await replicated('grant revoked');
     },
     async listByAccount(model, accountId) {
       const ak = accountKey(model, accountId);

@@ -11,7 +11,7 @@ import { PalisadeError } from '@palisade/protocol';
 import { Redis } from 'ioredis';
 import { TALLY_SHARES_TTL_MS } from '../../src/hot/types.ts';
 import { REVIVE_MS, openRedisHotStore } from '../../src/hot/redis.ts';
-import { trackRedisClients, trackedClients, waitFor } from '../support/redis-procs.ts';
+import { redisServerSkip, startRedis, stopAllRedis, trackRedisClients, trackedClients, waitFor } from '../support/redis-procs.ts';
 import { hotContract } from './contract.ts';
 import { oidcContract } from '../store/oidc-contract.ts';
 import { REDIS_URL, dropPrefix, monitorRedis, redisSkip, testPrefix } from '../support/redis.ts';
@@ -201,6 +201,80 @@ if (skip) {
     });
   });
 }
+
+const serverSkip = redisServerSkip('Redis replica-wait tests');
+describe('writes a failover must not lose wait for a replica (Redis WAIT)', { skip: serverSkip || skip }, () => {
+  after(stopAllRedis);
+  it('an OAuth record, its rotation and a revocation are acknowledged once the replica confirms them; past replicaWaitMs the write stands and the shortfall is told', async () => {
+    const primary = await startRedis();
+    // The replica reaches its primary through a proxy that can hold what the replica sends: its acknowledgements of the stream.
+    const proxy = await stallingProxy(String(primary.port));
+    const replica = await startRedis({ replicaOf: { host: '127.0.0.1', port: Number(new URL(proxy.url).port) } });
+    const shortfalls: unknown[] = [];
+    const p = testPrefix();
+    const h = await openRedisHotStore({ url: primary.url, prefix: p, replicaWaits: 1, replicaWaitMs: 700, onReplicaShortfall: (i) => shortfalls.push(i) });
+    const exp = Math.floor(Date.now() / 1000) + 600;
+    try {
+      // A healthy link: acknowledged as soon as the replica has it, nothing told.
+      await h.oidc!.upsert('RefreshToken', 'rt1', { payload: { a: 1 }, expiresAt: exp, grantId: 'g1' });
+      assert.deepEqual(shortfalls, []);
+
+      // The replica's acknowledgements held: the write is not acknowledged until they pass.
+      for (const write of [
+        () => h.oidc!.upsert('Session', 's1', { payload: { b: 1 }, expiresAt: exp, accountId: 'u1' }),
+        () => h.oidc!.consume('RefreshToken', 'rt1'),
+        () => h.revocations.revoke(randomUUID(), 60_000),
+      ]) {
+        proxy.stall();
+        let acknowledged = false;
+        const done = write().then(() => (acknowledged = true));
+        await new Promise((r) => setTimeout(r, 300));
+        assert.equal(acknowledged, false, 'not acknowledged before the replica confirms it');
+        proxy.resume();
+        await done;
+      }
+      assert.deepEqual(shortfalls, []);
+
+      // Held past replicaWaitMs: the write stands (it is on the primary) and the shortfall is told.
+      proxy.stall();
+      const t0 = performance.now();
+      await h.oidc!.destroy('Session', 's1');
+      assert.ok(performance.now() - t0 >= 650, `waited ${(performance.now() - t0).toFixed(0)} ms`);
+      assert.deepEqual(shortfalls, [{ write: 'Session destroyed', replicas: 0, wanted: 1 }]);
+      assert.equal(await h.oidc!.find('Session', 's1'), undefined);
+      // For REPLICA_SHORT_MS after a shortfall, writes do not wait for a replica that is not answering, and it is told once.
+      const t1 = performance.now();
+      await h.revocations.revoke(randomUUID(), 60_000);
+      assert.ok(performance.now() - t1 < 300, `waited ${(performance.now() - t1).toFixed(0)} ms`);
+      assert.equal(shortfalls.length, 1);
+    } finally {
+      proxy.resume();
+      await h.close();
+      await proxy.close();
+      await replica.stop('SIGKILL');
+      await primary.stop('SIGKILL');
+    }
+  });
+
+  it('a standalone Redis waits for no replica unless told to; a bad setting is refused before connecting', async () => {
+    const seen: string[] = [];
+    const monitor = await monitorRedis(REDIS_URL, (args) => seen.push(args[0]!.toLowerCase()));
+    const h = await openRedisHotStore({ url: REDIS_URL, prefix });
+    try {
+      await new Promise((r) => setTimeout(r, 100)); // MONITOR is under way
+      await h.oidc!.upsert('Session', randomUUID(), { payload: {}, expiresAt: Math.floor(Date.now() / 1000) + 60 });
+      await h.revocations.revoke(randomUUID(), 60_000);
+      await new Promise((r) => setTimeout(r, 100));
+      assert.ok(seen.includes('exec'), 'the writes were seen');
+      assert.equal(seen.includes('wait'), false);
+    } finally {
+      await monitor.close();
+      await h.close();
+    }
+    await assert.rejects(openRedisHotStore({ url: REDIS_URL, prefix, replicaWaits: -1 }), /replicaWaits must be a whole number/);
+    await assert.rejects(openRedisHotStore({ url: REDIS_URL, prefix, replicaWaits: 1, replicaWaitMs: 5000 }), /replicaWaitMs must be positive and below the command timeout/);
+  });
+});
 
 /** A TCP proxy to Redis that can hold what clients send (Redis then answers nothing) and let it through later. */
 async function stallingProxy(port: string): Promise<{ url: string; stall(): void; resume(): void; close(): Promise<void> }> {

@@ -48,6 +48,8 @@ describe('palisade-server CLI', () => {
       [['start', '--max-tasks-per-user', '0'], /--max-tasks-per-user must be a whole number from 1/],
       [['start', '--max-tasks-per-agent', '2.5'], /--max-tasks-per-agent must be a whole number from 1/],
       [['start', '--database', 'postgres://127.0.0.1/x', '--database-pool', '0'], /--database-pool must be a whole number from 1/],
+      [['start', '--redis', 'redis://127.0.0.1:1', '--redis-replica-waits', '1.5'], /--redis-replica-waits must be a whole number from 0 to 16/],
+      [['start', '--redis-replica-waits', '1'], /--redis-replica-waits goes with --redis or --redis-sentinel/],
       [['start', '--database-pool', '4'], /--database-pool goes with --database/],
       [['start', '--database-no-prepare'], /--database-no-prepare goes with --database/],
       [['start', '--heartbeat', '4'], /--heartbeat must be a whole number of seconds from 5 to 600, not "4"/],
