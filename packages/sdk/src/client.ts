@@ -88,6 +88,14 @@ export interface NewApiClient extends ApiClient {
   clientSecret: string;
 }
 
+/** An account that signs in with a password, as `users.create()` answers it (never the password). */
+export interface User {
+  id: string;
+  username: string;
+  role: 'user' | 'admin';
+  createdAt: string;
+}
+
 /**
  * A session: one sign-in of the person on one app (the extension, the CLI), as listed by
  * `sessions.list()`. Revoking it ends every token of that sign-in.
@@ -158,6 +166,14 @@ export class Palisade {
     list(call?: CallOptions): Promise<ApiClient[]>;
     delete(clientId: string, call?: CallOptions): Promise<void>;
   };
+  /** Password accounts (needs an admin's token with the `admin` scope; there is no self sign-up). */
+  readonly users: {
+    /**
+     * Creates an account that signs in with `password` (8–128 characters, not on the common
+     * breached-password list). `PAL_ERR_CONFLICT` if the username is taken.
+     */
+    create(options: { username: string; password: string }, call?: CallOptions): Promise<User>;
+  };
   /**
    * The person's own sessions (needs a person's token, as from `palisade login`; an API client's
    * gets `PAL_ERR_FORBIDDEN`). Revoking closes the session's agent WebSockets (close code 4410)
@@ -226,6 +242,9 @@ export class Palisade {
       delete: async (clientId, call) => {
         await this.#json('DELETE', `/api/v1/clients/${encodeURIComponent(clientId)}`, undefined, call);
       },
+    };
+    this.users = {
+      create: async (body, call) => (await this.#json<User>('POST', '/api/v1/users', body, call)) as User,
     };
     this.sessions = {
       list: async (call) => ((await this.#json<{ sessions: Session[] }>('GET', '/api/v1/sessions', undefined, call))?.sessions ?? []),

@@ -1,6 +1,6 @@
 /** @module @palisade/sdk — the typed Palisade client for Node and browsers. */
 export { Palisade } from './client.ts';
-export type { PalisadeOptions, RunOptions, TokenProvider, AgentView, ApiClient, NewApiClient, Session, SigningKey, Me, CallOptions, EventsOptions } from './client.ts';
+export type { PalisadeOptions, RunOptions, TokenProvider, AgentView, ApiClient, NewApiClient, User, Session, SigningKey, Me, CallOptions, EventsOptions } from './client.ts';
 export { TaskError, errorFromBody, errorFromResponse } from './lib/errors.ts';
 export { SSEParser, readSSE, type SSEEvent, type SSEParserOptions } from './lib/sse.ts';
 export type { FetchLike } from './lib/http.ts';

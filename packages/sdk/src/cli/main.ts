@@ -20,6 +20,7 @@ import { EXIT, EXIT_DOC, exitCodeFor, hintFor } from './exit.ts';
 import { duration, paintFor, table, type CliIO } from './output.ts';
 import { keysList, keysRotate } from './keys.ts';
 import { sessionsList, sessionsRevoke } from './sessions.ts';
+import { usersAdd } from './users.ts';
 import { CERTS_COMMANDS } from './certs.ts';
 
 export type { CliIO } from './output.ts';
@@ -516,7 +517,7 @@ const tasksCancel: Command = {
 
 /** Every command, in the order `--help` lists them. */
 export const COMMANDS: readonly Command[] = [
-  login, logout, whoami, run, recipesList, recipesShow, agents, tasksGet, tasksCancel, clientsCreate, clientsList, clientsDelete,
+  login, logout, whoami, run, recipesList, recipesShow, agents, tasksGet, tasksCancel, clientsCreate, clientsList, clientsDelete, usersAdd,
   sessionsList, sessionsRevoke, keysList, keysRotate, ...CERTS_COMMANDS,
 ];
 

@@ -11,6 +11,8 @@ export interface CliIO {
   stdout: Sink;
   stderr: Sink;
   env: NodeJS.ProcessEnv;
+  /** Standard input, for secrets a command must not take on its command line (`users add --password-stdin`). */
+  stdin?: AsyncIterable<Buffer | string> | undefined;
   /** Aborts a running command (SIGINT). */
   signal?: AbortSignal | undefined;
 }

@@ -7,6 +7,8 @@ import { Type } from '@sinclair/typebox';
 import { FINAL_STATES, PalisadeError, parse, validator, type TaskEvent, type TaskView } from '@palisade/protocol';
 import { bearer, requireScope, type Principal, type TokenVerifier } from '../auth/tokens.ts';
 import { newApiClient, CLIENT_SCOPES, type ClientDirectory } from '../auth/clients.ts';
+import { checkPasswordRules, hashPassword } from '../auth/passwords.ts';
+import { randomBytes } from 'node:crypto';
 import type { DurableStore } from '../store/types.ts';
 import type { SessionManager } from '../auth/sessions.ts';
 import type { KeyView } from '../auth/keys.ts';
@@ -46,6 +48,16 @@ export interface ApiOptions {
   /** Interval of SSE keep-alive comments, ms. Default 15000. */
   sseKeepAliveMs?: number;
 }
+
+/** An account that signs in with a password, created by an admin (there is no self sign-up). */
+const CreateUser = validator(Type.Object(
+  {
+    username: Type.String({ pattern: '^[A-Za-z0-9._-]{3,64}$', description: '3–64 letters, digits, dots, dashes or underscores' }),
+    // The rules (length in code points, the breached-password list) are checked by checkPasswordRules.
+    password: Type.String({ minLength: 1, maxLength: 1024 }),
+  },
+  { additionalProperties: false },
+));
 
 const CreateClient = validator(Type.Object(
   {
@@ -180,6 +192,28 @@ export async function apiRoutes(app: FastifyInstance, o: ApiOptions): Promise<vo
     return reply.code(201).send({ clientId: record.clientId, clientSecret: secret, name: record.name, scopes: record.scopes, createdAt: record.createdAt });
   });
 
+  // Password accounts: an admin creates them; the person then signs in with the password.
+  app.post('/users', async (req, reply) => {
+    const p = requireAdmin(req, 'create accounts');
+    const body = parse(CreateUser, req.body, 'user');
+    checkPasswordRules(body.password);
+    const taken = () => new PalisadeError('PAL_ERR_CONFLICT', `the username ${body.username} is taken`);
+    if (await o.store.users.byUsername(body.username)) throw taken();
+    const user = { id: `u_${randomBytes(12).toString('base64url')}`, username: body.username, passwordHash: await hashPassword(body.password), role: 'user' as const, createdAt: new Date().toISOString() };
+    try {
+      await o.store.users.create(user);
+    } catch (e) {
+      // Another request took the name meanwhile (the column is unique).
+      if (await o.store.users.byUsername(body.username)) throw taken();
+      throw e;
+    }
+    o.events.emit({
+      class: 'account_change', activity: 'user.create', outcome: 'success', message: `account ${user.username} created`,
+      actor: { userId: p.userId, clientId: p.clientId }, src: { ip: req.ip }, data: { newUserId: user.id },
+    });
+    return reply.code(201).send({ id: user.id, username: user.username, role: user.role, createdAt: user.createdAt });
+  });
+
   app.get('/clients', async (req) => {
     const p = requireAdmin(req);
     const list = await o.store.clients.listByOwner(p.userId);
@@ -198,12 +232,12 @@ export async function apiRoutes(app: FastifyInstance, o: ApiOptions): Promise<vo
 
   // Token-signing keys (admins): list, and rotate without downtime (auth/keys.ts).
   app.get('/keys', async (req) => {
-    requireAdmin(req);
+    requireAdmin(req, 'manage signing keys');
     return { keys: o.keyView() };
   });
 
   app.post('/keys/rotate', async (req) => {
-    const p = requireAdmin(req);
+    const p = requireAdmin(req, 'manage signing keys');
     const keys = await o.rotateKeys();
     o.events.emit({ class: 'account_change', activity: 'keys.rotate', outcome: 'success', severity: 'medium', message: 'token-signing keys rotated', actor: { userId: p.userId, clientId: p.clientId }, src: { ip: req.ip }, data: { current: keys.find((k) => k.status === 'current')?.kid } });
     return { keys };
@@ -277,10 +311,10 @@ async function waitForEnd(tasks: TaskService, p: Principal, id: string, ms: numb
   return ended(tasks, p, id, end, unsubscribe, ms);
 }
 
-function requireAdmin(req: FastifyRequest): Principal {
+function requireAdmin(req: FastifyRequest, what = 'manage API clients'): Principal {
   const p = principal(req);
   requireScope(p, 'admin');
-  if (p.role !== 'admin') throw new PalisadeError('PAL_ERR_FORBIDDEN', 'only an admin may manage API clients');
+  if (p.role !== 'admin') throw new PalisadeError('PAL_ERR_FORBIDDEN', `only an admin may ${what}`);
   return p;
 }
 

@@ -181,6 +181,22 @@ describe('refresh token families', () => {
 });
 
 describe('token lifetimes', () => {
+  it('refresh tokens last 30 days by default, and the lifetime is configurable (RFC 7662 says when one ends)', async () => {
+    for (const [options, expected] of [[{}, 30 * 24 * 3600], [{ refreshTokenTtl: 3600 }, 3600]] as const) {
+      const t = await startTestServer(options);
+      try {
+        await createAdmin(t);
+        const tokens = await deviceLogin(t, 'palisade-cli', 'openid offline_access tasks');
+        const res = await t.fetch('/oauth2/token/introspection', { method: 'POST', body: new URLSearchParams({ token: tokens.refresh_token!, client_id: 'palisade-cli' }) });
+        const r = (await res.json()) as { active: boolean; iat?: number; exp?: number };
+        assert.equal(r.active, true);
+        assert.equal(r.exp! - r.iat!, expected, JSON.stringify(options));
+      } finally {
+        await t.close();
+      }
+    }
+  });
+
   it('the access-token lifetime is configurable', async () => {
     const t = await startTestServer({ accessTokenTtl: 300 });
     try {
