@@ -8,7 +8,7 @@ import { FINAL_STATES, PalisadeError, parse, validator, type TaskEvent, type Tas
 import { bearer, requireScope, type Principal, type TokenVerifier } from '../auth/tokens.ts';
 import { newApiClient, CLIENT_SCOPES, type ClientDirectory } from '../auth/clients.ts';
 import { checkPasswordRules, hashPassword } from '../auth/passwords.ts';
-import { randomBytes } from 'node:crypto';
+import { USERNAME, newUserId } from '../auth/interactions.ts';
 import type { DurableStore } from '../store/types.ts';
 import type { SessionManager } from '../auth/sessions.ts';
 import type { KeyView } from '../auth/keys.ts';
@@ -52,7 +52,7 @@ export interface ApiOptions {
 /** An account that signs in with a password, created by an admin (there is no self sign-up). */
 const CreateUser = validator(Type.Object(
   {
-    username: Type.String({ pattern: '^[A-Za-z0-9._-]{3,64}$', description: '3–64 letters, digits, dots, dashes or underscores' }),
+    username: Type.String({ pattern: USERNAME.source, description: '3–64 letters, digits, dots, dashes or underscores' }),
     // The rules (length in code points, the breached-password list) are checked by checkPasswordRules.
     password: Type.String({ minLength: 1, maxLength: 1024 }),
   },
@@ -199,7 +199,7 @@ export async function apiRoutes(app: FastifyInstance, o: ApiOptions): Promise<vo
     checkPasswordRules(body.password);
     const taken = () => new PalisadeError('PAL_ERR_CONFLICT', `the username ${body.username} is taken`);
     if (await o.store.users.byUsername(body.username)) throw taken();
-    const user = { id: `u_${randomBytes(12).toString('base64url')}`, username: body.username, passwordHash: await hashPassword(body.password), role: 'user' as const, createdAt: new Date().toISOString() };
+    const user = { id: newUserId(), username: body.username, passwordHash: await hashPassword(body.password), role: 'user' as const, createdAt: new Date().toISOString() };
     try {
       await o.store.users.create(user);
     } catch (e) {

@@ -22,7 +22,13 @@ import { crossSiteFormRefusal, FORM_TOKEN_FIELD, formToken, formTokenValid } fro
 
 const SETUP_KEY = 'setup_token';
 const SETUP_TTL_MS = 24 * 3600 * 1000;
-const USERNAME = /^[A-Za-z0-9._-]{3,64}$/;
+/** A username: 3–64 letters, digits, dots, dashes or underscores (the setup page and `POST /api/v1/users`). */
+export const USERNAME = /^[A-Za-z0-9._-]{3,64}$/;
+
+/** A new user's id. */
+export function newUserId(): string {
+  return `u_${randomBytes(12).toString('base64url')}`;
+}
 
 const sha256 = (s: string) => createHash('sha256').update(s).digest('base64url');
 
@@ -142,7 +148,7 @@ export async function interactionRoutes(app: FastifyInstance, { provider, store,
     // Consume the link atomically: of two concurrent submissions, one creates the account.
     const raw = await store.meta.get(SETUP_KEY);
     if (!raw || !(await store.meta.deleteIf(SETUP_KEY, raw))) return html(reply, 403, messagePage('Setup link not valid', 'This setup link was just used.'));
-    const id = `u_${randomBytes(12).toString('base64url')}`;
+    const id = newUserId();
     await store.users.create({ id, username: username!, passwordHash: await hashPassword(password!), role: 'admin', createdAt: new Date().toISOString() });
     events.emit({ class: 'account_change', activity: 'admin.create', outcome: 'success', message: `admin account ${username} created`, actor: { userId: id }, src: { ip: req.ip } });
     return html(reply, 201, messagePage('Admin account created', `Signed up as ${username}. You can now approve devices and create API clients (palisade login, then palisade clients create).`));
@@ -304,7 +310,7 @@ async function linkedUser(store: DurableStore, configs: readonly UpstreamProvide
   const signUp = config?.allowSignUp ?? (config?.allowedEmailDomains !== undefined);
   if (!signUp) throw new PalisadeError('PAL_ERR_FORBIDDEN', `no Palisade account is linked to this ${config?.name ?? identity.provider} account; ask an administrator`);
   const createdAt = new Date().toISOString();
-  const base = { id: `u_${randomBytes(12).toString('base64url')}`, passwordHash: '', role: 'user' as const, createdAt };
+  const base = { id: newUserId(), passwordHash: '', role: 'user' as const, createdAt };
   const link = { provider: identity.provider, subject: identity.subject, email: identity.email };
   // A readable name when it is free (`github:ada@example.com`); the subject otherwise.
   const readable = `${identity.provider}:${identity.email ?? identity.username ?? identity.subject}`.slice(0, 200);
